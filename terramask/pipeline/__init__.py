@@ -1,0 +1,1 @@
+"""Runs that tie a scene, its tiles, the models and the writers together for one verb."""
