@@ -1,0 +1,40 @@
+"""Geography: open rasters, tile them, convert prompts, and write georeferenced outputs."""
+
+from terramask.scene.outputs import OutputSet
+from terramask.scene.prompts import ObjectPrompt, prompts_from_options, prompts_from_vector
+from terramask.scene.raster import (
+    GeoreferenceWarning,
+    Scene,
+    SceneWarning,
+    SceneWindow,
+    gdal_path,
+    open_scene,
+)
+from terramask.scene.stretch import Stretch
+from terramask.scene.tiling import Tile, TilePlan, plan_tiles
+from terramask.scene.vectors import Feature, area_m2, polygonize, write_vectors
+from terramask.scene.writers import RasterWriter, atomic_output, write_preview
+
+__all__ = [
+    "Feature",
+    "GeoreferenceWarning",
+    "ObjectPrompt",
+    "OutputSet",
+    "RasterWriter",
+    "Scene",
+    "SceneWarning",
+    "SceneWindow",
+    "Stretch",
+    "Tile",
+    "TilePlan",
+    "area_m2",
+    "atomic_output",
+    "gdal_path",
+    "open_scene",
+    "plan_tiles",
+    "polygonize",
+    "prompts_from_options",
+    "prompts_from_vector",
+    "write_preview",
+    "write_vectors",
+]

@@ -1,0 +1,346 @@
+"""Turn user prompts (points, boxes, vector files) given in map or pixel coordinates into pixels."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyogrio.raw
+import pyproj
+import shapely
+from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
+
+from terramask.errors import InputError
+from terramask.scene.raster import GeoreferenceWarning, Scene
+from terramask.scene.vectors import to_pyproj
+
+Coordinates = tuple[float, float]
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectPrompt:
+    """The prompts for one object, in continuous pixel coordinates of the scene.
+
+    (0, 0) is the top-left corner of the top-left pixel, so pixel (col, row) covers
+    [col, col + 1) × [row, row + 1). `labels` are 1 for positive points, 0 for negative ones;
+    `box` is x1, y1, x2, y2 or None.
+    """
+
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    box: np.ndarray | None = None
+    name: str = "object"
+
+    def __post_init__(self) -> None:
+        points = np.asarray(self.points, dtype=np.float64).reshape(-1, 2)
+        labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if len(points) != len(labels):
+            raise ValueError(f"{len(points)} points but {len(labels)} labels")
+        object.__setattr__(self, "points", points)
+        object.__setattr__(self, "labels", labels)
+        if self.box is not None:
+            object.__setattr__(self, "box", np.asarray(self.box, dtype=np.float64).reshape(4))
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) pixel envelope of the points and the box together."""
+        xs = list(self.points[:, 0])
+        ys = list(self.points[:, 1])
+        if self.box is not None:
+            xs += [self.box[0], self.box[2]]
+            ys += [self.box[1], self.box[3]]
+        if not xs:
+            raise ValueError("an empty prompt has no bounds")
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".") if math.isfinite(value) else str(value)
+
+
+def _pair(values: Iterable[float]) -> str:
+    return ", ".join(_fmt(float(v)) for v in values)
+
+
+class _Frame:
+    """Converts coordinates in the user's frame (pixels, or a map CRS) to scene pixels."""
+
+    def __init__(self, scene: Scene, crs: Any, *, pixels: bool) -> None:
+        self.scene = scene
+        self.pixels = pixels
+        self.crs = to_pyproj(crs) if crs is not None else None
+        self.transformer = None
+        if self.crs is not None and scene.crs is not None:
+            scene_crs = to_pyproj(scene.crs)
+            if not self.crs.equals(scene_crs):
+                self.transformer = pyproj.Transformer.from_crs(
+                    self.crs, scene_crs, always_xy=True
+                )
+
+    def __call__(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        if self.pixels:
+            return xs, ys
+        if self.transformer is not None:
+            xs, ys = self.transformer.transform(xs, ys, errcheck=False)
+            xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        a, b, c, d, e, f = (~self.scene.transform)[:6]
+        return a * xs + b * ys + c, d * xs + e * ys + f
+
+    def extent(self) -> str:
+        """The scene's extent in words, in pixels and, where known, in map coordinates."""
+        s = self.scene
+        text = f"the scene {s.source} is {s.width} × {s.height} pixels "
+        text += f"(x 0–{s.width}, y 0–{s.height})"
+        if s.crs is None:
+            return text + " and has no CRS"
+        xmin, ymin, xmax, ymax = s.bounds
+        text += (
+            f" and covers x {_fmt(xmin)}–{_fmt(xmax)}, y {_fmt(ymin)}–{_fmt(ymax)} in "
+            f"{_crs_name(to_pyproj(s.crs))}"
+        )
+        if self.transformer is not None:
+            back = pyproj.Transformer.from_crs(to_pyproj(s.crs), self.crs, always_xy=True)
+            bx0, by0, bx1, by1 = back.transform_bounds(xmin, ymin, xmax, ymax)
+            text += f" (x {_fmt(bx0)}–{_fmt(bx1)}, y {_fmt(by0)}–{_fmt(by1)} in "
+            text += f"{_crs_name(self.crs)})"
+        return text
+
+    def unit(self) -> str:
+        if self.pixels:
+            return "pixel coordinates"
+        return f"{_crs_name(self.crs)}" if self.crs is not None else "the scene CRS"
+
+
+def _crs_name(crs: pyproj.CRS | None) -> str:
+    if crs is None:
+        return "no CRS"
+    authority = crs.to_authority()
+    return ":".join(authority) if authority else crs.name
+
+
+def _inside(scene: Scene, xs: np.ndarray, ys: np.ndarray) -> bool:
+    return bool(
+        np.all(np.isfinite(xs))
+        and np.all(np.isfinite(ys))
+        and np.all((xs >= 0) & (xs <= scene.width) & (ys >= 0) & (ys <= scene.height))
+    )
+
+
+def _outside_error(what: str, frame: _Frame) -> InputError:
+    return InputError(
+        f"The prompt {what} lies outside the scene: {frame.extent()}. Check the coordinates "
+        "and their CRS (--crs), and that x comes before y."
+    )
+
+
+def _point(scene: Scene, frame: _Frame, xy: Sequence[float], what: str) -> np.ndarray:
+    xs, ys = frame(np.array([xy[0]]), np.array([xy[1]]))
+    if not _inside(scene, xs, ys):
+        raise _outside_error(what, frame)
+    return np.array([xs[0], ys[0]])
+
+
+def _box_from_vertices(
+    scene: Scene, frame: _Frame, xs: np.ndarray, ys: np.ndarray, what: str
+) -> np.ndarray:
+    """Pixel bbox of transformed vertices, clipped to the scene; error if nothing is inside."""
+    cols, rows = frame(xs, ys)
+    if not (np.all(np.isfinite(cols)) and np.all(np.isfinite(rows))):
+        raise _outside_error(what, frame)
+    x1, x2 = max(cols.min(), 0.0), min(cols.max(), float(scene.width))
+    y1, y2 = max(rows.min(), 0.0), min(rows.max(), float(scene.height))
+    if x2 <= x1 or y2 <= y1:
+        raise _outside_error(what, frame)
+    return np.array([x1, y1, x2, y2])
+
+
+def _check_crs(scene: Scene, crs: Any, origin: str) -> None:
+    if crs is not None and scene.crs is None:
+        raise InputError(
+            f"{origin} is in a map CRS ({crs}), but the scene {scene.source} has no "
+            "georeferencing, so map coordinates cannot be placed on it. Give the prompts in "
+            "pixel coordinates instead (x to the right, y down, from the top-left corner)."
+        )
+
+
+def prompts_from_options(
+    scene: Scene,
+    *,
+    points: Iterable[Coordinates] = (),
+    negatives: Iterable[Coordinates] = (),
+    boxes: Iterable[tuple[float, float, float, float]] = (),
+    crs: str | None = None,
+) -> list[ObjectPrompt]:
+    """Turn --point/--negative/--box options into object prompts in scene pixels.
+
+    Without `crs` the values are pixel coordinates; with it, map coordinates in that CRS.
+    All points make one object; each box is an object, and with exactly one box the points
+    join it. An empty input gives an empty list.
+    """
+    _check_crs(scene, crs, "The --point/--box prompt")
+    if crs is not None:
+        try:
+            pyproj.CRS.from_user_input(crs)
+        except pyproj.exceptions.CRSError as exc:
+            raise InputError(
+                f"The CRS {crs!r} given for the prompts is not understood ({exc}). Use a code "
+                "such as EPSG:4326 or EPSG:32633."
+            ) from exc
+    frame = _Frame(scene, crs, pixels=crs is None)
+    unit = frame.unit()
+    pos = [_point(scene, frame, p, f"point ({_pair(p)}) in {unit}") for p in points]
+    neg = [_point(scene, frame, p, f"negative point ({_pair(p)}) in {unit}") for p in negatives]
+    box_list = []
+    for box in boxes:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        what = f"box ({_pair(box)}) in {unit}"
+        if not (x2 > x1 and y2 > y1):
+            raise InputError(
+                f"The {what} is empty: a box is x1, y1, x2, y2 with x2 > x1 and y2 > y1 "
+                "(left, top, right, bottom in pixels; min x, min y, max x, max y on a map)."
+            )
+        xs, ys = np.array([x1, x2, x2, x1]), np.array([y1, y1, y2, y2])
+        box_list.append(_box_from_vertices(scene, frame, xs, ys, what))
+    point_xy = np.array(pos + neg).reshape(-1, 2)
+    point_labels = np.array([1] * len(pos) + [0] * len(neg))
+    if len(box_list) == 1 and len(point_xy):
+        return [ObjectPrompt(point_xy, point_labels, box_list[0])]
+    if neg and not pos:
+        raise InputError(
+            "Only negative points were given. Negative points say where the object is *not*; "
+            "add at least one positive point (--point) or a single box (--box) for them to "
+            "refine."
+        )
+    objects = [ObjectPrompt(point_xy, point_labels)] if pos else []
+    objects += [ObjectPrompt(box=b) for b in box_list]
+    return objects
+
+
+def _truthy(value: Any) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True  # a missing value means the default: positive
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "1", "true", "yes", "y", "t", "positive", "pos", "+"):
+            return True
+        if text in ("0", "false", "no", "n", "f", "negative", "neg", "-"):
+            return False
+        raise ValueError(value)
+    return bool(value)
+
+
+def _group_key(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def prompts_from_vector(
+    scene: Scene, path: str | os.PathLike, *, layer: str | None = None
+) -> list[ObjectPrompt]:
+    """Read object prompts from any OGR vector file (GeoPackage, GeoJSON, Shapefile, …).
+
+    Points are one object each unless a `group` field joins several (with at most one polygon);
+    a `positive` field (0/1, true/false) marks negative points; a MultiPoint is one object; a
+    polygon becomes a box prompt from its pixel bounding box; a `name` field names the object.
+    A file without CRS is taken to be in the scene CRS.
+    """
+    source = os.fspath(path)
+    if "://" not in source and not source.startswith("/vsi") and not Path(source).exists():
+        raise InputError(f"The prompt file {source} does not exist. Check the path.")
+    try:
+        meta, _, wkb, field_data = pyogrio.raw.read(source, layer=layer, force_2d=True)
+    except (DataSourceError, DataLayerError, FieldError, GeometryError, OSError) as exc:
+        raise InputError(
+            f"The prompt file {source} cannot be read as a vector layer ({exc}). Use a "
+            "GeoPackage, GeoJSON, Shapefile or another format OGR reads"
+            + (f", and check that it has a layer named {layer!r}." if layer else ".")
+        ) from exc
+    if wkb is None or len(wkb) == 0:
+        raise InputError(
+            f"The prompt file {source} has no features. Add points (objects to find) or "
+            "polygons (boxes around them)."
+        )
+    columns = {str(n).lower(): data for n, data in zip(meta["fields"], field_data, strict=True)}
+    file_crs = meta.get("crs")
+    _check_crs(scene, file_crs, f"The prompt file {source}")
+    if file_crs is None and scene.crs is not None:
+        warnings.warn(
+            f"The prompt file {source} has no CRS; its coordinates are taken to be in the scene "
+            f"CRS ({_crs_name(to_pyproj(scene.crs))}).",
+            GeoreferenceWarning,
+            stacklevel=2,
+        )
+    frame = _Frame(scene, file_crs, pixels=False)
+    unit = frame.unit() if file_crs is not None else "the file's coordinates"
+    geometries = shapely.from_wkb(wkb)
+
+    groups: dict[Any, dict[str, Any]] = {}
+    for i, geometry in enumerate(geometries):
+        label = f"feature {i + 1} of {Path(source).name}"
+        if geometry is None or geometry.is_empty:
+            raise InputError(f"The {label} has no geometry; give every prompt a point or polygon.")
+        key = _group_key(columns["group"][i]) if "group" in columns else None
+        if key is None:
+            key = ("feature", i)
+        group = groups.setdefault(key, {"points": [], "labels": [], "box": None, "name": None})
+        if "name" in columns and group["name"] is None:
+            name = _group_key(columns["name"][i])
+            group["name"] = str(name) if name is not None else None
+        kind = geometry.geom_type
+        if kind in ("Point", "MultiPoint"):
+            try:
+                positive = _truthy(columns["positive"][i]) if "positive" in columns else True
+            except ValueError:
+                raise InputError(
+                    f"The 'positive' value {columns['positive'][i]!r} of {label} is not "
+                    "understood; use 1 (positive) or 0 (negative)."
+                ) from None
+            coords = shapely.get_coordinates(geometry)
+            for xy in coords:
+                group["points"].append(
+                    _point(scene, frame, xy, f"point ({_pair(xy)}) in {unit} ({label})")
+                )
+                group["labels"].append(int(positive))
+        elif kind in ("Polygon", "MultiPolygon"):
+            if group["box"] is not None:
+                raise InputError(
+                    f"The group {key!r} in {source} holds more than one polygon; a group is one "
+                    "object with at most one box. Give the polygons different group values."
+                )
+            coords = shapely.get_coordinates(geometry)
+            envelope = _pair(geometry.bounds)
+            group["box"] = _box_from_vertices(
+                scene, frame, coords[:, 0], coords[:, 1],
+                f"polygon with bounds ({envelope}) in {unit} ({label})",
+            )
+        else:
+            raise InputError(
+                f"The {label} is a {kind}; prompt files may hold points (objects to find, or "
+                "with positive=0 places to avoid) and polygons (boxes around objects) only."
+            )
+
+    objects = []
+    for key, group in groups.items():
+        if group["box"] is None and group["labels"] and not any(group["labels"]):
+            where = f"group {key!r}" if not isinstance(key, tuple) else f"feature {key[1] + 1}"
+            raise InputError(
+                f"In {source}, {where} has only negative points (positive=0). Negative points "
+                "refine an object; give them a 'group' value shared with a positive point or a "
+                "polygon of the same object."
+            )
+        objects.append(
+            ObjectPrompt(
+                np.array(group["points"]).reshape(-1, 2),
+                np.array(group["labels"], dtype=np.int64),
+                group["box"],
+                group["name"] or "object",
+            )
+        )
+    return objects

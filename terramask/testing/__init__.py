@@ -1,0 +1,1 @@
+"""Builders of small synthetic scenes and tiny random models, for tests and `terramask doctor`."""
