@@ -1,0 +1,222 @@
+"""CLIP and SigLIP behind the `ImageText` protocol, with the hooks the dense-CLIP methods need.
+
+Text goes through a prompt ensemble (every template, each embedding normalised, averaged,
+re-normalised). Images are encoded as CLIP was trained (processor resize and crop) for
+`encode_image`, and at their own resolution for `patch_tokens`, so a 448 px crop gives a
+28x28 grid from a /16 model rather than being squeezed to 224.
+
+For the dense methods (SegEarth-OV, CLIP-Surgery) the adapter also exposes `vision_model`,
+`visual_projection`, `preprocess`, `dense_features` (patch and class tokens from one pass),
+`logit_scale` and `patch_size`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from terramask.errors import InputError
+from terramask.models.device import choose_device, choose_dtype
+from terramask.models.registry import ResolvedModel
+from terramask.models.templates import RAW_TEMPLATE, fill
+
+CLIP_FAMILIES = ("clip", "siglip")
+
+
+def _model_class(family: str):
+    from transformers import CLIPModel, SiglipModel
+
+    return {"clip": CLIPModel, "siglip": SiglipModel}[family]
+
+
+class ClipImageText:
+    """A CLIP or SigLIP checkpoint as an `ImageText` model; `name` is the id the user asked for."""
+
+    def __init__(
+        self,
+        resolved: ResolvedModel,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        text_batch_size: int = 256,
+    ):
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        if resolved.family not in CLIP_FAMILIES:
+            raise ValueError(f"ClipImageText cannot run a '{resolved.family}' model")
+        self.name = resolved.requested
+        self.family = resolved.family
+        self.resolved = resolved
+        self.device = choose_device(device) if not isinstance(device, torch.device) else device
+        self.dtype = choose_dtype(self.device, dtype)
+        self.model = _model_class(self.family).from_pretrained(resolved.path, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        self.image_processor = AutoImageProcessor.from_pretrained(resolved.path)
+        self.text_batch_size = max(1, int(text_batch_size))
+
+    # ------------------------------------------------------------------ what dense methods use
+
+    @property
+    def vision_model(self) -> torch.nn.Module:
+        """The ViT (embeddings, encoder.layers, post_layernorm) for methods that edit its blocks."""
+        return self.model.vision_model
+
+    @property
+    def visual_projection(self) -> torch.nn.Module:
+        """Maps post-layernorm vision tokens into the joint space (identity for SigLIP)."""
+        projection = getattr(self.model, "visual_projection", None)
+        return projection if projection is not None else torch.nn.Identity()
+
+    @property
+    def logit_scale(self) -> float:
+        """The learned temperature, already exponentiated (100 for OpenAI CLIP)."""
+        return float(self.model.logit_scale.detach().exp().item())
+
+    @property
+    def logit_bias(self) -> float:
+        """SigLIP's learned sigmoid bias; 0 for CLIP."""
+        bias = getattr(self.model, "logit_bias", None)
+        return 0.0 if bias is None else float(bias.detach().item())
+
+    @property
+    def patch_size(self) -> int:
+        """Pixels per patch side: patch_tokens has H // patch_size rows."""
+        return int(self.model.config.vision_config.patch_size)
+
+    @property
+    def embed_dim(self) -> int:
+        """D, the width of the joint image-text space."""
+        config = self.model.config
+        return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
+
+    # ------------------------------------------------------------------ text
+
+    def encode_text(
+        self, texts: Sequence[str], templates: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """(K, D) normalised text embeddings, each the re-normalised mean over `templates`.
+
+        `templates=None` uses each text as written; pass e.g. IMAGENET_TEMPLATES for the
+        80-prompt ensemble. Every template must contain `{}`.
+        """
+        texts = _check_texts(texts)
+        templates = tuple(templates) if templates is not None else RAW_TEMPLATE
+        if not templates or any("{}" not in t for t in templates):
+            raise InputError(
+                "Every prompt template needs a '{}' where the class name goes, e.g. "
+                "'a satellite image of {}.'; got " + repr(list(templates)[:3]) + "."
+            )
+        if not texts:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        prompts = [fill(t, text) for text in texts for t in templates]
+        embeddings = torch.cat([
+            self._text_features(prompts[i:i + self.text_batch_size])
+            for i in range(0, len(prompts), self.text_batch_size)
+        ])
+        embeddings = _normalise(embeddings).reshape(len(texts), len(templates), -1)
+        return _normalise(embeddings.mean(dim=1)).cpu().numpy()
+
+    def _text_features(self, prompts: list[str]) -> torch.Tensor:
+        max_length = int(self.model.config.text_config.max_position_embeddings)
+        # SigLIP was trained on max_length padding and pools the last position: keep it so.
+        padding = "max_length" if self.family == "siglip" else True
+        tokens = self.tokenizer(prompts, padding=padding, truncation=True,
+                                max_length=max_length, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            output = self.model.get_text_features(**tokens)
+        return output.pooler_output.float()
+
+    # ------------------------------------------------------------------ images
+
+    def preprocess(self, images: Sequence[np.ndarray], *, native: bool = False) -> torch.Tensor:
+        """pixel_values on the model's device: the processor's resize/crop, or none if `native`."""
+        images = _check_images(images, same_size=native)
+        kwargs: dict[str, Any] = {"return_tensors": "pt"}
+        if native:
+            kwargs["do_resize"] = False
+            if getattr(self.image_processor, "do_center_crop", None) is not None:
+                kwargs["do_center_crop"] = False
+        pixels = self.image_processor(images=list(images), **kwargs)["pixel_values"]
+        return pixels.to(self.device, self.dtype)
+
+    def encode_image(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(B, D) normalised embeddings of (H, W, 3) uint8 images, preprocessed as in training."""
+        pixels = self.preprocess(images)
+        with torch.inference_mode():
+            output = self.model.get_image_features(pixel_values=pixels)
+        return _normalise(output.pooler_output.float()).cpu().numpy()
+
+    def dense_features(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, h, w, D) patch tokens and (B, D) global token at the images' own resolution.
+
+        CLIP: post-layernorm then visual projection of the patch tokens and of the class token.
+        SigLIP (no class token, no projection): the post-layernorm patch tokens and the
+        attention-pooled image embedding. Neither is normalised.
+        """
+        pixels = self.preprocess(images, native=True)
+        height, width = (int(v) // self.patch_size for v in pixels.shape[-2:])
+        with torch.inference_mode():
+            output = self.vision_model(pixel_values=pixels, interpolate_pos_encoding=True)
+            hidden = output.last_hidden_state
+            if self.family == "clip":
+                tokens = self.model.visual_projection(self.vision_model.post_layernorm(hidden))
+                patches, cls = tokens[:, 1:], tokens[:, 0]
+            else:  # SigLIP's last_hidden_state is already post-layernormed
+                patches, cls = hidden, output.pooler_output
+        patches = patches.reshape(patches.shape[0], height, width, -1)
+        return patches.float().cpu().numpy(), cls.float().cpu().numpy()
+
+    def patch_tokens(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(B, h, w, D) patch tokens in the joint space, h = H // patch_size (not normalised)."""
+        return self.dense_features(images)[0]
+
+    def cls_token(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(B, D) global token at native resolution, projected but not normalised."""
+        return self.dense_features(images)[1]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    bad = [t for t in texts if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise InputError(
+            f"Text prompts must be non-empty strings; got {bad[:3]!r}. Remove empty class "
+            "names or synonyms (e.g. a trailing comma in 'building,roof,')."
+        )
+    return [t.strip() for t in texts]
+
+
+def _check_images(images: Sequence[np.ndarray], *, same_size: bool) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    images = list(images)
+    if not images:
+        raise InputError("No images were given to the image-text model.")
+    for image in images:
+        if (not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3
+                or image.dtype != np.uint8):
+            shape = getattr(image, "shape", type(image).__name__)
+            dtype = getattr(image, "dtype", "")
+            raise InputError(
+                f"The image-text model needs (H, W, 3) uint8 RGB images, got {shape} {dtype}. "
+                "Stretch the imagery to 0-255 and select three bands first."
+            )
+    if same_size and len({image.shape for image in images}) > 1:
+        raise InputError(
+            "patch_tokens needs images of one size per call (they are batched at their own "
+            f"resolution); got {sorted({image.shape[:2] for image in images})}."
+        )
+    return images

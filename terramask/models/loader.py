@@ -1,0 +1,131 @@
+"""Loads a segmenter or image-text model once per process, picking the adapter by family.
+
+Every failure inside `from_pretrained` (missing or corrupt weights, a config the installed
+transformers cannot read, a missing tokenizer backend) becomes one `ModelLoadError` that
+names the folder and says what to do, instead of a transformers traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from terramask.errors import ModelLoadError, TerraMaskError
+from terramask.methods.protocols import ImageText, Segmenter
+from terramask.models.device import choose_device, choose_dtype
+from terramask.models.registry import DEFAULT_MODELS, ResolvedModel, resolve_model
+
+_LOADED: dict[tuple[str, str, str, str], Any] = {}
+_LOCK = threading.Lock()
+
+
+def load_segmenter(
+    id_or_path: str | None = None,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+) -> Segmenter:
+    """A SAM-family `Segmenter` from an alias, hub id or folder (default: SAM ViT-L)."""
+    resolved = resolve_model(id_or_path or DEFAULT_MODELS["segmenter"], kind="segmenter")
+
+    def build(dev: torch.device, dt: torch.dtype) -> Segmenter:
+        from terramask.models.sam import SamSegmenter
+
+        return SamSegmenter(resolved, device=dev, dtype=dt)
+
+    return _load_once("segmenter", resolved, device, dtype, build)
+
+
+def load_image_text(
+    id_or_path: str | None = None,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+) -> ImageText:
+    """A CLIP-family `ImageText` from an alias, hub id or folder (default: CLIP ViT-B/16)."""
+    resolved = resolve_model(id_or_path or DEFAULT_MODELS["image_text"], kind="image_text")
+
+    def build(dev: torch.device, dt: torch.dtype) -> ImageText:
+        if resolved.family == "open_clip":
+            from terramask.models.open_clip_adapter import OpenClipImageText
+
+            return OpenClipImageText(resolved, device=dev, dtype=dt)
+        if resolved.family == "siglip2":
+            raise ModelLoadError(
+                f"The model '{resolved.requested}' at {resolved.path} is a SigLIP 2 model, which "
+                "this release recognises but cannot run yet. Use a SigLIP (v1) or CLIP model, "
+                "e.g. google/siglip-base-patch16-224 or openai/clip-vit-base-patch16."
+            )
+        from terramask.models.clip import ClipImageText
+
+        return ClipImageText(resolved, device=dev, dtype=dt)
+
+    return _load_once("image_text", resolved, device, dtype, build)
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Silence transformers' per-file progress bars (they would pollute --json output)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def clear_loaded() -> None:
+    """Forget every loaded model (tests, or freeing memory between runs)."""
+    with _LOCK:
+        _LOADED.clear()
+
+
+def _load_once(kind: str, resolved: ResolvedModel, device, dtype, build: Callable) -> Any:
+    dev = choose_device(device) if not isinstance(device, torch.device) else device
+    dt = choose_dtype(dev, dtype)
+    key = (kind, str(resolved.path), str(dev), str(dt))
+    with _LOCK:
+        if key not in _LOADED:
+            try:
+                with quiet_progress():
+                    _LOADED[key] = build(dev, dt)
+            except TerraMaskError:
+                raise
+            except Exception as exc:
+                raise _load_error(resolved, exc) from None
+        return _LOADED[key]
+
+
+def _load_error(resolved: ResolvedModel, exc: BaseException) -> ModelLoadError:
+    detail = (str(exc).strip().splitlines() or [""])[0][:300]
+    what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    text = str(exc).lower()
+    if "sentencepiece" in text or "protobuf" in text:
+        fix = "Install the tokenizer backend it needs with `pip install sentencepiece protobuf`."
+    elif isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text:
+        fix = "Free GPU memory, pick a smaller model, or use --dtype fp16 / --device cpu."
+    else:
+        name = resolved.spec.name if resolved.spec else resolved.requested
+        again = (
+            f"delete it and fetch it again with `terramask models pull {name}`"
+            if resolved.origin != "local"
+            else "re-save or re-download it"
+        )
+        fix = (
+            "The folder is probably incomplete or corrupt (missing or truncated weights, or "
+            f"a config from a newer transformers): {again}, or point to a complete folder."
+        )
+    return ModelLoadError(
+        f"The model '{resolved.requested}' ({resolved.family}) in {resolved.path} could not be "
+        f"loaded ({what}). {fix}"
+    )
+
+
+__all__ = ["clear_loaded", "load_image_text", "load_segmenter", "quiet_progress"]

@@ -1,0 +1,287 @@
+"""SAM, SAM-HQ and SAM 2 behind the `Segmenter` protocol: embed a tile once, decode many prompts.
+
+The adapter loads the family's own transformers classes and processor and only does what the
+protocol needs on top: an LRU cache of image embeddings (a tile is encoded once however many
+prompts it gets), prompt batching in one decoder call, and mask up-sampling to the tile size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from terramask.errors import InputError
+from terramask.methods.protocols import ImageEmbedding, MaskPrediction
+from terramask.models.device import choose_device, choose_dtype
+from terramask.models.registry import ResolvedModel
+
+SAM_FAMILIES = ("sam", "sam_hq", "sam2")
+
+
+@dataclass(frozen=True)
+class _Features:
+    """What one embedded image carries: encoder outputs plus the geometry to map prompts."""
+
+    embeddings: Any  # sam: tensor; sam_hq: (tensor, list of tensors); sam2: list of tensors
+    original_size: tuple[int, int]  # (H, W) of the tile
+    input_size: tuple[int, int]  # (h, w) the tile was resized to before padding
+
+
+def image_key(image: np.ndarray) -> str:
+    """A content hash of an image, including its shape, for the embedding cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(image.shape).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+class _Sam2Frames:
+    """SAM 2 pre/post-processing when Sam2ImageProcessor cannot load (it needs torchvision).
+
+    Reads the same preprocessor_config.json keys the real processor uses: square resize,
+    rescale, ImageNet normalisation; masks are up-sampled straight to the tile size.
+    """
+
+    def __init__(self, folder: Path):
+        config = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+        size = config.get("size", {"height": 1024, "width": 1024})
+        self.size = (int(size["height"]), int(size["width"]))
+        self.rescale = float(config.get("rescale_factor", 1 / 255))
+        self.mean = np.asarray(config.get("image_mean", [0.485, 0.456, 0.406]), np.float32)
+        self.std = np.asarray(config.get("image_std", [0.229, 0.224, 0.225]), np.float32)
+
+    def __call__(self, images: np.ndarray, return_tensors: str = "pt") -> dict:
+        from PIL import Image
+
+        height, width = self.size
+        resized = np.asarray(Image.fromarray(images).resize((width, height), Image.BILINEAR))
+        pixels = (resized.astype(np.float32) * self.rescale - self.mean) / self.std
+        return {
+            "pixel_values": torch.from_numpy(pixels.transpose(2, 0, 1).copy())[None],
+            "original_sizes": torch.tensor([images.shape[:2]]),
+        }
+
+    def post_process_masks(self, masks, original_sizes, binarize: bool = False, **_: Any):
+        return [
+            F.interpolate(m, tuple(int(v) for v in size), mode="bilinear", align_corners=False)
+            for m, size in zip(masks, original_sizes, strict=True)
+        ]
+
+
+def _load_processor(folder: Path, family: str):
+    if family == "sam2" and importlib.util.find_spec("torchvision") is None:
+        return _Sam2Frames(folder)
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(folder)
+
+
+def _model_class(family: str):
+    from transformers import Sam2Model, SamHQModel, SamModel
+
+    return {"sam": SamModel, "sam_hq": SamHQModel, "sam2": Sam2Model}[family]
+
+
+class SamSegmenter:
+    """A SAM-family model as a `Segmenter`; `name` is the id the user asked for."""
+
+    def __init__(
+        self,
+        resolved: ResolvedModel,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        cache_size: int = 4,
+        max_prompts_per_call: int = 64,
+    ):
+        if resolved.family not in SAM_FAMILIES:
+            raise ValueError(f"SamSegmenter cannot run a '{resolved.family}' model")
+        self.name = resolved.requested
+        self.family = resolved.family
+        self.resolved = resolved
+        self.device = choose_device(device) if not isinstance(device, torch.device) else device
+        self.dtype = choose_dtype(self.device, dtype)
+        self.model = _model_class(self.family).from_pretrained(resolved.path, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.processor = _load_processor(Path(resolved.path), self.family)
+        self.cache_size = max(0, int(cache_size))
+        # Bounds decoder and up-sampling memory when a caller sends a whole point grid.
+        self.max_prompts_per_call = max(1, int(max_prompts_per_call))
+        self._cache: OrderedDict[str, _Features] = OrderedDict()
+
+    # ------------------------------------------------------------------ embedding
+
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode an (H, W, 3) uint8 RGB image once; the same pixels come from the cache."""
+        _check_image(image)
+        key = image_key(image)
+        features = self._cache.get(key)
+        if features is not None:
+            self._cache.move_to_end(key)
+        else:
+            features = self._encode(image)
+            if self.cache_size:
+                self._cache[key] = features
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return ImageEmbedding(image_size=features.original_size, data=features, key=key)
+
+    def _encode(self, image: np.ndarray) -> _Features:
+        inputs = self.processor(images=image, return_tensors="pt")
+        pixels = inputs["pixel_values"].to(self.device, self.dtype)
+        original = tuple(int(v) for v in inputs["original_sizes"][0])
+        if "reshaped_input_sizes" in inputs:
+            resized = tuple(int(v) for v in inputs["reshaped_input_sizes"][0])
+        else:  # SAM 2 resizes to a square without padding
+            resized = tuple(int(v) for v in pixels.shape[-2:])
+        with torch.inference_mode():
+            embeddings = self.model.get_image_embeddings(pixels)
+        return _Features(embeddings, original, resized)
+
+    def clear_cache(self) -> None:
+        """Forget every cached embedding (e.g. between scenes)."""
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ decoding
+
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        *,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        multimask: bool = True,
+    ) -> MaskPrediction:
+        """Decode B prompts against one embedding; see `Segmenter.predict` for the shapes."""
+        features = embedding.data
+        if not isinstance(features, _Features):
+            raise InputError(
+                "The embedding passed to predict() was not made by this segmenter's embed(). "
+                "Call embed(image) on the same segmenter and pass its result."
+            )
+        points, point_labels, boxes = _check_prompts(points, point_labels, boxes)
+        count = len(points) if points is not None else len(boxes)
+        parts = []
+        for start in range(0, count, self.max_prompts_per_call):
+            stop = min(count, start + self.max_prompts_per_call)
+            parts.append(self._decode(
+                features,
+                None if points is None else points[start:stop],
+                None if point_labels is None else point_labels[start:stop],
+                None if boxes is None else boxes[start:stop],
+                multimask,
+            ))
+        if len(parts) == 1:
+            return parts[0]
+        return MaskPrediction(*(np.concatenate(arrays) for arrays in zip(
+            *((p.masks, p.logits, p.iou_scores, p.low_res_logits) for p in parts), strict=True)))
+
+    def _decode(self, features: _Features, points, labels, boxes, multimask: bool):
+        height, width = features.original_size
+        scale = np.array([features.input_size[1] / width, features.input_size[0] / height])
+        kwargs: dict[str, Any] = {"multimask_output": bool(multimask)}
+        if points is not None:
+            kwargs["input_points"] = self._tensor((points * scale)[None])
+            kwargs["input_labels"] = torch.from_numpy(labels[None]).to(self.device)
+        if boxes is not None:
+            kwargs["input_boxes"] = self._tensor((boxes * np.tile(scale, 2))[None])
+        if self.family == "sam_hq":
+            kwargs["image_embeddings"], kwargs["intermediate_embeddings"] = features.embeddings
+        else:
+            kwargs["image_embeddings"] = features.embeddings
+        with torch.inference_mode():
+            output = self.model(**kwargs)
+            low_res = output.pred_masks[0].float()  # (B, M, h, w)
+            iou = output.iou_scores[0].float()  # (B, M)
+            logits = self._upsample(low_res, features)
+        logits_np = logits.cpu().numpy().astype(np.float32, copy=False)
+        return MaskPrediction(
+            masks=logits_np > 0.0,
+            logits=logits_np,
+            iou_scores=iou.cpu().numpy().astype(np.float32, copy=False),
+            low_res_logits=low_res.cpu().numpy().astype(np.float32, copy=False),
+        )
+
+    def _upsample(self, low_res: torch.Tensor, features: _Features) -> torch.Tensor:
+        original = [list(features.original_size)]
+        if self.family == "sam2":
+            return self.processor.post_process_masks([low_res], original, binarize=False)[0]
+        return self.processor.post_process_masks(
+            [low_res], original, [list(features.input_size)], binarize=False
+        )[0]
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(
+            self.device, self.dtype
+        )
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _check_image(image: Any) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise InputError(
+            f"The segmenter needs an (H, W, 3) RGB image array, got {shape}. Convert single-band "
+            "or multi-band imagery to 3 bands (e.g. choose bands or stack a grey band) first."
+        )
+    if image.dtype != np.uint8:
+        raise InputError(
+            f"The segmenter needs uint8 pixels, got {image.dtype}. Stretch the imagery to 0-255 "
+            "first (the scene reader does this once per scene)."
+        )
+    if min(image.shape[:2]) < 1:
+        raise InputError(f"The image is empty (shape {image.shape}).")
+
+
+def _check_prompts(points, labels, boxes):
+    if points is None and boxes is None:
+        raise InputError("predict() needs points, boxes or both; neither was given.")
+    count = None
+    if points is not None:
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 3 or points.shape[2] != 2 or points.shape[1] < 1:
+            raise InputError(
+                f"points must have shape (B, N, 2) with x, y in pixels, got {points.shape}. "
+                "Wrap a single point as points[None, None]."
+            )
+        if labels is None:
+            labels = np.ones(points.shape[:2], dtype=np.int64)
+        labels = np.asarray(labels)
+        if labels.shape != points.shape[:2]:
+            raise InputError(
+                f"point_labels must have shape (B, N) = {points.shape[:2]}, got {labels.shape}."
+            )
+        if not np.isin(labels, (-1, 0, 1)).all():
+            raise InputError("point_labels must be 1 (positive), 0 (negative) or -1 (padding).")
+        labels = labels.astype(np.int64)
+        count = points.shape[0]
+    if boxes is not None:
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise InputError(
+                f"boxes must have shape (B, 4) as x1, y1, x2, y2 in pixels, got {boxes.shape}."
+            )
+        if count is not None and boxes.shape[0] != count:
+            raise InputError(
+                f"points and boxes must describe the same B prompts: got {count} point sets and "
+                f"{boxes.shape[0]} boxes."
+            )
+        count = boxes.shape[0]
+    if count == 0:
+        raise InputError("predict() was given zero prompts (B = 0).")
+    for name, array in (("points", points), ("boxes", boxes)):
+        if array is not None and not np.isfinite(array).all():
+            raise InputError(f"{name} contain NaN or infinite coordinates.")
+    return points, labels, boxes

@@ -1,0 +1,215 @@
+"""Saves tiny random models of the real transformers classes, for tests and `terramask doctor`.
+
+The folders they write look exactly like a hub download (config.json, safetensors, processor
+and tokenizer files), so loading them exercises the same code path as a real checkpoint.
+Everything is built offline: the tokenizers are trained here on a few sentences.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+_SENTENCES = (
+    "a photo of a building.", "a satellite image of a road.", "an aerial photo of water.",
+    "a bad photo of a tree.", "a photo of the large field next to the river.",
+    "the roof of a house, a car park and a ship in the harbour.",
+    "itap of a forest. a sculpture of a bridge. a rendering of low vegetation.",
+)
+
+SAM_FAMILIES = ("sam", "sam_hq", "sam2")
+CLIP_FAMILIES = ("clip", "siglip")
+
+
+def save_tiny_sam(path: str | Path, family: str = "sam", image_size: int = 128,
+                  seed: int = 0) -> Path:
+    """A tiny random SamModel / SamHQModel / Sam2Model and its processor, saved to `path`."""
+    if family not in SAM_FAMILIES:
+        raise ValueError(f"family must be one of {SAM_FAMILIES}, got {family!r}")
+    from terramask.models.loader import quiet_progress
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    with quiet_progress():
+        if family == "sam2":
+            _save_tiny_sam2(path, image_size)
+        else:
+            _save_tiny_sam_v1(path, family, image_size)
+    return path
+
+
+def _spread_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Re-draw weight matrices at unit gain: SAM's own init keeps tiny models' logits near 0,
+    which would make masks arbitrary and numerical comparisons in tests meaningless."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim >= 2:
+                torch.nn.init.xavier_normal_(parameter)
+    return model
+
+
+def _sam_v1_config(family: str, image_size: int):
+    from transformers import SamConfig, SamHQConfig
+
+    hidden, out = 32, 32
+    vision = dict(
+        hidden_size=hidden, output_channels=out, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=16, window_size=4, global_attn_indexes=[1],
+        num_pos_feats=out // 2, mlp_dim=64, initializer_range=0.02,
+    )
+    prompt = dict(hidden_size=out, image_size=image_size, patch_size=16)
+    decoder = dict(hidden_size=out, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                   iou_head_hidden_dim=32)
+    if family == "sam_hq":
+        decoder["vit_dim"] = hidden
+        return SamHQConfig(vision_config=vision, prompt_encoder_config=prompt,
+                           mask_decoder_config=decoder)
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt,
+                     mask_decoder_config=decoder)
+
+
+def _save_tiny_sam_v1(path: Path, family: str, image_size: int) -> None:
+    from transformers import SamHQModel, SamHQProcessor, SamModel, SamProcessor
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    config = _sam_v1_config(family, image_size)
+    model = _spread_weights((SamHQModel if family == "sam_hq" else SamModel)(config)).eval()
+    model.save_pretrained(path)
+    low_res = 4 * image_size // 16
+    image_processor = SamImageProcessorPil(
+        size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
+        mask_size={"longest_edge": low_res},
+        mask_pad_size={"height": low_res, "width": low_res},
+    )
+    processor_cls = SamHQProcessor if family == "sam_hq" else SamProcessor
+    processor_cls(image_processor).save_pretrained(path)
+
+
+def _save_tiny_sam2(path: Path, image_size: int) -> None:
+    from transformers import Sam2Config, Sam2Model
+
+    stride = 4  # patch embedding stride; three query-pool stages halve it three times
+    sizes = [[image_size // stride // 2**i] * 2 for i in range(3)]
+    hidden = 32
+    vision = {
+        "backbone_config": {
+            "model_type": "sam2_hiera_det_model", "hidden_size": 8, "num_attention_heads": 1,
+            "image_size": [image_size, image_size], "blocks_per_stage": [1, 1, 2, 1],
+            "embed_dim_per_stage": [8, 16, 32, 64], "num_attention_heads_per_stage": [1, 1, 2, 2],
+            "window_size_per_stage": [4, 4, 4, 4], "global_attention_blocks": [3],
+            "window_positional_embedding_background_size": [4, 4],
+        },
+        "backbone_channel_list": [64, 32, 16, 8],
+        "backbone_feature_sizes": sizes,
+        "fpn_hidden_size": hidden,
+    }
+    prompt = {"hidden_size": hidden, "image_size": image_size, "patch_size": 16}
+    decoder = {"hidden_size": hidden, "mlp_dim": 64, "num_hidden_layers": 2,
+               "num_attention_heads": 2, "iou_head_hidden_dim": 32}
+    config = Sam2Config(vision_config=vision, prompt_encoder_config=prompt,
+                        mask_decoder_config=decoder)
+    _spread_weights(Sam2Model(config)).eval().save_pretrained(path)
+    # Sam2ImageProcessor needs torchvision to be instantiated, so its config is written as
+    # the real class would write it; the adapter reads the same keys when it falls back.
+    processor = {
+        "image_processor_type": "Sam2ImageProcessor", "processor_class": "Sam2Processor",
+        "do_resize": True, "size": {"height": image_size, "width": image_size},
+        "mask_size": {"height": 4 * image_size // 16, "width": 4 * image_size // 16},
+        "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+        "do_convert_rgb": True,
+    }
+    (path / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    (path / "processor_config.json").write_text(
+        json.dumps({"processor_class": "Sam2Processor", "point_pad_value": -10,
+                    "target_size": image_size}, indent=2))
+
+
+def save_tiny_clip(path: str | Path, family: str = "clip", seed: int = 0) -> Path:
+    """A tiny random CLIPModel / SiglipModel with an offline-trained tokenizer, saved to `path`."""
+    if family not in CLIP_FAMILIES:
+        raise ValueError(f"family must be one of {CLIP_FAMILIES}, got {family!r}")
+    from terramask.models.loader import quiet_progress
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    with quiet_progress():
+        if family == "clip":
+            _save_tiny_clip(path)
+        else:
+            _save_tiny_siglip(path)
+    return path
+
+
+def _train_clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE with CLIP's word-end suffix, trained on a few sentences."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    tok.train_from_iterator([s.lower() for s in _SENTENCES], trainer)
+    data = json.loads(tok.to_str())
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+              for m in data["model"]["merges"]]
+    vocab = dict(data["model"]["vocab"])
+    # CLIP marks the end of every word; make sure each byte also exists in word-final form.
+    for char in pre_tokenizers.ByteLevel.alphabet():
+        vocab.setdefault(char + "</w>", len(vocab))
+    return vocab, merges
+
+
+def _save_tiny_clip(path: Path) -> None:
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    vocab, merges = _train_clip_bpe()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=32, patch_size=8)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
+    model.eval().save_pretrained(path)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32},
+                                            crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+
+
+def _save_tiny_siglip(path: Path) -> None:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    # SiglipTokenizer needs sentencepiece, which a test machine may lack; the adapter only
+    # relies on AutoTokenizer, so a tokenizers-backed WordPiece stands in for it.
+    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordPieceTrainer(vocab_size=200, special_tokens=["<pad>", "</s>", "<unk>"],
+                                        show_progress=False)
+    tok.train_from_iterator(list(_SENTENCES), trainer)
+    # Like SigLIP's own tokenizer, end every text with </s>.
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>",
+                                        eos_token="</s>", unk_token="<unk>", model_max_length=16)
+    text = dict(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=None)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=32, patch_size=8)
+    SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval().save_pretrained(path)
+    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
+    tokenizer.save_pretrained(path)
