@@ -7,7 +7,8 @@ from affine import Affine
 from rasterio.windows import Window
 
 from terramask.methods.interactive import ObjectMask
-from terramask.pipeline.objects import block_windows, crop_object, paint_block
+from terramask.pipeline.objects import crop_object, paint_block
+from terramask.scene.writers import block_windows
 
 
 def object_mask(shape, rows, cols, strength=5.0, score=0.8):
@@ -72,6 +73,6 @@ def test_empty_objects_paint_nothing():
 
 def test_block_grid_covers_odd_sizes_exactly_once():
     count = np.zeros((70, 101), int)
-    for w in block_windows(101, 70, size=32):
+    for w in block_windows(101, 70, 32):
         count[w.toslices()] += 1
     assert np.all(count == 1)

@@ -103,12 +103,3 @@ def _logits_on_block(obj: FoundObject, block: Window) -> np.ndarray | None:
     sampled = ndimage.map_coordinates(finite, [v, u], order=1, mode="nearest")
     out[ir0 - br0 : ir1 - br0, ic0 - bc0 : ic1 - bc0] = np.where(inside, sampled, -np.inf)
     return out
-
-
-def block_windows(width: int, height: int, size: int = 1024) -> list[Window]:
-    """A grid of output blocks covering the scene."""
-    return [
-        Window(c, r, min(size, width - c), min(size, height - r))
-        for r in range(0, height, size)
-        for c in range(0, width, size)
-    ]

@@ -1,0 +1,429 @@
+"""The `terramask` command line: one command per verb of `terramask.api`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from terramask import __version__
+from terramask.errors import TerraMaskError
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
+
+
+# ---------------------------------------------------------------- option parsing
+
+
+def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise click.BadParameter(f"{what} must be {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _points(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
+    return [_floats(v, 2, "a point (X,Y)") for v in values]
+
+
+def _boxes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
+    return [_floats(v, 4, "a box (X1,Y1,X2,Y2)") for v in values]
+
+
+def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        bands = [int(b) for b in value.split(",") if b.strip()]
+    except ValueError:
+        raise click.BadParameter(f"bands are 1-based integers like 4,3,2, got {value!r}") from None
+    if not bands:
+        raise click.BadParameter("give at least one band, e.g. --bands 4,3,2")
+    return bands
+
+
+# ---------------------------------------------------------------- shared behaviour
+
+
+def _run_safely(func: Callable[..., Any]) -> Callable[..., Any]:
+    """User errors print one paragraph and exit 2; bugs say how to see the traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        debug = kwargs.get("debug") or (ctx.obj or {}).get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except TerraMaskError as exc:
+            if debug:
+                raise
+            stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            stderr.print("[yellow]interrupted[/]: no partial output was kept.")
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            stderr.print(
+                f"[bold red]unexpected error[/] ({type(exc).__name__}: {exc}). This is a bug in "
+                "TerraMask, not in your input; run again with --debug for the traceback and "
+                "report it.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(EXIT_BUG)
+
+    return wrapper
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--json and --debug on every command."""
+    func = click.option("--debug", is_flag=True, help="Show tracebacks.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")(func)
+    return _run_safely(func)
+
+
+def tiling_options(default_overlap: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option(
+            "--overlap",
+            type=click.IntRange(min=0),
+            default=default_overlap,
+            show_default=True,
+            help="Overlap between tiles, pixels.",
+        )(func)
+        return click.option(
+            "--tile",
+            "tile_size",
+            type=click.IntRange(min=64),
+            default=1024,
+            show_default=True,
+            help="Tile size, pixels.",
+        )(func)
+
+    return decorate
+
+
+def raster_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--stretch",
+        default="auto",
+        show_default=True,
+        help="auto (8-bit as is, else 2-98 percentiles per scene), none, or P1,P2.",
+    )(func)
+    return click.option(
+        "--bands", callback=_bands, help="1-based bands to use as R,G,B, e.g. 4,3,2."
+    )(func)
+
+
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--overwrite", is_flag=True, help="Replace existing outputs of the same name."
+    )(func)
+    return click.option(
+        "-o",
+        "--output",
+        default="terramask-out",
+        show_default=True,
+        help="Output folder; files are named after the input.",
+    )(func)
+
+
+def device_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps."
+    )(func)
+
+
+@contextmanager
+def progress_reporter(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar per stage, fed by the API's (stage, done, total) callbacks."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description:>10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield report
+
+
+def emit(result: dict, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        human()
+
+
+# ---------------------------------------------------------------- commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="terramask")
+@click.option("--debug", is_flag=True, help="Show tracebacks for every command.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Segment satellite and aerial imagery from clicks, boxes, class names or questions."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.argument("scene")
+@click.option("--point", "points", multiple=True, callback=_points, help="Positive click X,Y.")
+@click.option(
+    "--negative", "negatives", multiple=True, callback=_points, help="Negative click X,Y."
+)
+@click.option("--box", "boxes", multiple=True, callback=_boxes, help="Box X1,Y1,X2,Y2.")
+@click.option(
+    "--crs", help="CRS of the coordinates (e.g. EPSG:4326); without it they are scene pixels."
+)
+@click.option(
+    "--prompts",
+    "prompt_file",
+    type=click.Path(dir_okay=False),
+    help="Vector file of prompts: points (field `positive`, `group`) and polygons (boxes).",
+)
+@click.option("--prompts-layer", "prompt_layer", help="Layer of the prompts file.")
+@click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
+@click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
+@raster_options
+@tiling_options(default_overlap=256)
+@output_options
+@device_option
+@common_options
+def prompt(
+    scene: str,
+    as_json: bool,
+    debug: bool,
+    **options: Any,
+) -> None:
+    """Segment the objects under clicks and boxes on SCENE (any GDAL raster, any size).
+
+    All --point/--negative clicks form one object; each --box is its own object (a single
+    box joins the clicks). Writes SCENE_mask.tif (object ids, COG), SCENE_score.tif,
+    SCENE.gpkg, SCENE.geojson (EPSG:4326), SCENE_preview.png and SCENE.json.
+    """
+    from terramask import api
+
+    with progress_reporter(not as_json) as report:
+        result = api.prompt(scene, progress=report, **options)
+    data = result.to_dict()
+
+    def human() -> None:
+        table = Table("id", "name", "score", "area m²", "empty", title="objects")
+        for obj in result.objects:
+            area = obj["area_m2"]
+            table.add_row(
+                str(obj["id"]),
+                obj["name"],
+                f"{obj['score']:.3f}",
+                "-" if area is None else f"{area:,.1f}",
+                "yes" if obj["empty"] else "",
+            )
+        stdout.print(table)
+        for kind, path in result.outputs.items():
+            stdout.print(f"  {kind:8} {path}", highlight=False)
+
+    emit(data, as_json, human)
+
+
+@cli.command()
+@click.argument("scene")
+@click.option(
+    "-c",
+    "--class",
+    "classes",
+    multiple=True,
+    required=True,
+    help="Class, with synonyms: road,street",
+)
+@click.option("--engine", type=click.Choice(["clip", "sam+clip", "sam3"]), default="sam+clip")
+@click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
+@click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
+@click.option("--sam3", help="SAM 3 model: hub id or local folder.")
+@click.option("--grid", type=click.IntRange(min=1), default=29, show_default=True)
+@click.option("--threshold", type=float, help="Probability below which a pixel is background.")
+@click.option("--background", help="Name of the background class.")
+@raster_options
+@tiling_options(default_overlap=128)
+@output_options
+@device_option
+@common_options
+def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **options: Any):
+    """Label every pixel of SCENE with one of the given classes (open vocabulary)."""
+    from terramask import api
+
+    api.segment(scene, classes, **options)
+
+
+@cli.command()
+@click.argument("scene")
+@click.argument("question")
+@click.option("--engine", type=click.Choice(["geoseg", "clicks", "box"]), default="geoseg")
+@click.option("--mllm-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
+@click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
+@click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
+@click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
+@click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
+@click.option("--sam3", help="SAM 3 model: hub id or local folder.")
+@raster_options
+@tiling_options(default_overlap=256)
+@output_options
+@device_option
+@common_options
+def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -> None:
+    """Answer QUESTION about SCENE with a mask, polygons and the model's words."""
+    from terramask import api
+
+    api.ask(scene, question, **options)
+
+
+@cli.command("eval")
+@click.argument("dataset")
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="Data set folder.")
+@click.option("--split", default="val", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images only.")
+@click.option("--engine", default=None, help="Method to evaluate.")
+@output_options
+@device_option
+@common_options
+def eval_command(dataset: str, root: str, as_json: bool, debug: bool, **options: Any) -> None:
+    """Evaluate a method on a benchmark DATASET found under --root."""
+    from terramask import api
+
+    api.evaluate(dataset, root, **options)
+
+
+@cli.command()
+@click.argument("pred_dir", type=click.Path(file_okay=False))
+@click.argument("gt_dir", type=click.Path(file_okay=False))
+@click.option("--classes", required=True, help="Class names in index order: a,b,c.")
+@click.option("--ignore-index", type=int, default=255, show_default=True)
+@common_options
+def score(pred_dir: str, gt_dir: str, as_json: bool, debug: bool, **options: Any) -> None:
+    """Score predicted label maps in PRED_DIR against GT_DIR (matched by file name)."""
+    from terramask import api
+
+    api.score(pred_dir, gt_dir, **options)
+
+
+@cli.group()
+def models() -> None:
+    """Which models TerraMask knows, where they are, and fetching them."""
+
+
+@models.command("list")
+@common_options
+def models_list(as_json: bool, debug: bool) -> None:
+    """Known models and whether each is available on this machine."""
+    from terramask.models import list_models
+
+    rows = [
+        {
+            "name": spec.name,
+            "kind": spec.kind,
+            "family": spec.family,
+            "hub_id": spec.hub_id,
+            "local": None if found is None else str(found.path),
+        }
+        for spec, found in list_models()
+    ]
+
+    def human() -> None:
+        table = Table("name", "kind", "family", "hub id", "available here")
+        for r in rows:
+            table.add_row(r["name"], r["kind"], r["family"], r["hub_id"] or "-", r["local"] or "no")
+        stdout.print(table)
+
+    emit({"models": rows}, as_json, human)
+
+
+@models.command("where")
+@click.argument("model")
+@click.option(
+    "--kind",
+    type=click.Choice(["segmenter", "image_text", "concept", "mllm"]),
+    default="segmenter",
+    show_default=True,
+)
+@common_options
+def models_where(model: str, kind: str, as_json: bool, debug: bool) -> None:
+    """Where MODEL (alias, hub id or folder) would be loaded from, without downloading."""
+    from terramask.models import resolve_model
+
+    found = resolve_model(model, kind=kind, allow_download=False)
+    data = {"model": model, "path": str(found.path), "family": found.family, "origin": found.origin}
+    emit(data, as_json, lambda: stdout.print(f"{found.path}  ({found.family}, {found.origin})"))
+
+
+@models.command("pull")
+@click.argument("model")
+@common_options
+def models_pull(model: str, as_json: bool, debug: bool) -> None:
+    """Download MODEL into the Hugging Face cache for offline use."""
+    from terramask.models import pull_model
+
+    found = pull_model(model)
+    data = {"model": model, "path": str(found.path), "family": found.family}
+    emit(data, as_json, lambda: stdout.print(f"downloaded to {found.path}"))
+
+
+@cli.command()
+@click.option("--no-self-test", is_flag=True, help="Skip the pipeline self-test.")
+@common_options
+def doctor(no_self_test: bool, as_json: bool, debug: bool) -> None:
+    """Check the environment, GDAL, device and local models; self-test the prompt pipeline."""
+    from terramask.doctor import run_doctor
+
+    report = run_doctor(with_self_test=not no_self_test)
+
+    def human() -> None:
+        table = Table("check", "status", "detail")
+        for check in report["checks"]:
+            mark = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+            table.add_row(check["name"], mark[check["status"]], check["detail"])
+        stdout.print(table)
+
+    emit(report, as_json, human)
+    if not report["ok"]:
+        sys.exit(EXIT_USER_ERROR)
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Route object prompts to the scene windows where they are segmented, sharing embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+
+from terramask.methods.interactive import PointBoxPrompt
+from terramask.scene import ObjectPrompt, TilePlan
+
+#: Context kept around a prompt too large for any tile, as a fraction of its size.
+LARGE_PROMPT_MARGIN = 0.15
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    """A scene window to embed once, and the prompts it answers.
+
+    `out_shape` is None when the window is read at full resolution; prompts larger than a
+    tile get a window of their own read decimated so that its long side is one tile.
+    """
+
+    window: Window
+    out_shape: tuple[int, int] | None
+    prompt_ids: list[int] = field(default_factory=list)
+
+    @property
+    def to_scene(self) -> Affine:
+        """Maps pixels of the image the segmenter sees to scene pixels."""
+        sx = sy = 1.0
+        if self.out_shape is not None:
+            sx = self.window.width / self.out_shape[1]
+            sy = self.window.height / self.out_shape[0]
+        return Affine(sx, 0.0, self.window.col_off, 0.0, sy, self.window.row_off)
+
+    def local_prompt(self, prompt: ObjectPrompt) -> PointBoxPrompt:
+        """The prompt in this window's image frame."""
+        to_local = ~self.to_scene
+        points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
+        points = np.array([to_local @ (x, y) for x, y in points]).reshape(-1, 2)
+        box = None
+        if prompt.box is not None:
+            x1, y1, x2, y2 = prompt.box
+            box = np.array([*(to_local @ (x1, y1)), *(to_local @ (x2, y2))], dtype=np.float64)
+        return PointBoxPrompt(points=points, labels=np.asarray(prompt.labels), box=box)
+
+
+def route_prompts(
+    prompts: Sequence[ObjectPrompt], plan: TilePlan, width: int, height: int
+) -> list[WindowJob]:
+    """Group prompts by the tile that holds them; oversized prompts get their own window."""
+    by_tile: dict[int, WindowJob] = {}
+    jobs: list[WindowJob] = []
+    for i, prompt in enumerate(prompts):
+        x0, y0, x1, y1 = prompt.bounds()
+        tile = plan.tile_for_box(x0, y0, x1, y1)
+        if tile is not None:
+            if tile.index not in by_tile:
+                by_tile[tile.index] = WindowJob(window=tile.window, out_shape=None)
+                jobs.append(by_tile[tile.index])
+            by_tile[tile.index].prompt_ids.append(i)
+        else:
+            jobs.append(_oversized_job(i, (x0, y0, x1, y1), plan.tile_size, width, height))
+    return jobs
+
+
+def _oversized_job(
+    index: int, bounds: tuple[float, float, float, float], tile_size: int, width: int, height: int
+) -> WindowJob:
+    x0, y0, x1, y1 = bounds
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * LARGE_PROMPT_MARGIN)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    col0 = int(np.clip(np.floor(cx - side / 2), 0, width - 1))
+    row0 = int(np.clip(np.floor(cy - side / 2), 0, height - 1))
+    col1 = int(np.clip(np.ceil(cx + side / 2), col0 + 1, width))
+    row1 = int(np.clip(np.ceil(cy + side / 2), row0 + 1, height))
+    window = Window(col0, row0, col1 - col0, row1 - row0)
+    scale = max(window.width, window.height) / tile_size
+    out_shape = (max(1, round(window.height / scale)), max(1, round(window.width / scale)))
+    return WindowJob(window=window, out_shape=out_shape, prompt_ids=[index])

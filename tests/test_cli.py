@@ -1,0 +1,68 @@
+"""The command line: options parse as documented, errors are one paragraph without traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from terramask.cli import cli
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], obj={})
+
+    return invoke
+
+
+def test_every_documented_command_exists(run):
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("prompt", "segment", "ask", "eval", "score", "models", "doctor"):
+        assert command in result.output
+    for sub in ("list", "where", "pull"):
+        assert sub in run("models", "--help").output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("segment", "x.tif", "-c", "building"),
+        ("ask", "x.tif", "where is the river?"),
+        ("eval", "loveda", "--root", "."),
+        ("score", ".", ".", "--classes", "a,b"),
+    ],
+)
+def test_planned_commands_say_so_clearly(run, args):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert "not implemented yet" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--point", "12", "2 comma-separated numbers"),
+        ("--point", "a,b", "2 comma-separated numbers"),
+        ("--box", "1,2,3", "4 comma-separated numbers"),
+        ("--bands", "4,x,2", "1-based integers"),
+    ],
+)
+def test_malformed_options_are_rejected_before_any_work(run, tmp_path, option, value, message):
+    result = run("prompt", tmp_path / "missing.tif", option, value)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_negative_map_coordinates_parse_as_values(run, tmp_path):
+    # a negative longitude must not be mistaken for an option
+    result = run(
+        "prompt", tmp_path / "missing.tif", "--point", "-122.41,37.77", "--crs", "EPSG:4326"
+    )
+    assert result.exit_code == 2
+    assert "2 comma-separated numbers" not in result.output
+    assert "No such option" not in result.output
