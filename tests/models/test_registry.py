@@ -116,6 +116,13 @@ def _gated() -> Exception:
     return exc
 
 
+def go_online(monkeypatch):
+    """Lift offline mode however it was set (bin/test sets both variables)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
 @pytest.mark.parametrize(
     ("raised", "expected"),
     [
@@ -124,8 +131,7 @@ def _gated() -> Exception:
     ],
 )
 def test_hub_errors_are_wrapped_in_one_paragraph(monkeypatch, raised, expected):
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    go_online(monkeypatch)
 
     def fake_snapshot_download(repo_id, *, local_files_only=False, **kwargs):
         if local_files_only:
@@ -144,8 +150,7 @@ def test_hub_errors_are_wrapped_in_one_paragraph(monkeypatch, raised, expected):
 
 
 def test_pull_downloads_into_the_cache(monkeypatch, tiny_sam, isolated_hub, lay_out_cache):
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    go_online(monkeypatch)
     calls = []
 
     def fake_snapshot_download(repo_id, *, local_files_only=False, cache_dir=None, **kwargs):
