@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -74,7 +76,7 @@ def _run_safely(func: Callable[..., Any]) -> Callable[..., Any]:
         except TerraMaskError as exc:
             if debug:
                 raise
-            stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             stderr.print("[yellow]interrupted[/]: no partial output was kept.")
@@ -85,7 +87,8 @@ def _run_safely(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 raise
             stderr.print(
-                f"[bold red]unexpected error[/] ({type(exc).__name__}: {exc}). This is a bug in "
+                f"[bold red]unexpected error[/] ({type(exc).__name__}: {escape(str(exc))}). "
+                "This is a bug in "
                 "TerraMask, not in your input; run again with --debug for the traceback and "
                 "report it.",
                 highlight=False,
@@ -179,6 +182,14 @@ def progress_reporter(enabled: bool) -> Iterator[Callable[[str, int, int], None]
         yield report
 
 
+def table(*columns: str, title: str | None = None) -> Table:
+    """A table that folds long cells (paths, hub ids) instead of cutting them."""
+    out = Table(title=title)
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    return out
+
+
 def emit(result: dict, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
@@ -242,19 +253,19 @@ def prompt(
     data = result.to_dict()
 
     def human() -> None:
-        table = Table("id", "name", "score", "area m²", "empty", title="objects")
+        rows = table("id", "name", "score", "area m²", "empty", title="objects")
         for obj in result.objects:
             area = obj["area_m2"]
-            table.add_row(
+            rows.add_row(
                 str(obj["id"]),
-                obj["name"],
+                escape(obj["name"]),
                 f"{obj['score']:.3f}",
                 "-" if area is None else f"{area:,.1f}",
                 "yes" if obj["empty"] else "",
             )
-        stdout.print(table)
+        stdout.print(rows)
         for kind, path in result.outputs.items():
-            stdout.print(f"  {kind:8} {path}", highlight=False)
+            stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
 
     emit(data, as_json, human)
 
@@ -362,10 +373,11 @@ def models_list(as_json: bool, debug: bool) -> None:
     ]
 
     def human() -> None:
-        table = Table("name", "kind", "family", "hub id", "available here")
+        listing = table("name", "kind", "family", "hub id", "available here")
         for r in rows:
-            table.add_row(r["name"], r["kind"], r["family"], r["hub_id"] or "-", r["local"] or "no")
-        stdout.print(table)
+            cells = (r["name"], r["kind"], r["family"], r["hub_id"] or "-", r["local"] or "no")
+            listing.add_row(*(escape(c) for c in cells))
+        stdout.print(listing)
 
     emit({"models": rows}, as_json, human)
 
@@ -385,7 +397,8 @@ def models_where(model: str, kind: str, as_json: bool, debug: bool) -> None:
 
     found = resolve_model(model, kind=kind, allow_download=False)
     data = {"model": model, "path": str(found.path), "family": found.family, "origin": found.origin}
-    emit(data, as_json, lambda: stdout.print(f"{found.path}  ({found.family}, {found.origin})"))
+    human = f"{found.path}  ({found.family}, {found.origin})"
+    emit(data, as_json, lambda: stdout.print(escape(human), highlight=False))
 
 
 @models.command("pull")
@@ -397,7 +410,7 @@ def models_pull(model: str, as_json: bool, debug: bool) -> None:
 
     found = pull_model(model)
     data = {"model": model, "path": str(found.path), "family": found.family}
-    emit(data, as_json, lambda: stdout.print(f"downloaded to {found.path}"))
+    emit(data, as_json, lambda: stdout.print(escape(f"downloaded to {found.path}")))
 
 
 @cli.command()
@@ -410,18 +423,24 @@ def doctor(no_self_test: bool, as_json: bool, debug: bool) -> None:
     report = run_doctor(with_self_test=not no_self_test)
 
     def human() -> None:
-        table = Table("check", "status", "detail")
+        checks = table("check", "status", "detail")
+        mark = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
         for check in report["checks"]:
-            mark = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
-            table.add_row(check["name"], mark[check["status"]], check["detail"])
-        stdout.print(table)
+            checks.add_row(check["name"], mark[check["status"]], escape(check["detail"]))
+        stdout.print(checks)
 
     emit(report, as_json, human)
     if not report["ok"]:
         sys.exit(EXIT_USER_ERROR)
 
 
+#: GDAL's block cache defaults to 5% of RAM and was the largest term of a run's peak memory;
+#: TerraMask reads each block about once, so a small cache costs no speed. Users may override.
+DEFAULT_GDAL_CACHEMAX_MB = "64"
+
+
 def main() -> None:
+    os.environ.setdefault("GDAL_CACHEMAX", DEFAULT_GDAL_CACHEMAX_MB)
     cli(obj={})
 
 

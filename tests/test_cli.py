@@ -66,3 +66,31 @@ def test_negative_map_coordinates_parse_as_values(run, tmp_path):
     assert result.exit_code == 2
     assert "2 comma-separated numbers" not in result.output
     assert "No such option" not in result.output
+
+
+def test_models_list_and_where(run, tmp_path, monkeypatch):
+    import json
+
+    from terramask.testing.tiny_models import save_tiny_sam
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    listed = run("models", "list", "--json")
+    assert listed.exit_code == 0
+    names = {m["name"]: m for m in json.loads(listed.stdout)["models"]}
+    assert names["sam-vit-large"]["hub_id"] == "facebook/sam-vit-large"
+    assert names["sam-vit-large"]["local"] is None
+
+    folder = save_tiny_sam(tmp_path / "my-sam")
+    where = run("models", "where", folder, "--json")
+    assert where.exit_code == 0, where.output
+    assert json.loads(where.stdout) == {
+        "model": str(folder),
+        "path": str(folder.resolve()),
+        "family": "sam",
+        "origin": "local",
+    }
+    missing = run("models", "where", "sam-vit-base")
+    assert missing.exit_code == 2
+    assert (
+        "not contacted" in missing.output and "terramask models pull sam-vit-base" in missing.output
+    )

@@ -156,7 +156,7 @@ def _write_rasters(
         for done, block in enumerate(blocks):
             if progress:
                 progress("write", done, len(blocks))
-            valid = scene.read(block).valid
+            valid = scene.read_valid(block)
             ids, prob = paint_block(objects, block)
             mask_writer.write(np.where(valid, ids, nodata).astype(dtype), block)
             score_writer.write(np.where(valid, prob, np.nan).astype("float32"), block)

@@ -265,12 +265,19 @@ class Scene:
         return unique, [unique.index(b) for b in self.bands]
 
     def _read_raw(
-        self, window: Window, out_shape: tuple[int, int], resampling: Resampling
+        self,
+        window: Window,
+        out_shape: tuple[int, int],
+        resampling: Resampling,
+        *,
+        with_values: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Source values (C, H, W) of the unique bands and validity, boundless.
 
         Pixels beyond the raster are zero and invalid. Under decimation GDAL averages only
         valid source pixels and marks an output pixel valid when *any* of its source pixels is.
+        Without `with_values` only the masks are read (values stay zero), except for float
+        data, where NaN also marks a pixel invalid and so the values must be read.
         """
         ds = self._dataset
         if ds.closed:
@@ -295,8 +302,13 @@ class Scene:
         shape = (len(unique), y1 - y0, x1 - x0)
         if shape[1:] == (inner.height, inner.width):
             resampling = Resampling.nearest
+        floating = np.issubdtype(data.dtype, np.floating)
         try:
-            values = ds.read(unique, window=inner, out_shape=shape, resampling=resampling)
+            values = (
+                ds.read(unique, window=inner, out_shape=shape, resampling=resampling)
+                if with_values or floating
+                else None
+            )
             masks = ds.read_masks(unique, window=inner, out_shape=shape, resampling=resampling)
         except RasterioError as exc:
             raise InputError(
@@ -305,9 +317,10 @@ class Scene:
                 "check it with gdalinfo -checksum, or download it again."
             ) from exc
         inside = (masks > 0).any(axis=0)
-        if np.issubdtype(values.dtype, np.floating):
-            inside &= ~np.isnan(values).any(axis=0)
-        data[:, y0:y1, x0:x1] = values
+        if values is not None:
+            if floating:
+                inside &= ~np.isnan(values).any(axis=0)
+            data[:, y0:y1, x0:x1] = values
         valid[y0:y1, x0:x1] = inside
         return data, valid
 
@@ -326,6 +339,12 @@ class Scene:
         image = self.stretch.apply(data[order], valid)
         scale = Affine.scale(window.width / out_shape[1], window.height / out_shape[0])
         return SceneWindow(image, valid, window, self.window_transform(window) @ scale)
+
+    def read_valid(self, window: Window) -> np.ndarray:
+        """Only the validity of a full-resolution window: what output writers need, cheaply."""
+        window = _int_window(window)
+        shape = (window.height, window.width)
+        return self._read_raw(window, shape, Resampling.nearest, with_values=False)[1]
 
     def overview(self, max_size: int = 2048) -> SceneWindow:
         """The whole scene decimated so its long side is at most `max_size` pixels."""

@@ -222,3 +222,26 @@ def test_internal_mask_defines_validity(tmp_path):
     with open_scene(path) as scene:
         valid = scene.read(Window(0, 0, 32, 32)).valid
         assert not valid[:, :8].any() and valid[:, 8:].all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dtype": "uint16", "nodata": 0, "nodata_border": 7},
+        {"dtype": "float32", "nodata": None, "nodata_border": 0},
+        {"dtype": "uint8", "alpha": True, "nodata_border": 5},
+    ],
+)
+def test_read_valid_matches_the_validity_of_a_full_read(tmp_path, kwargs):
+    from terramask.testing.scenes import write_synthetic_scene
+
+    path = write_synthetic_scene(tmp_path / "v.tif", width=90, height=70, **kwargs)
+    if kwargs["dtype"] == "float32":  # NaN holes are invalid too
+        with rasterio.open(path, "r+") as dst:
+            band = dst.read(1)
+            band[10:20, 30:40] = np.nan
+            dst.write(band, 1)
+    with open_scene(path) as scene:
+        for window in (Window(0, 0, 90, 70), Window(-5, 60, 40, 30)):
+            np.testing.assert_array_equal(scene.read_valid(window), scene.read(window).valid)
+        assert not scene.read_valid(Window(0, 0, 90, 70)).all()
