@@ -73,13 +73,13 @@ def test_models_list_and_where(run, tmp_path, monkeypatch):
 
     from terramask.testing.tiny_models import save_tiny_sam
 
-    import huggingface_hub
+    from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     # online, so that `where` itself must refrain from contacting the hub
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     listed = run("models", "list", "--json")
     assert listed.exit_code == 0
     names = {m["name"]: m for m in json.loads(listed.stdout)["models"]}
