@@ -71,9 +71,9 @@ def test_negative_map_coordinates_parse_as_values(run, tmp_path):
 def test_models_list_and_where(run, tmp_path, monkeypatch):
     import json
 
-    from terramask.testing.tiny_models import save_tiny_sam
-
     from huggingface_hub import constants
+
+    from terramask.testing.tiny_models import save_tiny_sam
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     # online, so that `where` itself must refrain from contacting the hub
