@@ -98,8 +98,11 @@ def _open_dataset(source: str, path: str) -> rasterio.io.DatasetReader:
                 f"{source} is a folder, not a raster file. Pass one GeoTIFF (or other GDAL "
                 "raster) file."
             )
+    # Remote files: don't probe the server for sidecar files (.ovr, .msk, .aux.xml) one
+    # request each; cloud-optimised rasters carry overviews and masks inside.
+    options = {} if _is_local(path) else {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), rasterio.Env(**options):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dataset = rasterio.open(path)
     except RasterioError as exc:
