@@ -112,6 +112,12 @@ def _open_dataset(source: str, path: str) -> rasterio.io.DatasetReader:
                 f"The raster {source} is empty (GDAL says: {reason}). There is nothing to "
                 "segment; check that the file was exported completely."
             ) from exc
+        if not _is_local(path):
+            raise InputError(
+                f"{source} cannot be opened (GDAL says: {reason}). Check the URL, the network, "
+                "and credentials if the server needs them (AWS_* variables for s3://, "
+                "GDAL_HTTP_* options for https://)."
+            ) from exc
         raise InputError(
             f"{source} cannot be read as a raster (GDAL says: {reason}). Check that it "
             "is a complete GeoTIFF or another format GDAL reads; a download that stopped early, "

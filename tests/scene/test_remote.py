@@ -66,7 +66,7 @@ def test_a_raster_over_http_reads_like_the_local_file(tmp_path, server):
 def test_a_missing_url_is_a_clear_error(server):
     with pytest.raises(InputError) as err:
         open_scene(f"{server}/nowhere.tif")
-    assert "nowhere.tif" in str(err.value)
+    assert "nowhere.tif" in str(err.value) and "Check the URL" in str(err.value)
 
 
 def test_prompt_on_a_url_writes_outputs_named_after_it(tmp_path, server):
