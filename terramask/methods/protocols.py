@@ -85,3 +85,45 @@ class ImageText(Protocol):
     def patch_tokens(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(B, h, w, D) patch tokens projected into the joint space (not normalised)."""
         ...
+
+
+@dataclass(frozen=True)
+class ConceptResult:
+    """What a concept segmenter (SAM 3) finds for one noun phrase, at the image's resolution.
+
+    instance_logits: float32 (N, H, W) mask logits of N instances (N may be 0)
+    instance_scores: float32 (N,)      each instance's detection score in [0, 1]
+    semantic_logits: float32 (H, W)    the semantic-segmentation head's logits
+    presence:        float             probability that the concept is present at all
+    """
+
+    instance_logits: np.ndarray
+    instance_scores: np.ndarray
+    semantic_logits: np.ndarray
+    presence: float
+
+
+@runtime_checkable
+class ConceptSegmenter(Protocol):
+    """A segmenter prompted by noun phrases (SAM 3)."""
+
+    name: str
+
+    def segment_concepts(self, image: np.ndarray, phrases: Sequence[str]) -> list[ConceptResult]:
+        """One result per phrase for an (H, W, 3) uint8 image; the image is encoded once."""
+        ...
+
+
+@runtime_checkable
+class SemanticEngine(Protocol):
+    """Open-vocabulary semantic segmentation of one image (a tile)."""
+
+    name: str
+
+    def probabilities(self, image: np.ndarray, vocabulary: Any) -> np.ndarray:
+        """(K, H, W) float32 per-class probabilities of an (H, W, 3) uint8 image.
+
+        `vocabulary` is a `methods.vocabulary.ClassVocabulary`; a class's probability is the
+        max over its synonyms.
+        """
+        ...
