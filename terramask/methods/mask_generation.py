@@ -1,0 +1,177 @@
+"""Automatic mask generation: SAM prompted by a point grid, filtered and de-duplicated.
+
+Follows SAM's own recipe: every grid point gives three candidate masks; candidates are kept
+when the predicted IoU and the stability score (how little the mask changes when the logit
+threshold moves by ±offset) are high enough; duplicates are removed by mask NMS; small
+islands and holes are cleaned up. All points are decoded in batches against one embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from terramask.methods.protocols import Segmenter
+
+
+@dataclass(frozen=True)
+class MaskProposal:
+    """A kept mask, stored as a crop: `mask` covers rows r0:r0+h, cols c0:c0+w of the image."""
+
+    mask: np.ndarray  # (h, w) bool
+    offset: tuple[int, int]  # (r0, c0)
+    predicted_iou: float
+    stability: float
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        """(r0, c0, r1, c1), end-exclusive."""
+        r0, c0 = self.offset
+        return r0, c0, r0 + self.mask.shape[0], c0 + self.mask.shape[1]
+
+    def full(self, shape: tuple[int, int]) -> np.ndarray:
+        """The mask in the whole image frame."""
+        out = np.zeros(shape, dtype=bool)
+        r0, c0, r1, c1 = self.bbox
+        out[r0:r1, c0:c1] = self.mask
+        return out
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """SAM's automatic-mask-generator defaults, with the grid of the SAM+CLIP paper (29)."""
+
+    grid: int = 29
+    points_per_batch: int = 16
+    pred_iou_thresh: float = 0.88
+    stability_thresh: float = 0.95
+    stability_offset: float = 1.0
+    nms_iou: float = 0.7
+    min_region_area: int = 100
+
+
+def point_grid(n: int, height: int, width: int) -> np.ndarray:
+    """(n*n, 2) x, y pixel coordinates of the centres of an n x n grid of cells."""
+    xs = (np.arange(n) + 0.5) / n * width
+    ys = (np.arange(n) + 0.5) / n * height
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def stability_scores(logits: np.ndarray, offset: float) -> np.ndarray:
+    """IoU of the masks at thresholds +offset and -offset, per mask (last two axes)."""
+    high = (logits > offset).sum(axis=(-2, -1), dtype=np.int64)
+    low = (logits > -offset).sum(axis=(-2, -1), dtype=np.int64)
+    return np.where(low > 0, high / np.maximum(low, 1), 0.0)
+
+
+def generate_masks(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    settings: GenerationSettings = GenerationSettings(),
+    *,
+    valid: np.ndarray | None = None,
+) -> list[MaskProposal]:
+    """Masks of everything SAM finds in `image`, best first, at most mildly overlapping."""
+    height, width = image.shape[:2]
+    embedding = segmenter.embed(image)
+    points = point_grid(settings.grid, height, width)
+    if valid is not None:  # no prompt where there is no data
+        inside = valid[points[:, 1].astype(int), points[:, 0].astype(int)]
+        points = points[inside]
+    candidates: list[MaskProposal] = []
+    for start in range(0, len(points), settings.points_per_batch):
+        batch = points[start : start + settings.points_per_batch]
+        pred = segmenter.predict(
+            embedding,
+            points=batch[:, None, :],
+            point_labels=np.ones((len(batch), 1), dtype=np.int64),
+            multimask=True,
+        )
+        logits = pred.logits.reshape(-1, height, width)
+        ious = pred.iou_scores.reshape(-1)
+        keep = ious > settings.pred_iou_thresh
+        if not keep.any():
+            continue
+        logits, ious = logits[keep], ious[keep]
+        stability = stability_scores(logits, settings.stability_offset)
+        for logit, iou, stable in zip(logits, ious, stability, strict=True):
+            if stable <= settings.stability_thresh:
+                continue
+            mask = logit > 0
+            if valid is not None:
+                mask &= valid
+            proposal = _crop(mask, float(iou), float(stable))
+            if proposal is not None:
+                candidates.append(proposal)
+    kept = mask_nms(candidates, settings.nms_iou)
+    cleaned = [_clean(p, settings.min_region_area) for p in kept]
+    return [p for p in cleaned if p is not None]
+
+
+def mask_iou(a: MaskProposal, b: MaskProposal) -> float:
+    """IoU of two cropped masks, computed on the overlap of their boxes only."""
+    ar0, ac0, ar1, ac1 = a.bbox
+    br0, bc0, br1, bc1 = b.bbox
+    r0, c0, r1, c1 = max(ar0, br0), max(ac0, bc0), min(ar1, br1), min(ac1, bc1)
+    if r0 >= r1 or c0 >= c1:
+        return 0.0
+    inter = np.logical_and(
+        a.mask[r0 - ar0 : r1 - ar0, c0 - ac0 : c1 - ac0],
+        b.mask[r0 - br0 : r1 - br0, c0 - bc0 : c1 - bc0],
+    ).sum()
+    union = a.area + b.area - inter
+    return float(inter / union) if union else 0.0
+
+
+def mask_nms(proposals: list[MaskProposal], iou_threshold: float) -> list[MaskProposal]:
+    """Greedy non-maximum suppression by mask IoU, best predicted IoU first."""
+    order = sorted(proposals, key=lambda p: (-p.predicted_iou, -p.stability))
+    kept: list[MaskProposal] = []
+    for candidate in order:
+        if all(mask_iou(candidate, k) <= iou_threshold for k in kept):
+            kept.append(candidate)
+    return kept
+
+
+def _crop(mask: np.ndarray, iou: float, stability: float) -> MaskProposal | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return MaskProposal(mask[r0:r1, c0:c1].copy(), (int(r0), int(c0)), iou, stability)
+
+
+def _clean(proposal: MaskProposal, min_area: int) -> MaskProposal | None:
+    """Drop islands smaller than `min_area` pixels and fill holes smaller than it."""
+    if min_area <= 0:
+        return proposal
+    mask = proposal.mask
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        small = np.flatnonzero(sizes < min_area) + 1
+        if len(small) < count:  # never remove every region
+            mask = mask & ~np.isin(labels, small)
+    holes, count = ndimage.label(~mask)
+    if count:
+        sizes = np.bincount(holes.ravel())[1:]
+        border = np.unique(
+            np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]])
+        )
+        fill = [i + 1 for i, s in enumerate(sizes) if s < min_area and i + 1 not in border]
+        if fill:
+            mask = mask | np.isin(holes, fill)
+    r0, c0 = proposal.offset
+    cropped = _crop(mask, proposal.predicted_iou, proposal.stability)
+    if cropped is None:
+        return None
+    dr, dc = cropped.offset
+    return MaskProposal(cropped.mask, (r0 + dr, c0 + dc), cropped.predicted_iou, cropped.stability)

@@ -1,0 +1,65 @@
+"""Open-vocabulary semantic segmentation of one image: a dense engine, optionally SAM voting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from terramask.methods.mask_generation import GenerationSettings, generate_masks
+from terramask.methods.protocols import Segmenter, SemanticEngine
+from terramask.methods.vocabulary import NO_CLASS, ClassVocabulary
+from terramask.methods.voting import vote_masks
+
+
+@dataclass
+class OvssPredictor:
+    """Labels and a confidence map for an image and a vocabulary.
+
+    The engine gives per-class probabilities (dense CLIP, SAM 3 concepts); pixels whose best
+    probability is below `threshold` become the vocabulary's background (or NO_CLASS). With a
+    `segmenter`, SAM's automatic masks then vote (the SAM+CLIP paper's engine). With
+    `single_class` (a class index), masks are kept for that class only when at least
+    `min_fraction` of their pixels carry it.
+    """
+
+    engine: SemanticEngine
+    segmenter: Segmenter | None = None
+    threshold: float | None = None
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    single_class: int | None = None
+    min_fraction: float = 0.5
+
+    @property
+    def name(self) -> str:
+        if self.segmenter is None:
+            return self.engine.name
+        return f"{self.segmenter.name}+{self.engine.name}"
+
+    def predict(
+        self,
+        image: np.ndarray,
+        vocabulary: ClassVocabulary,
+        *,
+        valid: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels (H, W) int16 class indexes or NO_CLASS, confidence (H, W) float32)."""
+        from terramask.methods.labels import labels_from_probabilities
+
+        probabilities = self.engine.probabilities(image, vocabulary)
+        labels = labels_from_probabilities(probabilities, vocabulary, self.threshold)
+        confidence = probabilities.max(axis=0).astype(np.float32)
+        if self.segmenter is not None:
+            proposals = generate_masks(self.segmenter, image, self.generation, valid=valid)
+            reject = NO_CLASS if vocabulary.background is None else vocabulary.background
+            labels = vote_masks(
+                labels,
+                proposals,
+                single_class=self.single_class,
+                min_fraction=self.min_fraction,
+                reject=reject,
+            )
+        if valid is not None:
+            labels = np.where(valid, labels, NO_CLASS)
+            confidence = np.where(valid, confidence, 0.0).astype(np.float32)
+        return labels.astype(np.int16), confidence
