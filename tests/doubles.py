@@ -92,3 +92,25 @@ class ComponentSegmenter:
         return MaskPrediction(
             masks=logits > 0, logits=logits, iou_scores=iou, low_res_logits=logits
         )
+
+
+class ColourEngine:
+    """A semantic engine whose per-pixel probabilities depend on that pixel's colour only
+    (softmax of negative distances to one prototype colour per class), so that results
+    cannot depend on tiling: what a tiled run must reproduce exactly."""
+
+    name = "colour-double"
+
+    def __init__(self, prototypes: np.ndarray, sharpness: float = 0.05) -> None:
+        self.prototypes = np.asarray(prototypes, dtype=np.float32)  # (K, 3)
+        self.sharpness = sharpness
+        self.calls = 0
+
+    def probabilities(self, image: np.ndarray, vocabulary) -> np.ndarray:
+        self.calls += 1
+        pixels = image.astype(np.float32)
+        distance = np.linalg.norm(pixels[None] - self.prototypes[:, None, None, :], axis=-1)
+        logits = -self.sharpness * distance
+        logits -= logits.max(axis=0, keepdims=True)
+        weights = np.exp(logits)
+        return (weights / weights.sum(axis=0, keepdims=True)).astype(np.float32)

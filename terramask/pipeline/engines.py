@@ -1,0 +1,47 @@
+"""Build an open-vocabulary predictor from an engine name and model ids (loads models once)."""
+
+from __future__ import annotations
+
+from terramask.errors import InputError
+from terramask.methods.mask_generation import GenerationSettings
+from terramask.methods.ovss import OvssPredictor
+
+ENGINES = ("clip", "sam+clip", "sam3")
+
+
+def build_predictor(
+    engine: str = "sam+clip",
+    *,
+    segmenter: str | None = None,
+    image_text: str | None = None,
+    sam3: str | None = None,
+    device: str = "auto",
+    threshold: float | None = None,
+    grid: int = 29,
+    single_class: int | None = None,
+) -> OvssPredictor:
+    """The predictor for `engine`: dense CLIP, dense CLIP voted by SAM masks, or SAM 3."""
+    from terramask import models
+
+    if engine not in ENGINES:
+        raise InputError(
+            f"Unknown engine {engine!r}: choose one of {', '.join(ENGINES)} (sam+clip, dense "
+            "CLIP voted by SAM masks, is the default; sam3 needs a SAM 3 model)."
+        )
+    if engine == "sam3":
+        from terramask.methods.concepts import ConceptEngine
+
+        concept = models.load_concept_segmenter(sam3, device=device)
+        return OvssPredictor(ConceptEngine(concept), threshold=threshold)
+
+    from terramask.methods.dense_clip import DenseClip
+
+    dense = DenseClip(models.load_image_text(image_text, device=device))
+    sam = models.load_segmenter(segmenter, device=device) if engine == "sam+clip" else None
+    return OvssPredictor(
+        dense,
+        segmenter=sam,
+        threshold=threshold,
+        generation=GenerationSettings(grid=grid),
+        single_class=single_class,
+    )
