@@ -26,7 +26,19 @@ class ShapeSegmenter:
         self.embed_calls += 1
         return ImageEmbedding(image_size=image.shape[:2], data=None)
 
-    def predict(self, embedding, *, points=None, point_labels=None, boxes=None, multimask=True):
+    def upsample(self, embedding, low_res_logits):
+        return low_res_logits  # this double's "low-res" logits are already full size
+
+    def predict(
+        self,
+        embedding,
+        *,
+        points=None,
+        point_labels=None,
+        boxes=None,
+        multimask=True,
+        full_resolution=True,
+    ):
         self.predict_calls.append(
             {"points": points, "labels": point_labels, "boxes": boxes, "multimask": multimask}
         )
@@ -53,8 +65,8 @@ class ShapeSegmenter:
                 logits[b, m] = logit
         iou = np.tile(np.array([0.5, 0.9, 0.7][: len(radii)] if multimask else [0.8]), (batch, 1))
         return MaskPrediction(
-            masks=logits > 0,
-            logits=logits,
+            masks=logits > 0 if full_resolution else None,
+            logits=logits if full_resolution else None,
             iou_scores=iou.astype(np.float32),
             low_res_logits=logits,
         )
@@ -81,7 +93,19 @@ class ComponentSegmenter:
         self.embed_calls += 1
         return ImageEmbedding(image_size=image.shape[:2], data=None)
 
-    def predict(self, embedding, *, points=None, point_labels=None, boxes=None, multimask=True):
+    def upsample(self, embedding, low_res_logits):
+        return low_res_logits  # this double's "low-res" logits are already full size
+
+    def predict(
+        self,
+        embedding,
+        *,
+        points=None,
+        point_labels=None,
+        boxes=None,
+        multimask=True,
+        full_resolution=True,
+    ):
         h, w = embedding.image_size
         m = 3 if multimask else 1
         logits = np.full((len(points), m, h, w), -10.0, dtype=np.float32)
@@ -90,7 +114,10 @@ class ComponentSegmenter:
             logits[b, :, inside] = 10.0
         iou = np.tile(np.array([0.95, 0.6, 0.5][:m], dtype=np.float32), (len(points), 1))
         return MaskPrediction(
-            masks=logits > 0, logits=logits, iou_scores=iou, low_res_logits=logits
+            masks=logits > 0 if full_resolution else None,
+            logits=logits if full_resolution else None,
+            iou_scores=iou,
+            low_res_logits=logits,
         )
 
 

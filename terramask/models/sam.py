@@ -161,6 +161,7 @@ class SamSegmenter:
         point_labels: np.ndarray | None = None,
         boxes: np.ndarray | None = None,
         multimask: bool = True,
+        full_resolution: bool = True,
     ) -> MaskPrediction:
         """Decode B prompts against one embedding; see `Segmenter.predict` for the shapes."""
         features = embedding.data
@@ -180,13 +181,28 @@ class SamSegmenter:
                 None if point_labels is None else point_labels[start:stop],
                 None if boxes is None else boxes[start:stop],
                 multimask,
+                full_resolution,
             ))
         if len(parts) == 1:
             return parts[0]
-        return MaskPrediction(*(np.concatenate(arrays) for arrays in zip(
-            *((p.masks, p.logits, p.iou_scores, p.low_res_logits) for p in parts), strict=True)))
+        fields = ("masks", "logits", "iou_scores", "low_res_logits")
+        return MaskPrediction(**{
+            name: None if getattr(parts[0], name) is None
+            else np.concatenate([getattr(p, name) for p in parts])
+            for name in fields
+        })
 
-    def _decode(self, features: _Features, points, labels, boxes, multimask: bool):
+    def upsample(self, embedding: ImageEmbedding, low_res_logits: np.ndarray) -> np.ndarray:
+        """(N, H, W) float32 logits at the image's size from (N, h, w) low-res logits."""
+        features = embedding.data
+        low = torch.from_numpy(np.ascontiguousarray(low_res_logits, dtype=np.float32))
+        with torch.inference_mode():
+            full = self._upsample(low[None].to(self.device), features)[0]
+        return full.float().cpu().numpy()
+
+    def _decode(
+        self, features: _Features, points, labels, boxes, multimask: bool, full: bool = True
+    ):
         height, width = features.original_size
         scale = np.array([features.input_size[1] / width, features.input_size[0] / height])
         kwargs: dict[str, Any] = {"multimask_output": bool(multimask)}
@@ -203,10 +219,10 @@ class SamSegmenter:
             output = self.model(**kwargs)
             low_res = output.pred_masks[0].float()  # (B, M, h, w)
             iou = output.iou_scores[0].float()  # (B, M)
-            logits = self._upsample(low_res, features)
-        logits_np = logits.cpu().numpy().astype(np.float32, copy=False)
+            logits = self._upsample(low_res, features) if full else None
+        logits_np = None if logits is None else logits.cpu().numpy().astype(np.float32, copy=False)
         return MaskPrediction(
-            masks=logits_np > 0.0,
+            masks=None if logits_np is None else logits_np > 0.0,
             logits=logits_np,
             iou_scores=iou.cpu().numpy().astype(np.float32, copy=False),
             low_res_logits=low_res.cpu().numpy().astype(np.float32, copy=False),

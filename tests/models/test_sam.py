@@ -161,3 +161,16 @@ def test_bad_inputs_are_input_errors(segmenter, image):
     foreign = ImageEmbedding(image_size=(H, W), data=torch.zeros(1))
     with pytest.raises(InputError, match="embed"):
         segmenter.predict(foreign, boxes=np.zeros((1, 4)))
+
+
+def test_low_res_decoding_then_upsampling_equals_full_resolution(segmenter, image):
+    embedding = segmenter.embed(image)
+    points = np.array([[[20.0, 30.0]], [[50.0, 10.0]]])
+    labels = np.ones((2, 1), dtype=np.int64)
+    full = segmenter.predict(embedding, points=points, point_labels=labels)
+    low = segmenter.predict(embedding, points=points, point_labels=labels, full_resolution=False)
+    assert low.masks is None and low.logits is None
+    np.testing.assert_array_equal(low.iou_scores, full.iou_scores)
+    flat = low.low_res_logits.reshape(-1, *low.low_res_logits.shape[-2:])
+    upsampled = segmenter.upsample(embedding, flat)
+    np.testing.assert_allclose(upsampled, full.logits.reshape(upsampled.shape), atol=1e-5)
