@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 from terramask.errors import InputError, NotImplementedYet
 
 if TYPE_CHECKING:
-    from terramask.methods.protocols import Segmenter
+    from terramask.methods.ovss import OvssPredictor
+    from terramask.methods.protocols import Segmenter, SemanticEngine
     from terramask.pipeline.prompt_run import PromptResult
+    from terramask.pipeline.segment_run import SegmentResult
 
 Progress = Callable[[str, int, int], None]
 
@@ -83,13 +85,67 @@ def prompt(
         )
 
 
-def segment(scene: str | os.PathLike, classes: Sequence[str], **options) -> None:
-    """Open-vocabulary semantic segmentation: class names to a label map and polygons."""
-    raise NotImplementedYet(
-        "`segment` (open-vocabulary semantic segmentation from class names) is not "
-        "implemented yet in this release; it is planned as dense CLIP, SAM mask voting and "
-        "SAM 3 concepts. Use `terramask prompt` with points or boxes meanwhile."
-    )
+def segment(
+    scene: str | os.PathLike,
+    classes: Sequence[str],
+    *,
+    engine: str = "sam+clip",
+    segmenter: str | None = None,
+    image_text: str | None = None,
+    sam3: str | None = None,
+    grid: int = 29,
+    threshold: float | None = None,
+    background: str | None = None,
+    output: str | os.PathLike = "terramask-out",
+    bands: Sequence[int] | None = None,
+    stretch: str = "auto",
+    tile_size: int = 1024,
+    overlap: int = 128,
+    simplify: float | None = None,
+    min_area_px: int = 0,
+    device: str = "auto",
+    overwrite: bool = False,
+    predictor: OvssPredictor | None = None,
+    progress: Progress | None = None,
+) -> SegmentResult:
+    """Label every pixel of a scene with one of `classes` (open vocabulary, no training).
+
+    Each class is "name" or "name,synonym,..."; the first name names it in the outputs.
+    Pixels whose best probability is below `threshold` become the `background` class (added
+    if not among the classes) or "no class" (0). Engines: "clip" (dense CLIP), "sam+clip"
+    (dense CLIP voted by SAM masks from a `grid` x `grid` point grid), "sam3" (SAM 3
+    concepts). A ready `predictor` replaces the engine and model options.
+    """
+    from terramask.methods.vocabulary import ClassVocabulary
+    from terramask.pipeline.engines import build_predictor
+    from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, run_segment
+    from terramask.scene import OutputSet, open_scene
+
+    vocabulary = ClassVocabulary.parse(classes, background=background)
+    with open_scene(scene, bands=bands, stretch=stretch) as opened:
+        outputs = OutputSet(output, opened.name, overwrite=overwrite)
+        outputs.check([k for k in SEGMENT_OUTPUTS if opened.georeferenced or k != "geojson"])
+        if predictor is None:
+            predictor = build_predictor(
+                engine,
+                segmenter=segmenter,
+                image_text=image_text,
+                sam3=sam3,
+                device=device,
+                threshold=threshold,
+                grid=grid,
+            )
+        return run_segment(
+            opened,
+            vocabulary,
+            predictor,
+            outputs,
+            tile_size=tile_size,
+            overlap=overlap,
+            simplify=simplify,
+            min_area_px=min_area_px,
+            progress=progress,
+        )
 
 
 def ask(scene: str | os.PathLike, question: str, **options) -> None:
@@ -100,19 +156,98 @@ def ask(scene: str | os.PathLike, question: str, **options) -> None:
     )
 
 
-def evaluate(dataset: str, root: str | os.PathLike, **options) -> None:
-    """Run a method on a benchmark and report its metrics beside the published numbers."""
-    raise NotImplementedYet(
-        "`eval` (benchmarks) is not implemented yet in this release; it arrives with the "
-        "open-vocabulary and reasoning methods it measures."
+def evaluate(
+    dataset: str,
+    root: str | os.PathLike,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    engine: str | OvssPredictor | SemanticEngine | None = None,
+    threshold: float | None = None,
+    output: str | os.PathLike = "terramask-out",
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    **model_options: str | int | None,
+) -> dict:
+    """Run a method on an OVSS benchmark and report its metrics beside the published numbers.
+
+    `dataset` names a preset (`terramask.eval.presets.list_presets()`); `root` is the data
+    set's folder in the preset's layout. `split` defaults to the preset's (e.g. val), `limit`
+    takes the first N images by name. `engine` is an engine name (clip, sam+clip, sam3; the
+    default is sam+clip, as for `segment`) built with `model_options` (segmenter, image_text,
+    sam3, grid), or a ready `OvssPredictor` / `SemanticEngine`. `threshold` overrides the
+    preset's. Writes predictions, report.json and report.md to `output/<dataset>_<split>`
+    and returns the report.
+    """
+    from pathlib import Path
+
+    from terramask.eval.ovss import evaluate_ovss
+    from terramask.eval.presets import load_preset
+
+    preset = load_preset(dataset)
+    chosen_split = split or preset.layout.split
+    built_here = engine is None or isinstance(engine, str)
+    method = (engine or "sam+clip") if built_here else None
+    given = {k: v for k, v in model_options.items() if v is not None}
+
+    def build() -> OvssPredictor:
+        from terramask.pipeline.engines import build_predictor
+
+        return build_predictor(
+            method,
+            device=device,
+            threshold=preset.threshold if threshold is None else threshold,
+            # the SAM-voting paper keeps masks per target class on single-class sets
+            single_class=1 if preset.kind == "single-class" else None,
+            **given,
+        )
+
+    folder = preset.name if not preset.layout.has_split else f"{preset.name}_{chosen_split}"
+    return evaluate_ovss(
+        preset,
+        root,
+        split=chosen_split,
+        limit=limit,
+        engine=build if built_here else engine,
+        threshold=threshold,
+        output_dir=Path(output) / folder,
+        overwrite=overwrite,
+        progress=progress,
+        models={k: str(v) for k, v in given.items()},
+        method=method,
     )
 
 
-def score(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, **options) -> None:
-    """Score a folder of predicted label maps against ground truth."""
-    raise NotImplementedYet(
-        "`score` (mIoU of predicted label maps against ground truth) is not implemented yet "
-        "in this release."
+def score(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    *,
+    classes: str | Sequence[str],
+    ignore_index: int = 255,
+    reduce_zero_label: bool = False,
+    progress: Progress | None = None,
+) -> dict:
+    """Score a folder of predicted label maps against ground truth (mIoU, aAcc, per class).
+
+    `classes` are the names in index order, a list or one comma-separated string; files are
+    paired by name without extension. With `reduce_zero_label` ground truth 0 is ignored and
+    other ids move down one (LoveDA, ISPRS).
+    """
+    from terramask.eval.score import score_folders
+
+    names = (
+        [c.strip() for c in classes.split(",") if c.strip()]
+        if isinstance(classes, str)
+        else list(classes)
+    )
+    return score_folders(
+        pred_dir,
+        gt_dir,
+        names,
+        ignore_index=ignore_index,
+        reduce_zero_label=reduce_zero_label,
+        progress=progress,
     )
 
 

@@ -285,18 +285,54 @@ def prompt(
 @click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
 @click.option("--sam3", help="SAM 3 model: hub id or local folder.")
 @click.option("--grid", type=click.IntRange(min=1), default=29, show_default=True)
-@click.option("--threshold", type=float, help="Probability below which a pixel is background.")
-@click.option("--background", help="Name of the background class.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    help="Probability below which a pixel is background (or 'no class').",
+)
+@click.option("--background", help="Name of the background class (added if not a class).")
+@click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
+@click.option(
+    "--min-area",
+    "min_area_px",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Drop polygons smaller than this many pixels.",
+)
 @raster_options
 @tiling_options(default_overlap=128)
 @output_options
 @device_option
 @common_options
 def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **options: Any):
-    """Label every pixel of SCENE with one of the given classes (open vocabulary)."""
+    """Label every pixel of SCENE with one of the given classes (open vocabulary).
+
+    Each -c is a class, with synonyms after commas (-c "road,street"); the first name names
+    it. Writes SCENE_labels.tif (class values 1..K, 0 no class, colour table), SCENE_score.tif,
+    SCENE.gpkg / SCENE.geojson (polygons merged across tiles), SCENE_preview.png, SCENE.json.
+    """
     from terramask import api
 
-    api.segment(scene, classes, **options)
+    with progress_reporter(not as_json) as report:
+        result = api.segment(scene, classes, progress=report, **options)
+
+    def human() -> None:
+        rows = table("value", "class", "synonyms", "pixels", "area m²", "polygons")
+        for c in result.classes:
+            area = "-" if c["area_m2"] is None else f"{c['area_m2']:,.1f}"
+            rows.add_row(
+                str(c["value"]),
+                escape(c["name"]),
+                escape(", ".join(c["synonyms"][1:])),
+                f"{c['pixels']:,}",
+                area,
+                str(c["polygons"]),
+            )
+        stdout.print(rows)
+        for kind, path in result.outputs.items():
+            stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
+
+    emit(result.to_dict(), as_json, human)
 
 
 @cli.command()
@@ -324,17 +360,60 @@ def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -
 @cli.command("eval")
 @click.argument("dataset")
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="Data set folder.")
-@click.option("--split", default="val", show_default=True)
+@click.option("--split", default=None, help="Split folder to score (default: the preset's).")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images only.")
-@click.option("--engine", default=None, help="Method to evaluate.")
+@click.option(
+    "--engine", default=None, help="Method to evaluate: clip, sam+clip or sam3 [sam+clip]."
+)
+@click.option("--threshold", type=float, help="Override the preset's background threshold.")
+@click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
+@click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
+@click.option("--sam3", help="SAM 3 model: hub id or local folder.")
+@click.option("--grid", type=click.IntRange(min=1), help="SAM point grid for sam+clip [29].")
 @output_options
 @device_option
 @common_options
 def eval_command(dataset: str, root: str, as_json: bool, debug: bool, **options: Any) -> None:
-    """Evaluate a method on a benchmark DATASET found under --root."""
-    from terramask import api
+    """Evaluate a method on the OVSS benchmark DATASET found under --root.
 
-    api.evaluate(dataset, root, **options)
+    DATASET is one of: openearthmap, loveda, isaid, potsdam, vaihingen, uavid, udd5, vdd,
+    whu_aerial, whu_sat_ii, inria, xbd, chn6_cug, deepglobe_roads, massachusetts_roads,
+    spacenet_roads, wbs_si. Writes predictions, report.json and report.md under
+    OUTPUT/DATASET_SPLIT and prints mIoU beside the published numbers.
+    """
+    from terramask import api
+    from terramask.eval.report import class_table
+
+    for name in ("segmenter", "image_text", "sam3", "grid"):
+        if options.get(name) is None:
+            options.pop(name, None)
+    with progress_reporter(not as_json) as report:
+        result = api.evaluate(dataset, root, progress=report, **options)
+
+    def human() -> None:
+        scope = f"{result['display_name']}, {result['split'] or 'all'} split, "
+        scope += f"{result['images']} images, engine {result['engine']}"
+        stdout.print(class_table(result, scope))
+        published = table("method", "8-set avg mIoU", "engine", title="published (real weights)")
+        for row in result["published"]:
+            mark = " (this run)" if row["ours"] else ""
+            published.add_row(
+                escape(row["method"]), f"{row['miou']:.1f}", escape(row.get("engine", "")) + mark
+            )
+        stdout.print(published)
+        stdout.print(
+            "Published numbers average 8 data sets; ours is one set as measured above.",
+            highlight=False,
+        )
+        for kind, path in result["outputs"].items():
+            stdout.print(f"  {kind:11} {escape(str(path))}", highlight=False)
+        if result["unmatched_images"]:
+            stderr.print(
+                f"[yellow]warning[/]: {result['unmatched_images']} images had no label of the "
+                "same name and were not scored."
+            )
+
+    emit(result, as_json, human)
 
 
 @cli.command()
@@ -342,12 +421,31 @@ def eval_command(dataset: str, root: str, as_json: bool, debug: bool, **options:
 @click.argument("gt_dir", type=click.Path(file_okay=False))
 @click.option("--classes", required=True, help="Class names in index order: a,b,c.")
 @click.option("--ignore-index", type=int, default=255, show_default=True)
+@click.option(
+    "--reduce-zero-label",
+    is_flag=True,
+    help="Ground truth 0 is no-data and ids start at 1 (LoveDA, ISPRS).",
+)
 @common_options
 def score(pred_dir: str, gt_dir: str, as_json: bool, debug: bool, **options: Any) -> None:
     """Score predicted label maps in PRED_DIR against GT_DIR (matched by file name)."""
     from terramask import api
+    from terramask.eval.report import class_table
 
-    api.score(pred_dir, gt_dir, **options)
+    with progress_reporter(not as_json) as report:
+        result = api.score(pred_dir, gt_dir, progress=report, **options)
+
+    def human() -> None:
+        stdout.print(class_table(result, f"{result['images']} images"))
+        unmatched = result["unmatched_predictions"] + result["unmatched_ground_truth"]
+        if unmatched:
+            stderr.print(
+                f"[yellow]warning[/]: {result['unmatched_predictions']} predictions and "
+                f"{result['unmatched_ground_truth']} ground-truth files had no partner and "
+                "were not scored."
+            )
+
+    emit(result, as_json, human)
 
 
 @cli.group()

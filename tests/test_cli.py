@@ -27,17 +27,8 @@ def test_every_documented_command_exists(run):
         assert sub in run("models", "--help").output
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("segment", "x.tif", "-c", "building"),
-        ("ask", "x.tif", "where is the river?"),
-        ("eval", "loveda", "--root", "."),
-        ("score", ".", ".", "--classes", "a,b"),
-    ],
-)
-def test_planned_commands_say_so_clearly(run, args):
-    result = run(*args)
+def test_planned_commands_say_so_clearly(run):
+    result = run("ask", "x.tif", "where is the river?")
     assert result.exit_code == 2
     assert "not implemented yet" in result.output
     assert "Traceback" not in result.output

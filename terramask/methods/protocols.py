@@ -26,14 +26,14 @@ class ImageEmbedding:
 class MaskPrediction:
     """Masks for B prompts with M candidates each, at the embedded image's resolution.
 
-    masks:          bool   (B, M, H, W)
-    logits:         float32 (B, M, H, W) mask logits (threshold 0 gives `masks`)
+    masks:          bool   (B, M, H, W)  (None when decoded without full resolution)
+    logits:         float32 (B, M, H, W) mask logits, threshold 0 gives `masks` (or None)
     iou_scores:     float32 (B, M)       the segmenter's predicted IoU of each candidate
     low_res_logits: float32 (B, M, h, w) the decoder's raw output (256x256 for SAM)
     """
 
-    masks: np.ndarray
-    logits: np.ndarray
+    masks: np.ndarray | None
+    logits: np.ndarray | None
     iou_scores: np.ndarray
     low_res_logits: np.ndarray
 
@@ -56,13 +56,20 @@ class Segmenter(Protocol):
         point_labels: np.ndarray | None = None,
         boxes: np.ndarray | None = None,
         multimask: bool = True,
+        full_resolution: bool = True,
     ) -> MaskPrediction:
         """Decode B prompts against one embedding.
 
         points (B, N, 2) float x, y in image pixels; point_labels (B, N) int, 1 positive,
         0 negative, -1 padding; boxes (B, 4) float x1, y1, x2, y2 in image pixels.
         Either may be None, not both. multimask gives M=3 candidates, otherwise M=1.
+        Without `full_resolution`, `masks` and `logits` are None: callers that filter many
+        candidates first (mask generation) upsample only the survivors with `upsample`.
         """
+        ...
+
+    def upsample(self, embedding: ImageEmbedding, low_res_logits: np.ndarray) -> np.ndarray:
+        """(N, H, W) logits at the embedded image's size from (N, h, w) low-res logits."""
         ...
 
 
@@ -84,6 +91,15 @@ class ImageText(Protocol):
 
     def patch_tokens(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(B, h, w, D) patch tokens projected into the joint space (not normalised)."""
+        ...
+
+    def dense_tokens(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, h, w, D) patch tokens and (B, D) global token for dense prediction, joint space.
+
+        The patch tokens come from SegEarth-OV's self-self last block (not normalised); the
+        global token is the model's image embedding at the images' own size (not normalised).
+        Images of one call share one size.
+        """
         ...
 
 

@@ -7,7 +7,7 @@ re-normalised). Images are encoded as CLIP was trained (processor resize and cro
 
 For the dense methods (SegEarth-OV, CLIP-Surgery) the adapter also exposes `vision_model`,
 `visual_projection`, `preprocess`, `dense_features` (patch and class tokens from one pass),
-`logit_scale` and `patch_size`.
+`dense_tokens` (SegEarth-OV's self-self last block, see below), `logit_scale` and `patch_size`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from terramask.errors import InputError
+from terramask.methods.templates import RAW_TEMPLATE, fill
 from terramask.models.device import choose_device, choose_dtype
 from terramask.models.registry import ResolvedModel
-from terramask.models.templates import RAW_TEMPLATE, fill
 
 CLIP_FAMILIES = ("clip", "siglip")
 
@@ -170,6 +170,44 @@ class ClipImageText:
         patches = patches.reshape(patches.shape[0], height, width, -1)
         return patches.float().cpu().numpy(), cls.float().cpu().numpy()
 
+    def dense_tokens(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, h, w, D) self-self patch tokens and (B, D) global token, in the joint space.
+
+        One pass through the ViT at the images' own resolution; the input of the last block is
+        caught on the way and fed to SegEarth-OV's replacement of that block (`_self_self`:
+        q-q, k-k and v-v attention summed, applied to v, out-projection; no residual, no MLP),
+        whose tokens then get the post-layernorm and the joint-space projection.
+
+        CLIP: the projection is `visual_projection`; the global token is the ordinary
+        class-token embedding (what `encode_image` gives before normalising, at this size).
+        SigLIP has no class token and no projection: its joint space is the output of the
+        attention-pooling head, so the global token is that pooled output, and each patch token
+        goes through the head's value path (`_siglip_value_path`, as MaskCLIP does for pooled
+        encoders). Neither output is normalised.
+        """
+        pixels = self.preprocess(images, native=True)
+        height, width = (int(v) // self.patch_size for v in pixels.shape[-2:])
+        vision = self.vision_model
+        caught: list[torch.Tensor] = []
+
+        def catch(_module, args, kwargs):
+            caught.append(args[0] if args else kwargs["hidden_states"])
+
+        hook = vision.encoder.layers[-1].register_forward_pre_hook(catch, with_kwargs=True)
+        try:
+            with torch.inference_mode():
+                output = vision(pixel_values=pixels, interpolate_pos_encoding=True)
+                tokens = vision.post_layernorm(_self_self(vision.encoder.layers[-1], caught[0]))
+                if self.family == "clip":
+                    patches = self.model.visual_projection(tokens[:, 1:])
+                    global_token = self.model.visual_projection(output.pooler_output)
+                else:
+                    patches, global_token = _siglip_joint_space(vision, tokens, output)
+        finally:
+            hook.remove()
+        patches = patches.reshape(patches.shape[0], height, width, -1)
+        return patches.float().cpu().numpy(), global_token.float().cpu().numpy()
+
     def patch_tokens(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(B, h, w, D) patch tokens in the joint space, h = H // patch_size (not normalised)."""
         return self.dense_features(images)[0]
@@ -177,6 +215,58 @@ class ClipImageText:
     def cls_token(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(B, D) global token at native resolution, projected but not normalised."""
         return self.dense_features(images)[1]
+
+
+# ---------------------------------------------------------------------- dense tokens
+
+
+def _self_self(layer: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """SegEarth-OV's last block: sum of q-q, k-k, v-v softmax attentions applied to v.
+
+    Built from the block's own layer_norm1 and projections (per head, scale head_dim^-0.5);
+    the residual and the MLP are left out on purpose: they carry the global, image-level
+    signal that makes plain CLIP patch tokens all look like the class token.
+    """
+    attention = layer.self_attn
+    x = layer.layer_norm1(hidden)
+    batch, length, _ = x.shape
+
+    def heads(projection: torch.nn.Module) -> torch.Tensor:
+        return projection(x).view(batch, length, -1, attention.head_dim).transpose(1, 2)
+
+    q, k, v = heads(attention.q_proj), heads(attention.k_proj), heads(attention.v_proj)
+    weights = sum(
+        torch.softmax(t @ t.transpose(-1, -2) * attention.scale, dim=-1, dtype=torch.float32)
+        for t in (q, k, v)
+    )
+    merged = (weights.to(v.dtype) @ v).transpose(1, 2).reshape(batch, length, -1)
+    return attention.out_proj(merged)
+
+
+def _siglip_joint_space(vision: torch.nn.Module, tokens: torch.Tensor,
+                        output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """SigLIP's (patches, global token) in the pooled-head space.
+
+    Without a head (vision_use_head=False) the post-layernorm tokens and their mean stand in.
+    """
+    if not getattr(vision, "use_head", False) or output.pooler_output is None:
+        return tokens, output.last_hidden_state.mean(dim=1)
+    return _siglip_value_path(vision.head, tokens), output.pooler_output
+
+
+def _siglip_value_path(head: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Each token through the pooling head as if the probe attended to it alone.
+
+    The probe's output is a convex mix of out_proj(W_v t + b_v) over tokens, so this is the
+    per-token term of that mix, followed by the head's own layernorm-MLP residual.
+    """
+    pooling = head.attention
+    dim = pooling.embed_dim
+    weight = (pooling.in_proj_weight[2 * dim:] if pooling.in_proj_weight is not None
+              else pooling.v_proj_weight)
+    bias = pooling.in_proj_bias[2 * dim:] if pooling.in_proj_bias is not None else None
+    values = pooling.out_proj(torch.nn.functional.linear(tokens, weight, bias))
+    return values + head.mlp(head.layernorm(values))
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,4 +1,4 @@
-"""Loads a segmenter or image-text model once per process, picking the adapter by family.
+"""Loads a segmenter, image-text or concept model once per process, picking the adapter by family.
 
 Every failure inside `from_pretrained` (missing or corrupt weights, a config the installed
 transformers cannot read, a missing tokenizer backend) becomes one `ModelLoadError` that
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from terramask.errors import ModelLoadError, TerraMaskError
-from terramask.methods.protocols import ImageText, Segmenter
+from terramask.methods.protocols import ConceptSegmenter, ImageText, Segmenter
 from terramask.models.device import choose_device, choose_dtype
 from terramask.models.registry import DEFAULT_MODELS, ResolvedModel, resolve_model
 
@@ -65,6 +65,23 @@ def load_image_text(
         return ClipImageText(resolved, device=dev, dtype=dt)
 
     return _load_once("image_text", resolved, device, dtype, build)
+
+
+def load_concept_segmenter(
+    id_or_path: str | None = None,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+) -> ConceptSegmenter:
+    """A SAM 3 `ConceptSegmenter` from an alias, hub id or folder (default: facebook/sam3)."""
+    resolved = resolve_model(id_or_path or DEFAULT_MODELS["concept"], kind="concept")
+
+    def build(dev: torch.device, dt: torch.dtype) -> ConceptSegmenter:
+        from terramask.models.sam3 import Sam3ConceptSegmenter
+
+        return Sam3ConceptSegmenter(resolved, device=dev, dtype=dt)
+
+    return _load_once("concept", resolved, device, dtype, build)
 
 
 @contextmanager
@@ -128,4 +145,7 @@ def _load_error(resolved: ResolvedModel, exc: BaseException) -> ModelLoadError:
     )
 
 
-__all__ = ["clear_loaded", "load_image_text", "load_segmenter", "quiet_progress"]
+__all__ = [
+    "clear_loaded", "load_concept_segmenter", "load_image_text", "load_segmenter",
+    "quiet_progress",
+]

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from terramask.errors import InputError, ModelLoadError
+from terramask.methods.templates import RAW_TEMPLATE, fill
 from terramask.models.clip import _check_images, _check_texts, _normalise
 from terramask.models.device import choose_device, choose_dtype
 from terramask.models.registry import ResolvedModel
-from terramask.models.templates import RAW_TEMPLATE, fill
 
 _ARCH = re.compile(r"(ViT-[A-Za-z]+-\d+(?:-\d+)?(?:-quickgelu)?|RN50x\d+|RN101|RN50)")
 _SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")

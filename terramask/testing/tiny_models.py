@@ -213,3 +213,58 @@ def _save_tiny_siglip(path: Path) -> None:
     SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval().save_pretrained(path)
     SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def save_tiny_sam3(path: str | Path, seed: int = 0) -> Path:
+    """A tiny random Sam3Model with an offline CLIP-style tokenizer and its processor configs.
+
+    112-px input, 14-px patches (an 8x8 grid; the real model sees 1008 px as 72x72), eight
+    object queries; masks and the semantic map come out at 32x32, four times the grid, as
+    the real model's 288x288. Sam3ImageProcessor needs torchvision, so its config is written
+    as the real class writes it; the adapter reads the same keys when it falls back.
+    """
+    from transformers import CLIPTokenizer, Sam3Config, Sam3Model
+
+    from terramask.models.loader import quiet_progress
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    image_size, patch, hidden, max_text = 112, 14, 32, 32
+    vocab, merges = _train_clip_bpe()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_text)
+    grid = image_size // patch
+    vit = dict(
+        model_type="sam3_vit_model", hidden_size=hidden, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=patch,
+        window_size=4, global_attn_indexes=[1], pretrain_image_size=image_size // 2,
+    )
+    vision = dict(backbone_config=vit, fpn_hidden_size=hidden,
+                  backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2])
+    text = dict(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=64,
+                projection_dim=hidden, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=max_text, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    small = dict(hidden_size=hidden, num_attention_heads=2, intermediate_size=64)
+    config = Sam3Config(
+        vision_config=vision, text_config=text,
+        geometry_encoder_config=dict(small, num_layers=1),
+        detr_encoder_config=dict(small, num_layers=1),
+        detr_decoder_config=dict(small, num_layers=2, num_queries=8),
+        mask_decoder_config=dict(hidden_size=hidden, num_attention_heads=2),
+    )
+    with quiet_progress():
+        _spread_weights(Sam3Model(config)).eval().save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    processor = {
+        "image_processor_type": "Sam3ImageProcessor", "processor_class": "Sam3Processor",
+        "do_resize": True, "size": {"height": image_size, "width": image_size},
+        "mask_size": {"height": 4 * grid, "width": 4 * grid}, "resample": 2,
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True,
+    }
+    (path / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    (path / "processor_config.json").write_text(
+        json.dumps({"processor_class": "Sam3Processor", "point_pad_value": -10,
+                    "target_size": image_size}, indent=2))
+    return path

@@ -8,9 +8,9 @@ import torch
 
 from terramask.errors import InputError
 from terramask.methods.protocols import ImageText
+from terramask.methods.templates import IMAGENET_TEMPLATES, REMOTE_SENSING_TEMPLATES
 from terramask.models import load_image_text
 from terramask.models.clip import ClipImageText
-from terramask.models.templates import IMAGENET_TEMPLATES, REMOTE_SENSING_TEMPLATES
 
 
 @pytest.fixture(params=["clip", "siglip"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from terramask.models.templates import (
+from terramask.methods.templates import (
     IMAGENET_TEMPLATES,
     REMOTE_SENSING_TEMPLATES,
     SIMPLE_TEMPLATES,

@@ -1,0 +1,167 @@
+"""Evaluate an open-vocabulary semantic engine on one OVSS benchmark, one image at a time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from terramask.errors import InputError, OutputError
+from terramask.eval.datasets import find_samples, read_image, read_label
+from terramask.eval.metrics import SegmentationScores
+from terramask.eval.presets import OvssPreset
+from terramask.eval.report import published_rows, write_report
+from terramask.methods.protocols import SemanticEngine
+from terramask.methods.vocabulary import ClassVocabulary
+
+Progress = Callable[[str, int, int], None]
+Labeller = Callable[[np.ndarray], np.ndarray]
+
+#: Pixel value of "no class" in the saved prediction PNGs (outside every class id).
+NO_CLASS_VALUE = 255
+
+
+def evaluate_ovss(
+    preset: OvssPreset,
+    root: str | os.PathLike,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    engine: Any,
+    threshold: float | None = None,
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    models: dict[str, str] | None = None,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """Score `engine` on `preset`'s images under `root`; write predictions and a report.
+
+    `engine` is a `SemanticEngine` (its probabilities are thresholded here; `threshold`
+    overrides the preset's), or a predictor with `predict(image, vocabulary) -> (labels,
+    confidence)` such as `methods.ovss.OvssPredictor`, which thresholds (and votes with SAM
+    masks) itself. It may also be a function building either: it is called only once the
+    data set and the output folder have been checked, so a bad path fails before any model
+    loads. Predictions are class indices in label order (after `reduce_zero_label`), 255
+    where no class was given, saved as `output_dir/predictions/<name>.png`; `terramask
+    score` on that folder against the labels reproduces the numbers. `method` (clip,
+    sam+clip, sam3) names the run beside the published numbers; `models` (role -> id) too.
+    """
+    split = split or preset.layout.split
+    found = find_samples(preset, root, split=split, limit=limit)
+    output_dir = Path(output_dir)
+    predictions_dir = _prepare_output(output_dir, overwrite)
+    vocabulary = preset.vocabulary()
+    chosen_threshold = preset.threshold if threshold is None else threshold
+    if not hasattr(engine, "probabilities") and not hasattr(engine, "predict"):
+        engine = engine()
+    if hasattr(engine, "predict"):
+        chosen_threshold = getattr(engine, "threshold", None)
+    label_image = _labeller(engine, vocabulary, chosen_threshold)
+    scores = SegmentationScores(
+        preset.labels,
+        ignore_index=preset.ignore_index,
+        reduce_zero_label=preset.reduce_zero_label,
+    )
+    total = len(found.samples)
+    if progress:
+        progress("evaluate", 0, total)
+    for done, sample in enumerate(found.samples, start=1):
+        image = read_image(sample.image)
+        label = read_label(sample.label)
+        if label.shape != image.shape[:2]:
+            raise InputError(
+                f"The label {sample.label} is {label.shape[1]}x{label.shape[0]} pixels but its "
+                f"image {sample.image} is {image.shape[1]}x{image.shape[0]}. Labels must cover "
+                "their image pixel for pixel; check the data set's conversion."
+            )
+        predicted = np.asarray(label_image(image))
+        if predicted.shape != label.shape:
+            raise ValueError(
+                f"engine {engine.name!r} labelled {sample.image} with shape {predicted.shape}, "
+                f"expected {label.shape}"
+            )
+        scores.update(predicted, label)
+        _save_prediction(predicted, predictions_dir / f"{sample.key}.png")
+        if progress:
+            progress("evaluate", done, total)
+
+    metrics = scores.result()
+    result: dict[str, Any] = {
+        "dataset": preset.name,
+        "display_name": preset.display_name,
+        "root": str(Path(root)),
+        "split": split if preset.layout.has_split else None,
+        "limit": limit,
+        "engine": method or engine.name,
+        "predictor": engine.name,
+        "models": dict(models or {}),
+        "threshold": chosen_threshold,
+        "background_index": preset.background_index,
+        "reduce_zero_label": preset.reduce_zero_label,
+        "unmatched_images": found.unmatched_images,
+        **metrics,
+        "published": published_rows(method or engine.name),
+        "preset_source": preset.source,
+        "preset_notes": list(preset.notes),
+    }
+    result["outputs"] = write_report(result, output_dir, overwrite=overwrite)
+    result["outputs"]["predictions"] = str(predictions_dir)
+    return result
+
+
+def _prepare_output(output_dir: Path, overwrite: bool) -> Path:
+    """Fail before any model work if earlier results would be replaced without `overwrite`."""
+    predictions = output_dir / "predictions"
+    existing = [p for p in (output_dir / "report.json", output_dir / "report.md") if p.exists()]
+    if predictions.is_dir() and any(predictions.iterdir()):
+        existing.append(predictions)
+    if existing and not overwrite:
+        names = ", ".join(str(p) for p in existing)
+        raise OutputError(
+            f"An earlier evaluation is already in {output_dir} ({names}). Nothing was changed; "
+            "pass --overwrite to replace it, or choose another folder with --output."
+        )
+    try:
+        predictions.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"The output folder {predictions} cannot be created ({exc.strerror or exc}). Choose "
+            "another folder with --output, or fix its permissions."
+        ) from exc
+    return predictions
+
+
+def _save_prediction(labels: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    from terramask.scene.writers import atomic_output
+
+    pixels = np.where(labels < 0, NO_CLASS_VALUE, labels).astype(np.uint8)
+    with atomic_output(path, overwrite=True) as temp:
+        Image.fromarray(pixels, mode="L").save(temp, format="PNG")
+
+
+def _labeller(engine: Any, vocabulary: ClassVocabulary, threshold: float | None) -> Labeller:
+    """image -> (H, W) class indices (NO_CLASS allowed), whichever kind `engine` is."""
+    if hasattr(engine, "predict"):
+        return lambda image: engine.predict(image, vocabulary)[0]
+
+    from terramask.methods.labels import labels_from_probabilities
+
+    semantic: SemanticEngine = engine
+
+    def label(image: np.ndarray) -> np.ndarray:
+        probabilities = np.asarray(semantic.probabilities(image, vocabulary))
+        expected = (len(vocabulary), *image.shape[:2])
+        if probabilities.shape != expected:
+            raise ValueError(
+                f"engine {semantic.name!r} returned probabilities of shape "
+                f"{probabilities.shape}, expected {expected}"
+            )
+        return labels_from_probabilities(probabilities, vocabulary, threshold)
+
+    return label

@@ -1,0 +1,100 @@
+"""Write an evaluation's report.json and report.md, with the published numbers beside ours."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from terramask.eval.presets import published_numbers
+from terramask.scene.writers import atomic_output
+
+
+def published_rows(engine: str | None = None) -> list[dict[str, Any]]:
+    """The published 8-set average mIoU per method; `ours: True` on the row of `engine`."""
+    rows = []
+    for row in published_numbers()["ovss_8set_average_miou"]:
+        rows.append({**row, "ours": engine is not None and row.get("engine") == engine})
+    return rows
+
+
+def write_report(result: dict[str, Any], output_dir: Path, *, overwrite: bool) -> dict[str, str]:
+    """Write both files atomically; return their paths by kind."""
+    paths = {"report_json": output_dir / "report.json", "report_md": output_dir / "report.md"}
+    with atomic_output(paths["report_json"], overwrite=overwrite) as temp:
+        temp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    with atomic_output(paths["report_md"], overwrite=overwrite) as temp:
+        temp.write_text(render_markdown(result), encoding="utf-8")
+    return {kind: str(path) for kind, path in paths.items()}
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """A human report: what was measured, per-class IoU, and the published averages."""
+    scope = _scope(result)
+    lines = [
+        f"# {result['display_name']}: {result['engine']}",
+        "",
+        f"- Measured on {scope}.",
+        f"- Engine: `{result['engine']}`"
+        + "".join(f"; {role}: `{name}`" for role, name in result.get("models", {}).items()),
+        f"- Threshold: {result['threshold']}; background index: {result['background_index']}; "
+        f"reduce_zero_label: {result['reduce_zero_label']}",
+        "",
+        f"**mIoU {_fmt(result['miou'])}**, aAcc {_fmt(result['aacc'])}, "
+        f"mAcc {_fmt(result['macc'])} (percent)",
+        "",
+        "| class | IoU | Acc | GT pixels |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, iou in result["iou"].items():
+        acc = result["acc"][name]
+        lines.append(f"| {name} | {_fmt(iou)} | {_fmt(acc)} | {result['pixels'][name]:,} |")
+    lines += [
+        "",
+        "Classes with no pixel in either ground truth or prediction show '-' and are left out "
+        "of the mean, as mmsegmentation does.",
+        "",
+        "## Published numbers (real weights)",
+        "",
+        published_numbers()["note"],
+        f"Ours above: one data set ({scope}); compare like for like only over all 8 sets.",
+        "",
+        "| method | 8-set avg mIoU | engine here |",
+        "|---|---:|---|",
+    ]
+    for row in result["published"]:
+        engine = f"`{row['engine']}`" if row.get("engine") else ""
+        marker = " (this run)" if row.get("ours") else ""
+        lines.append(f"| {row['method']} | {row['miou']} | {engine}{marker} |")
+    if result.get("preset_notes"):
+        lines += ["", "## Preset notes", "", f"Source: {result['preset_source']}", ""]
+        lines += [f"- {note}" for note in result["preset_notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _scope(result: dict[str, Any]) -> str:
+    split = f"the {result['split']} split" if result.get("split") else "all images"
+    count = f"{result['images']} images"
+    if result.get("limit"):
+        count += f": --limit {result['limit']}, the first by name"
+    return f"{split} of {result['display_name']} ({count})"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def class_table(result: dict[str, Any], title: str) -> Table:
+    """Per-class IoU and accuracy, then the means, as mmsegmentation prints them (for the CLI)."""
+    rows = Table(title=escape(title))
+    for column in ("class", "IoU", "Acc"):
+        rows.add_column(column, overflow="fold")
+    for name, iou in result["iou"].items():
+        rows.add_row(escape(name), _fmt(iou), _fmt(result["acc"][name]))
+    rows.add_section()
+    rows.add_row("[bold]mIoU[/]", f"[bold]{_fmt(result['miou'])}[/]", _fmt(result["macc"]))
+    rows.add_row("aAcc", _fmt(result["aacc"]), "")
+    return rows

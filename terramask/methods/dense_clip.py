@@ -1,0 +1,180 @@
+"""Dense CLIP (SegEarth-OV style): per-pixel class probabilities from a CLIP-family model.
+
+Patch tokens from the self-self last block (the `ImageText.dense_tokens` hook) are compared
+with prompt-ensembled text embeddings; the image's global token, weighted by a negative
+`cls_lambda`, is added to every patch's logits to cancel the bias all patches share with it
+(DESIGN.md §1.1). Inference slides windows over the image resized to a fixed short side.
+
+Edge rules: window starts go 0, stride, 2·stride, … and the last window is moved back to end
+at the image edge, so every pixel is covered and no window reaches outside the image. A side
+shorter than `crop` is not padded up to `crop` (padding would join the global self-self
+attention as content): the window shrinks to that side, so all windows of an image still
+share one size and batch together. Only to reach a whole number of patches is a window
+padded, at its bottom/right by mirroring its own pixels; the logits of that padding are cut
+off after upsampling, so patches stay aligned with the pixels they came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from terramask.errors import InputError
+from terramask.methods.protocols import ImageText
+from terramask.methods.templates import IMAGENET_TEMPLATES
+from terramask.methods.vocabulary import ClassVocabulary
+
+
+class DenseClip:
+    """A `SemanticEngine` over an `ImageText` model; defaults are SegEarth-OV's published ones.
+
+    short_side: the image is resized (bilinear) so its shorter side has this many pixels
+    before windows are cut (None keeps its size); crop/stride: the sliding window;
+    logit_scale: the softmax temperature over all names; cls_lambda: the global-token weight;
+    batch_size: windows per `dense_tokens` call.
+    """
+
+    def __init__(
+        self,
+        image_text: ImageText,
+        *,
+        templates: Sequence[str] = IMAGENET_TEMPLATES,
+        short_side: int | None = 448,
+        crop: int = 224,
+        stride: int = 112,
+        logit_scale: float = 50.0,
+        cls_lambda: float = -0.3,
+        batch_size: int = 8,
+    ):
+        if crop < 1 or not 1 <= stride <= crop:
+            raise ValueError(f"need crop >= 1 and 1 <= stride <= crop, got {crop}, {stride}")
+        if short_side is not None and short_side < 1:
+            raise ValueError(f"short_side must be positive or None, got {short_side}")
+        self.image_text = image_text
+        self.templates = tuple(templates)
+        self.short_side = short_side
+        self.crop = int(crop)
+        self.stride = int(stride)
+        self.logit_scale = float(logit_scale)
+        self.cls_lambda = float(cls_lambda)
+        self.batch_size = max(1, int(batch_size))
+        self.name = f"dense-clip:{image_text.name}"
+        self._text: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def text_embeddings(self, vocabulary: ClassVocabulary) -> torch.Tensor:
+        """(N, D) normalised embeddings of every synonym, in `vocabulary.prompts` order.
+
+        Cached per list of names: a scene's tiles share one vocabulary, and the 80-template
+        ensemble costs more than a tile.
+        """
+        names = tuple(name for name, _ in vocabulary.prompts)
+        if names not in self._text:
+            embeddings = self.image_text.encode_text(names, self.templates)
+            self._text[names] = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        return self._text[names]
+
+    def name_logits(self, image: np.ndarray, vocabulary: ClassVocabulary) -> np.ndarray:
+        """(N, H, W) float32 logits of every synonym (before `logit_scale`), at the image's size."""
+        return self._name_logits(image, vocabulary).numpy()
+
+    def probabilities(self, image: np.ndarray, vocabulary: ClassVocabulary) -> np.ndarray:
+        """(K, H, W) float32: softmax over all synonyms, then the max over each class's ones."""
+        logits = self._name_logits(image, vocabulary)
+        per_name = torch.softmax(logits * self.logit_scale, dim=0)
+        owner = torch.tensor([index for _, index in vocabulary.prompts])
+        height, width = per_name.shape[1:]
+        per_class = torch.zeros((len(vocabulary), height, width), dtype=per_name.dtype)
+        per_class.scatter_reduce_(0, owner[:, None, None].expand_as(per_name), per_name,
+                                  reduce="amax", include_self=False)
+        return per_class.numpy().astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------ internals
+
+    def _name_logits(self, image: np.ndarray, vocabulary: ClassVocabulary) -> torch.Tensor:
+        image = _check_image(image)
+        text = self.text_embeddings(vocabulary)
+        resized = resize_short_side(image, self.short_side)
+        logits = self._sliding_logits(resized, text)
+        if resized.shape[:2] != image.shape[:2]:
+            logits = _upsample(logits[None], image.shape[:2])[0]
+        return logits
+
+    def _sliding_logits(self, image: np.ndarray, text: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) logits of the image, windows averaged where they overlap."""
+        height, width = image.shape[:2]
+        window = (min(self.crop, height), min(self.crop, width))
+        corners = [(top, left) for top in window_starts(height, window[0], self.stride)
+                   for left in window_starts(width, window[1], self.stride)]
+        patch = max(1, int(getattr(self.image_text, "patch_size", 1)))
+        padded = tuple(math.ceil(side / patch) * patch for side in window)
+        total = torch.zeros((text.shape[0], height, width), dtype=torch.float32)
+        count = torch.zeros((1, height, width), dtype=torch.float32)
+        for start in range(0, len(corners), self.batch_size):
+            batch = corners[start:start + self.batch_size]
+            crops = [_pad(image[top:top + window[0], left:left + window[1]], padded)
+                     for top, left in batch]
+            logits = self._window_logits(crops, text)
+            logits = _upsample(logits, padded)[:, :, :window[0], :window[1]]
+            for (top, left), piece in zip(batch, logits, strict=True):
+                total[:, top:top + window[0], left:left + window[1]] += piece
+                count[:, top:top + window[0], left:left + window[1]] += 1
+        return total / count
+
+    def _window_logits(self, crops: list[np.ndarray], text: torch.Tensor) -> torch.Tensor:
+        """(B, N, h, w) patch·text + λ·(global·text) on the token grid of each window."""
+        patches, global_token = self.image_text.dense_tokens(crops)
+        patches = _unit(torch.as_tensor(np.asarray(patches, dtype=np.float32)))
+        global_token = _unit(torch.as_tensor(np.asarray(global_token, dtype=np.float32)))
+        logits = torch.einsum("bhwd,nd->bnhw", patches, text)
+        return logits + self.cls_lambda * (global_token @ text.T)[:, :, None, None]
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets along one side: every `stride`, the last one flush with the edge."""
+    steps = math.ceil(max(size - window, 0) / stride) + 1
+    return [min(i * stride, size - window) for i in range(steps)]
+
+
+def resize_short_side(image: np.ndarray, short_side: int | None) -> np.ndarray:
+    """The uint8 image resized (bilinear, antialiased when shrinking) to that short side."""
+    height, width = image.shape[:2]
+    if short_side is None or min(height, width) == short_side:
+        return image
+    scale = short_side / min(height, width)
+    size = (short_side, max(1, round(width * scale))) if height <= width else (
+        max(1, round(height * scale)), short_side)
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False,
+                           antialias=scale < 1)
+    return pixels[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _pad(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    extra = (size[0] - crop.shape[0], size[1] - crop.shape[1])
+    if not any(extra):
+        return crop
+    return np.pad(crop, ((0, extra[0]), (0, extra[1]), (0, 0)), mode="symmetric")
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if (not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3
+            or image.dtype != np.uint8 or 0 in image.shape):
+        raise InputError(
+            "Dense CLIP needs an (H, W, 3) uint8 RGB image, got "
+            f"{getattr(image, 'shape', type(image).__name__)} {getattr(image, 'dtype', '')}."
+        )
+    return image

@@ -1,0 +1,130 @@
+"""`terramask score` and `terramask eval` from the command line: tables, --json and errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from terramask import api
+from terramask.cli import cli
+from terramask.methods.ovss import OvssPredictor
+from tests.eval.conftest import read_pairs
+from tests.eval.engines import OracleEngine, UniformEngine, answers_for
+
+POTSDAM = "impervious,building,low vegetation,tree,car,clutter"
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli, [str(a) for a in args], obj={})
+
+
+@pytest.fixture
+def fake_engines(monkeypatch):
+    """A stand-in for terramask.pipeline.engines whose build_predictor records its arguments."""
+    calls = []
+    module = types.ModuleType("terramask.pipeline.engines")
+
+    def build_predictor(name, *, device, threshold, **options):
+        calls.append({"name": name, "device": device, "threshold": threshold, **options})
+        return OvssPredictor(module.engine, threshold=threshold)
+
+    module.build_predictor = build_predictor
+    monkeypatch.setitem(sys.modules, "terramask.pipeline.engines", module)
+    return module, calls
+
+
+def test_score_json(run, rs_samples):
+    ann = rs_samples / "potsdam" / "ann_dir"
+    result = run("score", ann, ann, "--classes", "boundary," + POTSDAM, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["miou"] == 100.0 and data["images"] == 1
+    assert data["iou"]["clutter"] is None and data["iou"]["car"] == 100.0
+
+
+def test_score_table_and_reduce_zero_label(run, rs_samples):
+    ann = rs_samples / "potsdam" / "ann_dir"
+    result = run("score", ann, ann, "--classes", POTSDAM, "--reduce-zero-label")
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output and "low vegetation" in result.output
+
+
+def test_score_error_is_one_paragraph(run, tmp_path, rs_samples):
+    result = run("score", tmp_path, rs_samples / "loveda" / "ann_dir", "--classes", "a,b")
+    assert result.exit_code == 2
+    assert "holds no PNG or TIFF" in result.output and "Traceback" not in result.output
+
+
+def test_eval_through_the_api_builds_the_named_engine(run, mini_layout, tmp_path, fake_engines):
+    module, calls = fake_engines
+    root = mini_layout("potsdam")
+    module.engine = OracleEngine(answers_for(read_pairs(root), reduce=True))
+    out = tmp_path / "out"
+    result = run(
+        "eval", "potsdam", "--root", root, "--engine", "clip", "--clip", "my/clip",
+        "-o", out, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["miou"] == 100.0 and data["split"] == "val" and data["dataset"] == "potsdam"
+    assert calls == [
+        {
+            "name": "clip",
+            "device": "auto",
+            "threshold": 0.1,
+            "single_class": None,
+            "image_text": "my/clip",
+        }
+    ]
+    assert data["engine"] == "clip" and data["models"] == {"image_text": "my/clip"}
+    assert [r["method"] for r in data["published"] if r["ours"]] == ["SegEarth-OV"]
+    assert (out / "potsdam_val" / "report.md").exists()
+
+    human = run("eval", "potsdam", "--root", root, "-o", out, "--overwrite", "--threshold", 0.5)
+    assert human.exit_code == 0, human.output
+    assert "SegEarth-OV3" in human.output and "100.00" in human.output
+    assert calls[-1]["name"] == "sam+clip" and calls[-1]["threshold"] == 0.5
+
+
+def test_single_class_sets_ask_for_per_class_mask_voting(tmp_path, fake_engines):
+    module, calls = fake_engines
+    root = tmp_path / "WHU-BD"
+    for sub, value in (("image", 7), ("label_cvt", 1)):
+        (root / "val" / sub).mkdir(parents=True)
+        pixels = np.full((8, 8, 3) if sub == "image" else (8, 8), value, np.uint8)
+        Image.fromarray(pixels).save(root / "val" / sub / "tile.png")
+    module.engine = UniformEngine()
+    result = api.evaluate("whu_aerial", root, engine="sam+clip", grid=16, output=tmp_path / "o")
+    assert calls[-1]["single_class"] == 1 and calls[-1]["grid"] == 16
+    assert calls[-1]["threshold"] == 0.6
+    assert result["iou"] == {"background": 0.0, "building": 0.0}  # uniform 0.5 < 0.6
+
+
+def test_eval_unknown_dataset_lists_known_ones(run, tmp_path):
+    result = run("eval", "cityscapes", "--root", tmp_path)
+    assert result.exit_code == 2
+    assert "loveda" in result.output and "Traceback" not in result.output
+
+
+def test_api_evaluate_accepts_a_built_engine(mini_layout, tmp_path):
+    root = mini_layout("vaihingen")
+    engine = OracleEngine(answers_for(read_pairs(root), reduce=True), remap={3: 2})
+    result = api.evaluate("vaihingen", root, engine=engine, output=tmp_path)
+    assert result["iou"]["tree"] == 0.0 and 0 < result["miou"] < 100
+    assert result["outputs"]["report_json"].startswith(str(tmp_path / "vaihingen_val"))
+
+
+def test_eval_checks_the_layout_before_building_any_engine(run, tmp_path, fake_engines):
+    _, calls = fake_engines
+    result = run("eval", "loveda", "--root", tmp_path)
+    assert result.exit_code == 2
+    assert str(tmp_path / "img_dir" / "val") in result.output.replace("\n", "")
+    assert calls == []

@@ -1,0 +1,74 @@
+"""The 17 OVSS presets load, agree with their vocabularies, and unknown names are explained."""
+
+from __future__ import annotations
+
+import pytest
+
+from terramask.errors import InputError
+from terramask.eval.presets import list_presets, load_preset, published_numbers
+from terramask.eval.report import published_rows
+
+MULTI = ("openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd")
+SINGLE = (
+    "whu_aerial",
+    "whu_sat_ii",
+    "inria",
+    "xbd",
+    "chn6_cug",
+    "deepglobe_roads",
+    "massachusetts_roads",
+    "spacenet_roads",
+    "wbs_si",
+)
+
+
+def test_all_seventeen_sets_are_listed():
+    assert sorted(list_presets()) == sorted(MULTI + SINGLE)
+
+
+@pytest.mark.parametrize("name", MULTI + SINGLE)
+def test_each_preset_loads_into_a_consistent_vocabulary(name):
+    preset = load_preset(name)
+    vocabulary = preset.vocabulary()
+    assert preset.name == name
+    assert len(vocabulary) == len(preset.classes) == len(preset.labels)
+    assert preset.kind == ("multi-class" if name in MULTI else "single-class")
+    if name in SINGLE:
+        assert len(preset.classes) == 2 and preset.background_index == 0
+    assert preset.background_index is None or 0 <= preset.background_index < len(vocabulary)
+    assert preset.threshold is None or 0 <= preset.threshold < 1
+    img_dir, ann_dir = preset.layout.folders("val")
+    assert img_dir != ann_dir
+    assert preset.layout.img_suffix.startswith((".", "_"))
+    assert preset.source
+
+
+def test_known_class_lists():
+    potsdam = load_preset("potsdam")
+    assert potsdam.labels[0] == "impervious surface"
+    assert potsdam.vocabulary().classes[0] == ("road", "parking lot")
+    assert potsdam.vocabulary().background == 5 and potsdam.reduce_zero_label
+    loveda = load_preset("LoveDA")
+    assert loveda.labels == (
+        "background", "building", "road", "water", "barren", "forest", "agriculture"
+    )  # fmt: skip
+    assert loveda.reduce_zero_label and loveda.threshold == 0.3
+    assert load_preset("whu-aerial").name == "whu_aerial"
+    assert load_preset("uavid").layout.folders(None) == ("img_dir/test", "ann_dir/test")
+    assert load_preset("udd5").layout.folders(None) == ("val/src", "val/gt")
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(InputError) as info:
+        load_preset("cityscapes")
+    message = str(info.value)
+    assert "cityscapes" in message and "loveda" in message and "wbs_si" in message
+    assert "\n" not in message
+
+
+def test_published_averages_are_those_of_the_design_notes():
+    rows = {r["method"]: r["miou"] for r in published_numbers()["ovss_8set_average_miou"]}
+    assert rows["CLIP"] == 11.4 and rows["SegEarth-OV"] == 39.2 and rows["SegEarth-OV3"] == 53.4
+    assert len(rows) == 8
+    marked = [r["method"] for r in published_rows("sam3") if r["ours"]]
+    assert marked == ["SegEarth-OV3"]
