@@ -147,7 +147,7 @@ def resize_short_side(image: np.ndarray, short_side: int | None) -> np.ndarray:
     scale = short_side / min(height, width)
     size = (short_side, max(1, round(width * scale))) if height <= width else (
         max(1, round(height * scale)), short_side)
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    pixels = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()
     pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False,
                            antialias=scale < 1)
     return pixels[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
