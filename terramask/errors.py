@@ -25,3 +25,8 @@ class OutputError(TerraMaskError):
 
 class NotImplementedYet(TerraMaskError):
     """A command whose method lands in a later release."""
+
+
+class MLLMError(TerraMaskError):
+    """A multimodal LLM endpoint that failed for one item after its retries, or a reply that
+    cannot be used; a batch goes on without that item."""

@@ -143,3 +143,33 @@ class SemanticEngine(Protocol):
         max over its synonyms.
         """
         ...
+
+
+#: How a multimodal LLM writes coordinates: pixels of the image it was shown, 0-1000 or 0-1.
+COORDINATE_CONVENTIONS = ("pixels", "0-1000", "0-1")
+
+
+@dataclass(frozen=True)
+class MLLMReply:
+    """A multimodal LLM's answer and what is needed to read its coordinates.
+
+    `shown_size` is the (height, width) of the image the model actually saw (after any
+    resize the client did); `convention` is how this model family writes coordinates.
+    """
+
+    text: str
+    shown_size: tuple[int, int]
+    convention: str
+    model: str
+    cached: bool = False
+
+
+@runtime_checkable
+class MLLM(Protocol):
+    """A multimodal LLM that answers a text prompt about one image."""
+
+    name: str
+
+    def ask(self, image: np.ndarray, prompt: str, *, system: str | None = None) -> MLLMReply:
+        """Show an (H, W, 3) uint8 image with `prompt`; raises MLLMError on final failure."""
+        ...
