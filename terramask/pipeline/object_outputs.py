@@ -1,0 +1,172 @@
+"""Write found objects as a scene's outputs: id mask and score COGs, polygons, preview, report.
+
+Shared by every run that finds objects (`prompt`, `ask`): rasters are painted block by block
+from the objects' crops, so memory stays flat however large the scene.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from terramask.pipeline.objects import FoundObject, paint_block
+from terramask.scene import (
+    Feature,
+    OutputSet,
+    RasterWriter,
+    Scene,
+    atomic_output,
+    polygonize,
+    write_preview,
+    write_vectors,
+)
+
+Progress = Callable[[str, int, int], None]
+
+#: What an object run writes, in order.
+OBJECT_OUTPUTS = ("mask", "score", "gpkg", "geojson", "preview", "report")
+
+
+@dataclass
+class WrittenObjects:
+    """Paths written (by kind), each object's area in m² (None without a CRS), timings."""
+
+    paths: dict[str, Path]
+    areas: dict[int, float | None]
+    features: list[Feature]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def write_object_outputs(
+    scene: Scene,
+    objects: list[FoundObject],
+    outputs: OutputSet,
+    *,
+    simplify: float | None = None,
+    progress: Progress | None = None,
+) -> WrittenObjects:
+    """Mask, score, vectors and preview of `objects` (ids 1..n) on the scene's grid."""
+    colours = object_colormap(max((o.id for o in objects), default=0))
+    timings = {}
+    t = time.perf_counter()
+    _write_rasters(scene, objects, outputs, colours, progress)
+    timings["rasters"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    features = _polygons(scene, objects, simplify)
+    vectors = write_vectors(
+        features,
+        crs=scene.crs,
+        gpkg_path=outputs.path("gpkg"),
+        geojson_path=outputs.path("geojson") if scene.georeferenced else None,
+        overwrite=outputs.overwrite,
+    )
+    timings["vectors"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    write_preview(
+        outputs.path("preview"),
+        scene,
+        outputs.path("mask"),
+        colormap=colours,
+        overwrite=outputs.overwrite,
+    )
+    timings["preview"] = time.perf_counter() - t
+
+    areas: dict[int, float | None] = {}
+    for f in features:
+        oid = f.properties["object_id"]
+        areas[oid] = None if f.area_m2 is None else (areas.get(oid) or 0.0) + f.area_m2
+    written = [outputs.path("mask"), outputs.path("score"), *vectors, outputs.path("preview")]
+    paths = {kind: outputs.path(kind) for kind in OBJECT_OUTPUTS if outputs.path(kind) in written}
+    return WrittenObjects(paths, areas, features, timings)
+
+
+def write_report(outputs: OutputSet, payload: dict) -> Path:
+    """The run's JSON report, written atomically."""
+    report = outputs.path("report")
+    with atomic_output(report, overwrite=outputs.overwrite) as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=2, default=str))
+    return report
+
+
+def _write_rasters(
+    scene: Scene,
+    objects: list[FoundObject],
+    outputs: OutputSet,
+    colours: dict[int, tuple[int, int, int, int]],
+    progress: Progress | None,
+) -> None:
+    dtype = "uint8" if len(colours) <= 255 else "uint16"
+    nodata = 255 if dtype == "uint8" else 65535
+    common = dict(
+        width=scene.width,
+        height=scene.height,
+        crs=scene.crs,
+        transform=scene.transform,
+        overwrite=outputs.overwrite,
+    )
+    with (
+        RasterWriter(
+            outputs.path("mask"), dtype=dtype, nodata=nodata, colormap=colours, **common
+        ) as mask_writer,
+        RasterWriter(
+            outputs.path("score"), dtype="float32", nodata=float("nan"), **common
+        ) as score_writer,
+    ):
+        blocks = list(mask_writer.blocks())
+        for done, block in enumerate(blocks):
+            if progress:
+                progress("write", done, len(blocks))
+            valid = scene.read_valid(block)
+            ids, prob = paint_block(objects, block)
+            mask_writer.write(np.where(valid, ids, nodata).astype(dtype), block)
+            score_writer.write(np.where(valid, prob, np.nan).astype("float32"), block)
+    if progress:
+        progress("write", len(blocks), len(blocks))
+
+
+def _polygons(scene: Scene, objects: list[FoundObject], simplify: float | None) -> list[Feature]:
+    features = []
+    for obj in objects:
+        if obj.is_empty:
+            continue
+        for feature in polygonize(
+            obj.mask.astype(np.uint8),
+            scene.transform @ obj.to_scene,
+            names={1: obj.name},
+            crs=scene.crs,
+            scores={1: obj.score},
+            simplify=simplify,
+        ):
+            feature.properties["object_id"] = obj.id
+            features.append(feature)
+    return features
+
+
+def object_colormap(n: int) -> dict[int, tuple[int, int, int, int]]:
+    """Distinct colours for object ids 1..n (0 transparent), stable across runs."""
+    rng = np.random.default_rng(7)
+    colours = {0: (0, 0, 0, 0)}
+    for i in range(1, n + 1):
+        r, g, b = (rng.integers(64, 256, size=3)).tolist()
+        colours[i] = (r, g, b, 255)
+    return colours
+
+
+def scene_summary(scene: Scene) -> dict:
+    """Where the outputs sit: the scene's source, size, CRS and transform."""
+    return {
+        "source": str(scene.source),
+        "width": scene.width,
+        "height": scene.height,
+        "crs": scene.crs.to_string() if scene.crs else None,
+        "transform": list(scene.transform)[:6],
+        "bands": list(scene.bands),
+        "georeferenced": scene.georeferenced,
+    }
