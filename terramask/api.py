@@ -6,11 +6,13 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from terramask.errors import InputError, NotImplementedYet
+from terramask.errors import InputError
 
 if TYPE_CHECKING:
+    from terramask.methods.geoseg import BoxRefinement
     from terramask.methods.ovss import OvssPredictor
-    from terramask.methods.protocols import Segmenter, SemanticEngine
+    from terramask.methods.protocols import MLLM, Segmenter, SemanticEngine
+    from terramask.pipeline.ask_run import AskResult
     from terramask.pipeline.prompt_run import PromptResult
     from terramask.pipeline.segment_run import SegmentResult
 
@@ -148,12 +150,120 @@ def segment(
         )
 
 
-def ask(scene: str | os.PathLike, question: str, **options) -> None:
-    """Referring and reasoning segmentation: a question to a mask and the model's answer."""
-    raise NotImplementedYet(
-        "`ask` (referring and reasoning segmentation through a multimodal LLM) is not "
-        "implemented yet in this release. Use `terramask prompt` with points or boxes meanwhile."
+def ask(
+    scene: str | os.PathLike,
+    question: str,
+    *,
+    engine: str = "geoseg",
+    mllm_url: str | None = None,
+    mllm_model: str | None = None,
+    mllm_key: str | None = None,
+    segmenter: str | None = None,
+    image_text: str | None = None,
+    sam3: str | None = None,
+    refine: str = "geoseg",
+    calibration: str | os.PathLike | None = None,
+    output: str | os.PathLike = "terramask-out",
+    bands: Sequence[int] | None = None,
+    stretch: str = "auto",
+    tile_size: int = 1024,
+    overview_size: int = 2048,
+    simplify: float | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    mllm: MLLM | None = None,
+    progress: Progress | None = None,
+) -> AskResult:
+    """Answer a question about a scene with a mask, polygons and the model's words.
+
+    The multimodal LLM is an OpenAI-compatible endpoint (`mllm_url` + `mllm_model`, key from
+    `mllm_key` or $OPENAI_API_KEY), a local Qwen-VL (`mllm_model` alone: hub id or folder),
+    or a ready `mllm`. Engines: "geoseg" (refined box, CLIP-Surgery clicks and SAM 3 or dense
+    CLIP, fused), "clicks" (the MLLM's clicks into SAM), "box" (its box into SAM). `refine`
+    is "geoseg" (published), "none", or "calibrated" (the file `calibration` that
+    `terramask calibrate` wrote).
+    """
+    from terramask import models
+    from terramask.methods.geoseg import DualRoute
+    from terramask.pipeline.ask_run import ASK_ENGINES, ASK_OUTPUTS, run_ask
+    from terramask.scene import OutputSet, open_scene
+
+    if engine not in ASK_ENGINES:
+        raise InputError(f"Unknown engine {engine!r} for ask: choose {', '.join(ASK_ENGINES)}.")
+    if not question or not question.strip():
+        raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
+    refinement = _refinement(refine, calibration)
+    with open_scene(scene, bands=bands, stretch=stretch) as opened:
+        outputs = OutputSet(output, opened.name, overwrite=overwrite)
+        outputs.check([k for k in ASK_OUTPUTS if opened.georeferenced or k != "geojson"])
+        model = mllm or _mllm(mllm_url, mllm_model, mllm_key, device)
+        sam = models.load_segmenter(segmenter, device=device)
+        route = None
+        if engine == "geoseg":
+            route = DualRoute(
+                sam,
+                image_text=models.load_image_text(image_text, device=device),
+                concept=models.load_concept_segmenter(sam3, device=device) if sam3 else None,
+            )
+        return run_ask(
+            opened,
+            question,
+            model,
+            sam,
+            outputs,
+            engine=engine,
+            route=route,
+            refinement=refinement,
+            overview_size=overview_size,
+            tile_size=tile_size,
+            simplify=simplify,
+            progress=progress,
+        )
+
+
+def _mllm(url: str | None, model: str | None, key: str | None, device: str) -> MLLM:
+    """An OpenAI-compatible client when a URL is given, else a local Qwen-VL."""
+    if url:
+        from terramask.models.mllm import OpenAIChatMLLM, ReplyCache
+
+        if not model:
+            raise InputError(
+                f"--mllm-url {url} needs --mllm-model: the model name that endpoint serves "
+                "(e.g. gpt-5, or the name a vLLM/Ollama server was started with)."
+            )
+        return OpenAIChatMLLM(url, model, api_key=key, cache=ReplyCache.default())
+    if model:
+        from terramask.models.mllm import load_mllm
+
+        return load_mllm(model, device=device)
+    raise InputError(
+        "ask needs a multimodal LLM: --mllm-url URL --mllm-model NAME for an OpenAI-compatible "
+        "endpoint (GPT-5, vLLM, SGLang, Ollama), or --mllm-model FOLDER_OR_HUB_ID for a local "
+        "Qwen2.5-VL / Qwen3-VL."
     )
+
+
+def _refinement(refine: str, calibration: str | os.PathLike | None) -> BoxRefinement:
+    from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement
+
+    if refine == "geoseg":
+        return GEOSEG_REFINEMENT
+    if refine == "none":
+        return BoxRefinement.none()
+    if refine == "calibrated":
+        if calibration is None or not os.path.isfile(calibration):
+            raise InputError(
+                f"--refine calibrated needs the file `terramask calibrate` wrote, passed with "
+                f"--calibration FILE (got {calibration!r})."
+            )
+        try:
+            return BoxRefinement.load(calibration)
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"The calibration file {calibration} is not one `terramask calibrate` wrote "
+                f"({exc}); run calibrate again."
+            ) from exc
+    raise InputError(f"--refine must be geoseg, none or calibrated, not {refine!r}.")
 
 
 def evaluate(

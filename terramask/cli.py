@@ -338,23 +338,67 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
 @cli.command()
 @click.argument("scene")
 @click.argument("question")
-@click.option("--engine", type=click.Choice(["geoseg", "clicks", "box"]), default="geoseg")
+@click.option(
+    "--engine",
+    type=click.Choice(["geoseg", "clicks", "box"]),
+    default="geoseg",
+    show_default=True,
+    help="geoseg: refined box + dual routes; clicks: MLLM clicks into SAM; box: MLLM box.",
+)
 @click.option("--mllm-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
 @click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
 @click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
 @click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
 @click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
-@click.option("--sam3", help="SAM 3 model: hub id or local folder.")
+@click.option("--sam3", help="SAM 3 model for GeoSeg's semantic route (else dense CLIP).")
+@click.option(
+    "--refine",
+    type=click.Choice(["geoseg", "none", "calibrated"]),
+    default="geoseg",
+    show_default=True,
+    help="How MLLM boxes are corrected before segmenting.",
+)
+@click.option("--calibration", type=click.Path(dir_okay=False), help="File from `calibrate`.")
+@click.option(
+    "--overview-size",
+    type=click.IntRange(min=64),
+    default=2048,
+    show_default=True,
+    help="Long side of the scene overview the MLLM is shown (clients may shrink it further).",
+)
+@click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
 @raster_options
-@tiling_options(default_overlap=256)
+@click.option(
+    "--tile",
+    "tile_size",
+    type=click.IntRange(min=64),
+    default=1024,
+    show_default=True,
+    help="Largest window segmented at full resolution, pixels.",
+)
 @output_options
 @device_option
 @common_options
 def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -> None:
-    """Answer QUESTION about SCENE with a mask, polygons and the model's words."""
+    """Answer QUESTION about SCENE with a mask, polygons and the model's words.
+
+    Writes SCENE_mask.tif, SCENE_score.tif, SCENE.gpkg / SCENE.geojson, SCENE_preview.png
+    and SCENE.json (the question, the raw reply, parsed and refined boxes in pixel and map
+    coordinates, the engine and model names). "Nothing found" is an answer, not an error.
+    """
     from terramask import api
 
-    api.ask(scene, question, **options)
+    with progress_reporter(not as_json) as report:
+        result = api.ask(scene, question, progress=report, **options)
+
+    def human() -> None:
+        stdout.print(f"[bold]{escape(result.answer)}[/]")
+        for warning in result.details.get("warnings", []):
+            stdout.print(f"  [yellow]note:[/] {escape(warning)}")
+        for kind, path in result.outputs.items():
+            stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
+
+    emit(result.to_dict(), as_json, human)
 
 
 @cli.command("eval")

@@ -27,13 +27,6 @@ def test_every_documented_command_exists(run):
         assert sub in run("models", "--help").output
 
 
-def test_planned_commands_say_so_clearly(run):
-    result = run("ask", "x.tif", "where is the river?")
-    assert result.exit_code == 2
-    assert "not implemented yet" in result.output
-    assert "Traceback" not in result.output
-
-
 @pytest.mark.parametrize(
     "option, value, message",
     [

@@ -74,11 +74,30 @@ def _oversized_job(
     x0, y0, x1, y1 = bounds
     side = max(x1 - x0, y1 - y0) * (1 + 2 * LARGE_PROMPT_MARGIN)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    col0 = int(np.clip(np.floor(cx - side / 2), 0, width - 1))
-    row0 = int(np.clip(np.floor(cy - side / 2), 0, height - 1))
-    col1 = int(np.clip(np.ceil(cx + side / 2), col0 + 1, width))
-    row1 = int(np.clip(np.ceil(cy + side / 2), row0 + 1, height))
+    square = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    job = job_for_bounds(square, tile_size, width, height, always_decimate=True)
+    job.prompt_ids.append(index)
+    return job
+
+
+def job_for_bounds(
+    bounds: tuple[float, float, float, float],
+    tile_size: int,
+    width: int,
+    height: int,
+    *,
+    always_decimate: bool = False,
+) -> WindowJob:
+    """The window covering pixel `bounds` (clipped to the scene), read at full resolution
+    when its long side fits in a tile, else decimated so that it does."""
+    x0, y0, x1, y1 = bounds
+    col0 = int(np.clip(np.floor(x0), 0, width - 1))
+    row0 = int(np.clip(np.floor(y0), 0, height - 1))
+    col1 = int(np.clip(np.ceil(x1), col0 + 1, width))
+    row1 = int(np.clip(np.ceil(y1), row0 + 1, height))
     window = Window(col0, row0, col1 - col0, row1 - row0)
+    if max(window.width, window.height) <= tile_size and not always_decimate:
+        return WindowJob(window=window, out_shape=None)
     scale = max(window.width, window.height) / tile_size
     out_shape = (max(1, round(window.height / scale)), max(1, round(window.width / scale)))
-    return WindowJob(window=window, out_shape=out_shape, prompt_ids=[index])
+    return WindowJob(window=window, out_shape=out_shape)

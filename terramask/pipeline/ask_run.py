@@ -1,0 +1,205 @@
+"""The `ask` run: a question about a scene of any size to a mask, polygons and an answer.
+
+The MLLM sees an overview of the scene (downsampled to its limit); the boxes or clicks it
+answers with are mapped to scene pixels and segmented at full resolution on the windows they
+cover (decimated to one tile when larger). Engines: GeoSeg's refined box and dual routes,
+MLLM clicks into SAM, or the MLLM box straight into SAM (the ablation baseline).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement, DualRoute, refine_box
+from terramask.methods.interactive import ObjectMask, PointBoxPrompt, segment_prompts
+from terramask.methods.protocols import MLLM, Segmenter
+from terramask.pipeline.object_outputs import (
+    OBJECT_OUTPUTS,
+    scene_summary,
+    write_object_outputs,
+    write_report,
+)
+from terramask.pipeline.objects import FoundObject, crop_object
+from terramask.pipeline.routing import WindowJob, job_for_bounds
+from terramask.scene import OutputSet, Scene
+
+Progress = Callable[[str, int, int], None]
+
+ASK_ENGINES = ("geoseg", "clicks", "box")
+ASK_OUTPUTS = OBJECT_OUTPUTS
+#: Context around a box (box engine) or a click cluster (clicks engine), as a fraction.
+CONTEXT = 0.25
+#: Smallest window SAM gets around clicks, in scene pixels.
+MIN_CLICK_WINDOW = 256
+#: Logit magnitude given to fused masks, which have no logits of their own.
+FUSED_LOGIT = 10.0
+
+
+@dataclass
+class AskResult:
+    """The answer, what the model said and how it was read, the files written."""
+
+    answer: str
+    found: bool
+    outputs: dict[str, Path]
+    details: dict
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "answer": self.answer,
+            "found": self.found,
+            "outputs": {k: str(v) for k, v in self.outputs.items()},
+            **self.details,
+            "timings_s": self.timings,
+        }
+
+
+def run_ask(
+    scene: Scene,
+    question: str,
+    mllm: MLLM,
+    segmenter: Segmenter,
+    outputs: OutputSet,
+    *,
+    engine: str = "geoseg",
+    route: DualRoute | None = None,
+    refinement: BoxRefinement = GEOSEG_REFINEMENT,
+    overview_size: int = 2048,
+    tile_size: int = 1024,
+    simplify: float | None = None,
+    progress: Progress | None = None,
+) -> AskResult:
+    """Ask, read the reply, segment what it points at, write the outputs and a report."""
+    from terramask.methods.replies import box_prompt, clicks_prompt, parse_reply
+
+    started = time.perf_counter()
+    overview = scene.overview(overview_size)
+    to_scene = np.array(
+        [scene.width / overview.image.shape[1], scene.height / overview.image.shape[0]]
+    )
+    prompt = clicks_prompt(question) if engine == "clicks" else box_prompt(question)
+    if progress:
+        progress("ask", 0, 1)
+    reply = mllm.ask(overview.image, prompt)
+    parsed = parse_reply(reply, overview.image.shape[:2])
+    if progress:
+        progress("ask", 1, 1)
+    timings = {"mllm": time.perf_counter() - started}
+
+    t = time.perf_counter()
+    name = parsed.entity or "target"
+    boxes = [np.asarray(b, dtype=np.float64) * np.tile(to_scene, 2) for b in parsed.boxes]
+    points = np.asarray(parsed.points, dtype=np.float64).reshape(-1, 2) * to_scene
+    details: dict = {
+        "question": question,
+        "engine": engine,
+        "mllm": mllm.name,
+        "segmenter": segmenter.name,
+        "reply": reply.text,
+        "convention": reply.convention,
+        "shown_size": list(reply.shown_size),
+        "entity": parsed.entity,
+        "warnings": list(parsed.warnings),
+        "boxes": [],
+        "points": [],
+        "scene": scene_summary(scene),
+    }
+    objects: list[FoundObject] = []
+    if not parsed.no_target:
+        if engine == "geoseg":
+            route = route or DualRoute(segmenter)
+            for box in boxes:
+                refined = refine_box(box, (scene.height, scene.width), refinement)
+                details["boxes"].append(_box_record(scene, box, refined))
+                job = job_for_bounds(tuple(refined), tile_size, scene.width, scene.height)
+                window = scene.read(job.window, out_shape=job.out_shape)
+                result = route.segment_crop(window.image, name)
+                mask = result.mask & window.valid
+                logits = np.where(mask, FUSED_LOGIT, -FUSED_LOGIT).astype(np.float32)
+                found = ObjectMask(mask, logits, result.score)
+                objects.append(crop_object(1, name, found, job.to_scene))
+        elif engine == "box":
+            for box in boxes:
+                details["boxes"].append(_box_record(scene, box, None))
+                job = _context_job(box, tile_size, scene)
+                prompt_box = PointBoxPrompt(np.zeros((0, 2)), np.zeros(0, np.int64), box=box)
+                objects += _segment(scene, segmenter, job, prompt_box, name)
+        elif engine == "clicks" and len(points):
+            labels = np.asarray(parsed.point_labels, dtype=np.int64)
+            if (labels == 1).any():
+                details["points"] = _point_records(scene, points, labels)
+                x0, y0 = points.min(axis=0)
+                x1, y1 = points.max(axis=0)
+                job = _context_job(np.array([x0, y0, x1, y1]), tile_size, scene,
+                                   minimum=MIN_CLICK_WINDOW)  # fmt: skip
+                click_prompt = PointBoxPrompt(points, labels)
+                objects += _segment(scene, segmenter, job, click_prompt, name)
+    timings["segment"] = time.perf_counter() - t
+
+    written = write_object_outputs(scene, objects, outputs, simplify=simplify, progress=progress)
+    timings.update(written.timings)
+    timings["total"] = time.perf_counter() - started
+    found = any(not o.is_empty for o in objects)
+    details["area_m2"] = written.areas.get(1)
+    answer = parsed.answer or (
+        f"Found {name}." if found else f"No {name} was found in the scene."
+    )
+    result = AskResult(answer, found, written.paths, details, timings)
+    result.outputs["report"] = write_report(outputs, result.to_dict())
+    return result
+
+
+def _context_job(
+    box: np.ndarray, tile_size: int, scene: Scene, minimum: float = 0.0
+) -> WindowJob:
+    """A window around a box with CONTEXT on every side and at least `minimum` pixels."""
+    x0, y0, x1, y1 = box
+    pad_x = max((x1 - x0) * CONTEXT, (minimum - (x1 - x0)) / 2, 0)
+    pad_y = max((y1 - y0) * CONTEXT, (minimum - (y1 - y0)) / 2, 0)
+    bounds = (x0 - pad_x, y0 - pad_y, x1 + pad_x, y1 + pad_y)
+    return job_for_bounds(bounds, tile_size, scene.width, scene.height)
+
+
+def _segment(
+    scene: Scene, segmenter: Segmenter, job: WindowJob, prompt: PointBoxPrompt, name: str
+) -> list[FoundObject]:
+    """One SAM prompt (in scene pixels) on a window, as a found object with id 1."""
+    window = scene.read(job.window, out_shape=job.out_shape)
+    to_local = ~job.to_scene
+    points = np.array([to_local @ tuple(p) for p in prompt.points]).reshape(-1, 2)
+    box = None
+    if prompt.box is not None:
+        x1, y1, x2, y2 = prompt.box
+        box = np.array([*(to_local @ (x1, y1)), *(to_local @ (x2, y2))])
+    local = PointBoxPrompt(points, prompt.labels, box=box)
+    [found] = segment_prompts(segmenter, window.image, [local], valid=window.valid)
+    return [crop_object(1, name, found, job.to_scene)]
+
+
+def _box_record(scene: Scene, box: np.ndarray, refined: np.ndarray | None) -> dict:
+    record = {"mllm_px": np.round(box, 2).tolist()}
+    if refined is not None:
+        record["refined_px"] = np.round(refined, 2).tolist()
+    if scene.georeferenced:
+        for key in list(record):
+            x1, y1, x2, y2 = record[key]
+            corners = [scene.transform @ (x, y) for x, y in ((x1, y1), (x2, y2))]
+            record[key.replace("_px", "_map")] = [round(v, 3) for c in corners for v in c]
+    return record
+
+
+def _point_records(scene: Scene, points: np.ndarray, labels: np.ndarray) -> list[dict]:
+    records = []
+    for (x, y), label in zip(points, labels, strict=True):
+        record = {"px": [round(float(x), 2), round(float(y), 2)], "label": int(label)}
+        if scene.georeferenced:
+            mx, my = scene.transform @ (float(x), float(y))
+            record["map"] = [round(mx, 3), round(my, 3)]
+        records.append(record)
+    return records
