@@ -294,7 +294,13 @@ def evaluate(
 
     from terramask.eval.ovss import evaluate_ovss
     from terramask.eval.presets import load_preset
+    from terramask.eval.referring_datasets import referring_dataset_names
 
+    if dataset.strip().lower().replace("_", "-") in referring_dataset_names():
+        return _evaluate_referring(
+            dataset, root, split=split, limit=limit, engine=engine, output=output,
+            device=device, overwrite=overwrite, progress=progress, **model_options,
+        )  # fmt: skip
     preset = load_preset(dataset)
     chosen_split = split or preset.layout.split
     built_here = engine is None or isinstance(engine, str)
@@ -326,6 +332,82 @@ def evaluate(
         progress=progress,
         models={k: str(v) for k, v in given.items()},
         method=method,
+    )
+
+
+def _evaluate_referring(
+    dataset: str,
+    root: str | os.PathLike,
+    *,
+    split: str | None,
+    limit: int | None,
+    engine: object,
+    output: str | os.PathLike,
+    device: str,
+    overwrite: bool,
+    progress: Progress | None,
+    mllm: MLLM | None = None,
+    mllm_url: str | None = None,
+    mllm_model: str | None = None,
+    mllm_key: str | None = None,
+    segmenter: str | None = None,
+    image_text: str | None = None,
+    sam3: str | None = None,
+    refine: str = "geoseg",
+    calibration: str | os.PathLike | None = None,
+    overview_size: int = 2048,
+    **ignored: object,
+) -> dict:
+    """A referring/reasoning benchmark: every sample through the `ask` engines, in memory."""
+    from pathlib import Path
+
+    from terramask import models
+    from terramask.eval.referring import evaluate_referring
+    from terramask.methods.geoseg import DualRoute
+    from terramask.pipeline.ask_run import ASK_ENGINES, locate, located_mask
+    from terramask.scene.memory import ArrayScene
+
+    method = engine if isinstance(engine, str) else "geoseg"
+    if method not in ASK_ENGINES:
+        raise InputError(
+            f"Unknown engine {method!r} for {dataset}: choose {', '.join(ASK_ENGINES)}."
+        )
+    refinement = _refinement(refine or "geoseg", calibration)
+    model = mllm or _mllm(mllm_url, mllm_model, mllm_key, device)
+    loaded: dict = {}  # models load at the first sample, after the data set was checked
+
+    def predict(image, question: str):
+        if not loaded:
+            loaded["sam"] = models.load_segmenter(segmenter, device=device)
+            loaded["route"] = (
+                DualRoute(
+                    loaded["sam"],
+                    image_text=models.load_image_text(image_text, device=device),
+                    concept=models.load_concept_segmenter(sam3, device=device) if sam3 else None,
+                )
+                if method == "geoseg"
+                else None
+            )
+        located = locate(
+            ArrayScene(image), question, model, loaded["sam"], engine=method,
+            route=loaded["route"], refinement=refinement, overview_size=overview_size,
+        )  # fmt: skip
+        height, width = image.shape[:2]
+        return located_mask(located, height, width), located.answer or ""
+
+    name = dataset.strip().lower().replace("_", "-")
+    folder = name if split is None else f"{name}_{split}"
+    return evaluate_referring(
+        dataset,
+        root,
+        split=split,
+        limit=limit,
+        predict=predict,
+        output_dir=Path(output) / folder,
+        overwrite=overwrite,
+        progress=progress,
+        method=method,
+        models={"mllm": model.name, "segmenter": segmenter or "default"},
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rasterio.windows import Window
 
 from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement, DualRoute, refine_box
 from terramask.methods.interactive import ObjectMask, PointBoxPrompt, segment_prompts
@@ -24,7 +25,7 @@ from terramask.pipeline.object_outputs import (
     write_object_outputs,
     write_report,
 )
-from terramask.pipeline.objects import FoundObject, crop_object
+from terramask.pipeline.objects import FoundObject, crop_object, paint_block
 from terramask.pipeline.routing import WindowJob, job_for_bounds
 from terramask.scene import OutputSet, Scene
 
@@ -60,6 +61,17 @@ class AskResult:
         }
 
 
+@dataclass
+class Located:
+    """What an ask found before anything is written: objects (id 1) and how they were read."""
+
+    objects: list[FoundObject]
+    name: str
+    answer: str | None
+    details: dict
+    timings: dict[str, float]
+
+
 def run_ask(
     scene: Scene,
     question: str,
@@ -76,6 +88,44 @@ def run_ask(
     progress: Progress | None = None,
 ) -> AskResult:
     """Ask, read the reply, segment what it points at, write the outputs and a report."""
+    started = time.perf_counter()
+    located = locate(
+        scene, question, mllm, segmenter, engine=engine, route=route, refinement=refinement,
+        overview_size=overview_size, tile_size=tile_size, progress=progress,
+    )  # fmt: skip
+    timings = located.timings
+    written = write_object_outputs(
+        scene, located.objects, outputs, simplify=simplify, progress=progress
+    )
+    timings.update(written.timings)
+    timings["total"] = time.perf_counter() - started
+    found = any(not o.is_empty for o in located.objects)
+    details = {**located.details, "area_m2": written.areas.get(1), "scene": scene_summary(scene)}
+    answer = located.answer or (
+        f"Found {located.name}." if found else f"No {located.name} was found in the scene."
+    )
+    result = AskResult(answer, found, written.paths, details, timings)
+    result.outputs["report"] = write_report(outputs, result.to_dict())
+    return result
+
+
+def locate(
+    scene: Scene,
+    question: str,
+    mllm: MLLM,
+    segmenter: Segmenter,
+    *,
+    engine: str = "geoseg",
+    route: DualRoute | None = None,
+    refinement: BoxRefinement = GEOSEG_REFINEMENT,
+    overview_size: int = 2048,
+    tile_size: int = 1024,
+    progress: Progress | None = None,
+) -> Located:
+    """Show the MLLM the overview, read its reply and segment what it points at.
+
+    `scene` is a raster `Scene` or an in-memory `ArrayScene`: anything that reads windows.
+    """
     from terramask.methods.replies import box_prompt, clicks_prompt, parse_reply
 
     started = time.perf_counter()
@@ -108,7 +158,6 @@ def run_ask(
         "warnings": list(parsed.warnings),
         "boxes": [],
         "points": [],
-        "scene": scene_summary(scene),
     }
     objects: list[FoundObject] = []
     if not parsed.no_target:
@@ -141,23 +190,10 @@ def run_ask(
                 click_prompt = PointBoxPrompt(points, labels)
                 objects += _segment(scene, segmenter, job, click_prompt, name)
     timings["segment"] = time.perf_counter() - t
-
-    written = write_object_outputs(scene, objects, outputs, simplify=simplify, progress=progress)
-    timings.update(written.timings)
-    timings["total"] = time.perf_counter() - started
-    found = any(not o.is_empty for o in objects)
-    details["area_m2"] = written.areas.get(1)
-    answer = parsed.answer or (
-        f"Found {name}." if found else f"No {name} was found in the scene."
-    )
-    result = AskResult(answer, found, written.paths, details, timings)
-    result.outputs["report"] = write_report(outputs, result.to_dict())
-    return result
+    return Located(objects, name, parsed.answer or None, details, timings)
 
 
-def _context_job(
-    box: np.ndarray, tile_size: int, scene: Scene, minimum: float = 0.0
-) -> WindowJob:
+def _context_job(box: np.ndarray, tile_size: int, scene: Scene, minimum: float = 0.0) -> WindowJob:
     """A window around a box with CONTEXT on every side and at least `minimum` pixels."""
     x0, y0, x1, y1 = box
     pad_x = max((x1 - x0) * CONTEXT, (minimum - (x1 - x0)) / 2, 0)
@@ -203,3 +239,9 @@ def _point_records(scene: Scene, points: np.ndarray, labels: np.ndarray) -> list
             record["map"] = [round(mx, 3), round(my, 3)]
         records.append(record)
     return records
+
+
+def located_mask(located: Located, height: int, width: int) -> np.ndarray:
+    """The union of what was found, as one (height, width) bool mask of the whole image."""
+    ids, _ = paint_block(located.objects, Window(0, 0, width, height))
+    return ids > 0
