@@ -98,3 +98,111 @@ def class_table(result: dict[str, Any], title: str) -> Table:
     rows.add_row("[bold]mIoU[/]", f"[bold]{_fmt(result['miou'])}[/]", _fmt(result["macc"]))
     rows.add_row("aAcc", _fmt(result["aacc"]), "")
     return rows
+
+
+def prepare_output(output_dir: Path, overwrite: bool) -> Path:
+    """Create `output_dir/predictions`; fail first if a report would be replaced silently."""
+    from terramask.errors import OutputError
+
+    predictions = output_dir / "predictions"
+    existing = [p for p in (output_dir / "report.json", output_dir / "report.md") if p.exists()]
+    if predictions.is_dir() and any(predictions.iterdir()):
+        existing.append(predictions)
+    if existing and not overwrite:
+        names = ", ".join(str(p) for p in existing)
+        raise OutputError(
+            f"An earlier evaluation is already in {output_dir} ({names}). Nothing was changed; "
+            "pass --overwrite to replace it, or choose another folder with --output."
+        )
+    try:
+        predictions.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"The output folder {predictions} cannot be created ({exc.strerror or exc}). Choose "
+            "another folder with --output, or fix its permissions."
+        ) from exc
+    return predictions
+
+
+def write_report_files(
+    result: dict[str, Any], markdown: str, output_dir: Path, *, overwrite: bool
+) -> dict[str, str]:
+    """Write `result` as report.json and `markdown` as report.md, atomically; return paths."""
+    paths = {"report_json": output_dir / "report.json", "report_md": output_dir / "report.md"}
+    with atomic_output(paths["report_json"], overwrite=overwrite) as temp:
+        temp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    with atomic_output(paths["report_md"], overwrite=overwrite) as temp:
+        temp.write_text(markdown, encoding="utf-8")
+    return {kind: str(path) for kind, path in paths.items()}
+
+
+def render_referring_markdown(result: dict[str, Any]) -> str:
+    """A human report of a referring/reasoning run: overall, per group, published, failures."""
+    split = f"the {result['split']} split" if result.get("split") else "all samples"
+    scope = f"{split} of {result['display_name']} ({result['samples']} samples"
+    scope += (
+        f": --limit {result['limit']}, the first in data-set order)" if result.get("limit") else ")"
+    )
+    lines = [
+        f"# {result['display_name']}: {result.get('method') or 'referring segmentation'}",
+        "",
+        f"- Measured on {scope}.",
+        f"- Failed samples (scored as empty masks): {result['failed']}.",
+    ]
+    lines += [f"- {note}" for note in result.get("notes", [])]
+    thresholds = [k for k in result if k.startswith("pr@")]
+    lines += [
+        "",
+        f"**gIoU {_fmt(result['giou'])}**, cIoU {_fmt(result['ciou'])}, "
+        + ", ".join(f"Pr@{k[3:]} {_fmt(result[k])}" for k in thresholds)
+        + " (percent)",
+        "",
+    ]
+    columns = ["samples", "giou", "ciou", *thresholds]
+    binary = list(result.get("binary", {}))
+    tables = [(result.get("group_name") or "group", result.get("groups", {}))]
+    tables.append(("ground truth", result.get("by_target", {})))
+    for title, groups in tables:
+        if not groups:
+            continue
+        lines += [
+            f"| {title} | " + " | ".join(_label(c) for c in columns + binary) + " |",
+            "|---|" + "---:|" * (len(columns) + len(binary)),
+        ]
+        for name, row in [*groups.items(), ("all", result)]:
+            cells = [str(row["samples"])] + [_fmt(row[c]) for c in columns[1:]]
+            cells += [_fmt(row.get("binary", {}).get(b)) for b in binary]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Published numbers (real weights)", ""]
+    published = result.get("published", [])
+    if published:
+        metric = result["published_metric"]
+        lines += [
+            result["published_note"],
+            "",
+            f"| method | {_label(metric)} |",
+            "|---|---:|",
+        ]
+        lines += [f"| {row['method']} | {row['value']} |" for row in published]
+        ours = result.get("binary", {}).get(metric, result.get(metric))
+        lines.append(f"| this run ({result.get('method') or 'ours'}) | {_fmt(ours)} |")
+    else:
+        lines.append("None recorded in DESIGN.md §1.4 for this data set.")
+    failures = result.get("failures", [])
+    if failures:
+        lines += ["", f"## Failed samples ({len(failures)})", ""]
+        lines += [f"- `{f['id']}`: {f['reason']}" for f in failures[:50]]
+        if len(failures) > 50:
+            lines.append(f"- … and {len(failures) - 50} more (see report.json).")
+    return "\n".join(lines) + "\n"
+
+
+_LABELS = {"giou": "gIoU", "ciou": "cIoU", "iou": "IoU", "f1": "F1", "boundary_f": "boundary F"}
+
+
+def _label(column: str) -> str:
+    """A report column's printed name: gIoU, cIoU, Pr@0.5, IoU, ..."""
+    if column.startswith("pr@"):
+        return f"Pr@{column[3:]}"
+    return _LABELS.get(column, column)
