@@ -407,32 +407,47 @@ def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -
 @click.option("--split", default=None, help="Split folder to score (default: the preset's).")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images only.")
 @click.option(
-    "--engine", default=None, help="Method to evaluate: clip, sam+clip or sam3 [sam+clip]."
+    "--engine",
+    default=None,
+    help="OVSS sets: clip, sam+clip or sam3 [sam+clip]; referring/reasoning sets: geoseg, "
+    "clicks or box [geoseg].",
 )
 @click.option("--threshold", type=float, help="Override the preset's background threshold.")
 @click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
 @click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
 @click.option("--sam3", help="SAM 3 model: hub id or local folder.")
 @click.option("--grid", type=click.IntRange(min=1), help="SAM point grid for sam+clip [29].")
+@click.option("--mllm-url", help="Referring/reasoning sets: OpenAI-compatible endpoint.")
+@click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
+@click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
+@click.option(
+    "--refine",
+    type=click.Choice(["geoseg", "none", "calibrated"]),
+    default=None,
+    help="Box correction for geoseg [geoseg].",
+)
+@click.option("--calibration", type=click.Path(dir_okay=False), help="File from `calibrate`.")
 @output_options
 @device_option
 @common_options
 def eval_command(dataset: str, root: str, as_json: bool, debug: bool, **options: Any) -> None:
-    """Evaluate a method on the OVSS benchmark DATASET found under --root.
+    """Evaluate a method on the benchmark DATASET found under --root.
 
-    DATASET is one of: openearthmap, loveda, isaid, potsdam, vaihingen, uavid, udd5, vdd,
+    OVSS sets (mIoU): openearthmap, loveda, isaid, potsdam, vaihingen, uavid, udd5, vdd,
     whu_aerial, whu_sat_ii, inria, xbd, chn6_cug, deepglobe_roads, massachusetts_roads,
-    spacenet_roads, wbs_si. Writes predictions, report.json and report.md under
-    OUTPUT/DATASET_SPLIT and prints mIoU beside the published numbers.
+    spacenet_roads, wbs_si. Referring/reasoning sets (gIoU, cIoU, Pr@t; needs an MLLM):
+    rrsis-d, earthreason, geoseg-bench, unigeoseg-bench. Writes predictions, report.json and
+    report.md under OUTPUT/DATASET_SPLIT and prints ours beside the published numbers.
     """
     from terramask import api
     from terramask.eval.report import class_table
 
-    for name in ("segmenter", "image_text", "sam3", "grid"):
-        if options.get(name) is None:
-            options.pop(name, None)
+    options = {k: v for k, v in options.items() if v is not None}
     with progress_reporter(not as_json) as report:
         result = api.evaluate(dataset, root, progress=report, **options)
+    if "giou" in result:
+        emit(result, as_json, lambda: _referring_summary(result))
+        return
 
     def human() -> None:
         scope = f"{result['display_name']}, {result['split'] or 'all'} split, "
@@ -458,6 +473,29 @@ def eval_command(dataset: str, root: str, as_json: bool, debug: bool, **options:
             )
 
     emit(result, as_json, human)
+
+
+def _referring_summary(result: dict) -> None:
+    """gIoU, cIoU and Pr@t overall and per group, then the published numbers."""
+    rows = table("group", "samples", "gIoU", "cIoU", "Pr@0.5", "Pr@0.7", "Pr@0.9")
+
+    def cells(name: str, scores: dict) -> list[str]:
+        def fmt(v: object) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        keys = ("giou", "ciou", "pr@0.5", "pr@0.7", "pr@0.9")
+        return [escape(name), str(scores["samples"]), *(fmt(scores.get(k)) for k in keys)]
+
+    rows.add_row(*cells("all", result))
+    for group, scores in result.get("groups", {}).items():
+        rows.add_row(*cells(group, scores))
+    stdout.print(rows)
+    for row in result.get("published", []):
+        stdout.print(f"  published: {escape(str(row))}", highlight=False)
+    if result.get("failed"):
+        stderr.print(f"[yellow]warning[/]: {result['failed']} samples failed (see report.json).")
+    for kind, path in result["outputs"].items():
+        stdout.print(f"  {kind:11} {escape(str(path))}", highlight=False)
 
 
 @cli.command()
