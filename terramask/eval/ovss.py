@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from terramask.errors import InputError, OutputError
+from terramask.errors import InputError
 from terramask.eval.datasets import find_samples, read_image, read_label
 from terramask.eval.metrics import SegmentationScores
 from terramask.eval.presets import OvssPreset
-from terramask.eval.report import published_rows, write_report
+from terramask.eval.report import prepare_output, published_rows, write_report
 from terramask.methods.protocols import SemanticEngine
 from terramask.methods.vocabulary import ClassVocabulary
 
@@ -53,7 +53,7 @@ def evaluate_ovss(
     split = split or preset.layout.split
     found = find_samples(preset, root, split=split, limit=limit)
     output_dir = Path(output_dir)
-    predictions_dir = _prepare_output(output_dir, overwrite)
+    predictions_dir = prepare_output(output_dir, overwrite)
     vocabulary = preset.vocabulary()
     chosen_threshold = preset.threshold if threshold is None else threshold
     if not hasattr(engine, "probabilities") and not hasattr(engine, "predict"):
@@ -111,28 +111,6 @@ def evaluate_ovss(
     result["outputs"] = write_report(result, output_dir, overwrite=overwrite)
     result["outputs"]["predictions"] = str(predictions_dir)
     return result
-
-
-def _prepare_output(output_dir: Path, overwrite: bool) -> Path:
-    """Fail before any model work if earlier results would be replaced without `overwrite`."""
-    predictions = output_dir / "predictions"
-    existing = [p for p in (output_dir / "report.json", output_dir / "report.md") if p.exists()]
-    if predictions.is_dir() and any(predictions.iterdir()):
-        existing.append(predictions)
-    if existing and not overwrite:
-        names = ", ".join(str(p) for p in existing)
-        raise OutputError(
-            f"An earlier evaluation is already in {output_dir} ({names}). Nothing was changed; "
-            "pass --overwrite to replace it, or choose another folder with --output."
-        )
-    try:
-        predictions.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"The output folder {predictions} cannot be created ({exc.strerror or exc}). Choose "
-            "another folder with --output, or fix its permissions."
-        ) from exc
-    return predictions
 
 
 def _save_prediction(labels: np.ndarray, path: Path) -> None:

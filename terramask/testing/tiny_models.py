@@ -268,3 +268,98 @@ def save_tiny_sam3(path: str | Path, seed: int = 0) -> Path:
         json.dumps({"processor_class": "Sam3Processor", "point_pad_value": -10,
                     "target_size": image_size}, indent=2))
     return path
+
+
+QWEN_VL_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+
+_QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                 "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+# The shape of Qwen's own template for one turn: text and image parts, the image as
+# <|vision_start|><|image_pad|><|vision_end|> for the processor (or TerraMask) to expand.
+_QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def save_tiny_qwen_vl(path: str | Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """A tiny random Qwen2.5-VL / Qwen3-VL with an offline BPE tokenizer and chat template.
+
+    Two-layer text and vision towers of width 32; the image processor keeps Qwen's patch
+    size (14 for 2.5, 16 for 3) and 2×2 merge but caps images at 64 merged patches, so a
+    question costs a fraction of a second on a CPU. Its replies are random text.
+    """
+    if family not in QWEN_VL_FAMILIES:
+        raise ValueError(f"family must be one of {QWEN_VL_FAMILIES}, got {family!r}")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    from terramask.models.loader import quiet_progress
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=list(_QWEN_SPECIAL), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(
+        [*_SENTENCES, '{"bbox": [12, 40, 118, 96], "prompt": "building"}', "system user"],
+        trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        model_max_length=8192)
+    tokenizer.chat_template = _QWEN_CHAT_TEMPLATE
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _QWEN_SPECIAL}
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        # head_dim 16 = 2 × (2 + 3 + 3): temporal, height and width rotary sections.
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                         "mrope_section": [2, 3, 3]},
+    )
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                  spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=32)
+    tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                  vision_start_token_id=ids["<|vision_start|>"],
+                  vision_end_token_id=ids["<|vision_end|>"])
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        patch = 14
+        vision.update(patch_size=patch, window_size=112, fullatt_block_indexes=[1])
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    else:
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        patch = 16
+        text.update(head_dim=16)
+        text["rope_parameters"]["mrope_interleaved"] = True
+        vision.update(patch_size=patch, num_position_embeddings=64, deepstack_visual_indexes=[1])
+        config = Qwen3VLConfig(text_config=text, vision_config=vision, **tokens)
+        model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    factor = 2 * patch
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=4 * factor * factor, max_pixels=64 * factor * factor, patch_size=patch,
+        merge_size=2, temporal_patch_size=2)
+    with quiet_progress():
+        model.eval().save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        image_processor.save_pretrained(path)
+    return path
