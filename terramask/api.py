@@ -221,6 +221,35 @@ def ask(
         )
 
 
+def calibrate(
+    dataset: str,
+    root: str | os.PathLike,
+    *,
+    output: str | os.PathLike = "refine.json",
+    split: str | None = None,
+    limit: int | None = 50,
+    mllm_url: str | None = None,
+    mllm_model: str | None = None,
+    mllm_key: str | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    mllm: MLLM | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Fit the box refinement for an MLLM on a labelled referring/reasoning data set.
+
+    Writes the refinement to `output` for `ask --refine calibrated --calibration FILE` and
+    returns mean box IoU with no refinement, GeoSeg's, and the fitted one.
+    """
+    from terramask.pipeline.calibrate_run import run_calibration
+
+    model = mllm or _mllm(mllm_url, mllm_model, mllm_key, device)
+    return run_calibration(
+        dataset, root, model, output, split=split, limit=limit, overwrite=overwrite,
+        progress=progress,
+    )  # fmt: skip
+
+
 def _mllm(url: str | None, model: str | None, key: str | None, device: str) -> MLLM:
     """An OpenAI-compatible client when a URL is given, else a local Qwen-VL."""
     if url:

@@ -530,6 +530,44 @@ def score(pred_dir: str, gt_dir: str, as_json: bool, debug: bool, **options: Any
     emit(result, as_json, human)
 
 
+@cli.command()
+@click.argument("dataset")
+@click.option("--root", required=True, help="Referring/reasoning data set folder.")
+@click.option("--split", default=None, help="Split (default: the data set's).")
+@click.option(
+    "--limit", type=click.IntRange(min=3), default=50, show_default=True, help="Samples to use."
+)
+@click.option("--mllm-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
+@click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
+@click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
+@click.option(
+    "-o", "--output", default="refine.json", show_default=True, help="Where to save the fit."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@device_option
+@common_options
+def calibrate(dataset: str, root: str, as_json: bool, debug: bool, **options: Any) -> None:
+    """Fit how MLLM boxes are corrected (per-side expansion, shift) on labelled DATASET.
+
+    DATASET is a referring/reasoning set (rrsis-d, earthreason, geoseg-bench,
+    unigeoseg-bench). Use the result with `ask --refine calibrated --calibration FILE`.
+    """
+    from terramask import api
+
+    with progress_reporter(not as_json) as report:
+        result = api.calibrate(dataset, root, progress=report, **options)
+
+    def human() -> None:
+        stdout.print(
+            f"mean box IoU on {result['samples']} samples: none {result['iou_unrefined']:.3f}, "
+            f"GeoSeg {result['iou_geoseg']:.3f}, calibrated {result['iou_calibrated']:.3f}",
+            highlight=False,
+        )
+        stdout.print(f"saved to {escape(result['output'])}", highlight=False)
+
+    emit(result, as_json, human)
+
+
 @cli.group()
 def models() -> None:
     """Which models TerraMask knows, where they are, and fetching them."""
