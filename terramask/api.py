@@ -158,6 +158,9 @@ def ask(
     mllm_url: str | None = None,
     mllm_model: str | None = None,
     mllm_key: str | None = None,
+    mllm_timeout: float = 60.0,
+    mllm_retries: int = 4,
+    mllm_cache: bool = True,
     segmenter: str | None = None,
     image_text: str | None = None,
     sam3: str | None = None,
@@ -196,7 +199,10 @@ def ask(
     with open_scene(scene, bands=bands, stretch=stretch) as opened:
         outputs = OutputSet(output, opened.name, overwrite=overwrite)
         outputs.check([k for k in ASK_OUTPUTS if opened.georeferenced or k != "geojson"])
-        model = mllm or _mllm(mllm_url, mllm_model, mllm_key, device)
+        model = mllm or _mllm(
+            mllm_url, mllm_model, mllm_key, device,
+            timeout_s=mllm_timeout, retries=mllm_retries, cache=mllm_cache,
+        )  # fmt: skip
         sam = models.load_segmenter(segmenter, device=device)
         route = None
         if engine == "geoseg":
@@ -250,8 +256,21 @@ def calibrate(
     )  # fmt: skip
 
 
-def _mllm(url: str | None, model: str | None, key: str | None, device: str) -> MLLM:
-    """An OpenAI-compatible client when a URL is given, else a local Qwen-VL."""
+def _mllm(
+    url: str | None,
+    model: str | None,
+    key: str | None,
+    device: str,
+    *,
+    timeout_s: float = 60.0,
+    retries: int = 4,
+    cache: bool = True,
+) -> MLLM:
+    """An OpenAI-compatible client when a URL is given, else a local Qwen-VL.
+
+    Replies are cached (keyed by image, prompt, model and settings) unless `cache` is off,
+    so re-running a question or an evaluation costs nothing.
+    """
     if url:
         from terramask.models.mllm import OpenAIChatMLLM, ReplyCache
 
@@ -260,11 +279,18 @@ def _mllm(url: str | None, model: str | None, key: str | None, device: str) -> M
                 f"--mllm-url {url} needs --mllm-model: the model name that endpoint serves "
                 "(e.g. gpt-5, or the name a vLLM/Ollama server was started with)."
             )
-        return OpenAIChatMLLM(url, model, api_key=key, cache=ReplyCache.default())
+        return OpenAIChatMLLM(
+            url,
+            model,
+            api_key=key,
+            timeout_s=timeout_s,
+            max_retries=retries,
+            cache=ReplyCache() if cache else None,
+        )
     if model:
-        from terramask.models.mllm import load_mllm
+        from terramask.models.mllm import ReplyCache, load_mllm
 
-        return load_mllm(model, device=device)
+        return load_mllm(model, device=device, cache=ReplyCache() if cache else None)
     raise InputError(
         "ask needs a multimodal LLM: --mllm-url URL --mllm-model NAME for an OpenAI-compatible "
         "endpoint (GPT-5, vLLM, SGLang, Ollama), or --mllm-model FOLDER_OR_HUB_ID for a local "

@@ -348,6 +348,18 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
 @click.option("--mllm-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
 @click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
 @click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
+@click.option(
+    "--mllm-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+    help="Seconds to wait for one reply.",
+)  # fmt: skip
+@click.option(
+    "--mllm-retries", type=click.IntRange(min=0), default=4, show_default=True,
+    help="Retries on timeouts, 429 and 5xx (exponential back-off with jitter).",
+)  # fmt: skip
+@click.option(
+    "--mllm-cache/--no-mllm-cache", default=True, show_default=True,
+    help="Reuse earlier replies to the same image, prompt and model ($TERRAMASK_CACHE).",
+)  # fmt: skip
 @click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
 @click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
 @click.option("--sam3", help="SAM 3 model for GeoSeg's semantic route (else dense CLIP).")

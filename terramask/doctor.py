@@ -10,8 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 REQUIRED_DRIVERS = ("GTiff", "COG", "GPKG", "GeoJSON", "PNG")
-PACKAGES = ("torch", "transformers", "huggingface-hub", "rasterio", "shapely", "pyogrio", "pyproj")
-OPTIONAL = {"open_clip_torch": "open_clip", "ray": "ray", "openai": "mllm", "fastapi": "server"}
+PACKAGES = (
+    "torch", "transformers", "huggingface-hub", "rasterio", "shapely", "pyogrio", "pyproj",
+    "openai",
+)  # fmt: skip
+OPTIONAL = {
+    "open_clip_torch": "open_clip",
+    "pycocotools": "eval",
+    "ray": "ray",
+    "fastapi": "server",
+}
 
 
 def _check(name: str, status: str, detail: str) -> dict:

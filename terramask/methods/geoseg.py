@@ -90,7 +90,8 @@ def surgery_similarity(image_text: ImageText, crop: np.ndarray, entity: str) -> 
     """
     patches, _ = image_text.dense_tokens([crop])
     patches = patches[0] / np.linalg.norm(patches[0], axis=-1, keepdims=True).clip(1e-12)
-    text, empty = image_text.encode_text([entity, ""], SIMPLE_TEMPLATES)
+    template = SIMPLE_TEMPLATES[0]  # "a photo of a {}."; the empty prompt is the bare template
+    text, empty = image_text.encode_text([template.format(entity), template.format("")], None)
     similarity = patches @ (text - empty)
     grid = torch.from_numpy(similarity.astype(np.float32))[None, None]
     upsampled = F.interpolate(grid, size=crop.shape[:2], mode="bilinear", align_corners=False)

@@ -37,7 +37,7 @@ def load_segmenter(
 
         return SamSegmenter(resolved, device=dev, dtype=dt)
 
-    return _load_once("segmenter", resolved, device, dtype, build)
+    return load_once("segmenter", resolved, device, dtype, build)
 
 
 def load_image_text(
@@ -64,7 +64,7 @@ def load_image_text(
 
         return ClipImageText(resolved, device=dev, dtype=dt)
 
-    return _load_once("image_text", resolved, device, dtype, build)
+    return load_once("image_text", resolved, device, dtype, build)
 
 
 def load_concept_segmenter(
@@ -81,7 +81,7 @@ def load_concept_segmenter(
 
         return Sam3ConceptSegmenter(resolved, device=dev, dtype=dt)
 
-    return _load_once("concept", resolved, device, dtype, build)
+    return load_once("concept", resolved, device, dtype, build)
 
 
 @contextmanager
@@ -104,7 +104,7 @@ def clear_loaded() -> None:
         _LOADED.clear()
 
 
-def _load_once(kind: str, resolved: ResolvedModel, device, dtype, build: Callable) -> Any:
+def load_once(kind: str, resolved: ResolvedModel, device, dtype, build: Callable) -> Any:
     dev = choose_device(device) if not isinstance(device, torch.device) else device
     dt = choose_dtype(dev, dtype)
     key = (kind, str(resolved.path), str(dev), str(dt))

@@ -97,7 +97,7 @@ class StripeText:
 
     def encode_text(self, texts, templates=None):
         shared = np.array([0.0, 0.5, 0.5])
-        return np.stack([shared + (np.array([1.0, 0, 0]) if t else 0) for t in texts])
+        return np.stack([shared + (np.array([1.0, 0, 0]) if "pond" in t else 0) for t in texts])
 
 
 def test_surgery_similarity_removes_what_all_texts_share():

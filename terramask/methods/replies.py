@@ -1,0 +1,561 @@
+"""Reads a multimodal LLM's reply into boxes and clicks in the original image's pixels.
+
+Pure text → structures (no HTTP, no model): the prompts ask for strict JSON, and this module
+forgives what models actually write.
+
+What the prompt writer can rely on (see `box_prompt` and `clicks_prompt`):
+
+- Boxes: `{"bbox": [x1, y1, x2, y2], "prompt": "<entity noun>"}`; `box` and `bbox_2d` (Qwen's
+  own key) work too, as do `boxes`/`bboxes` with a list of boxes, a JSON list of such objects,
+  or several objects in one reply. The entity comes from `prompt`, else `entity`, `label`,
+  `object`, `target`, `noun` or `category`. "Nothing there" is `{"bbox": [], "prompt": ""}`.
+- Clicks: `{"points": [[x, y], ...], "labels": [1, 0, ...]}` (1 = on the object, 0 = on
+  background to exclude; missing labels count as positive) or
+  `{"positive": [[x, y], ...], "negative": [[x, y], ...]}`; Qwen's `point_2d` gives a
+  positive click. "Nothing there" is `{"points": [], "labels": []}`.
+
+What is forgiven, each with a warning in `ParsedReply.warnings`:
+
+- JSON in ```json fences or inside prose, single quotes, trailing commas, Python's
+  True/False/None, numbers written as strings; `<think>` blocks are ignored.
+- Coordinates in another convention than the model's declared one (`MLLMReply.convention`):
+  with "pixels", if every value is ≤ 1 they are read as 0-1; if some x exceeds the shown
+  width (or some y the shown height) but every value is ≤ 1000 they are read as 0-1000.
+  With "0-1000", all values ≤ 1 are read as 0-1 and any value > 1000 as pixels. With "0-1",
+  values above 1 are read as pixels when they fit the shown image, else as 0-1000.
+- A box whose second corner lies left of or above its first (x2 < x1 or y2 < y1) is read as
+  [x, y, w, h] when x + w and y + h both stay inside the frame the model wrote in (the
+  shown image, 1000 or 1); otherwise its corners are swapped. (An [x, y, w, h] box with
+  w > x and h > y cannot be told apart from a corner box and is read as corners.)
+- Boxes partly outside the image are clamped to it; boxes entirely outside, and clicks
+  outside the image, are dropped. If nothing usable remains, the reply counts as
+  `no_target`.
+
+`no_target` is True for an explicit empty list, a refusal ("I cannot", "no such",
+"not present", "there is no", ...) without coordinates, or a `"found": false` style flag.
+Either `no_target` is True or the reply has at least one box or click. A reply with neither
+coordinates nor a refusal raises `MLLMError("could not parse the model's reply: ...")`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from terramask.errors import InputError, MLLMError
+from terramask.methods.protocols import COORDINATE_CONVENTIONS, MLLMReply
+
+_BOX_KEYS = ("bbox", "box", "bbox_2d", "box_2d")
+_BOX_LIST_KEYS = ("bboxes", "boxes")
+_ENTITY_KEYS = ("prompt", "entity", "label", "object", "target", "noun", "category")
+_ANSWER_KEYS = ("answer", "reason", "reasoning", "explanation")
+_ABSENT_FLAGS = ("found", "exists", "present")
+_POSITIVE_WORDS = {"1", "true", "pos", "positive", "+", "fg", "foreground"}
+_NEGATIVE_WORDS = {"0", "-1", "false", "neg", "negative", "-", "bg", "background"}
+
+_REFUSALS = re.compile(
+    r"\b(i cannot|i can't|i can not|i am unable|i'm unable|unable to (?:find|locate|identify)|"
+    r"no such|not present|there is no|there are no|there isn't|there aren't|does not contain|"
+    r"doesn't contain|not visible|cannot (?:find|locate|identify)|can't (?:find|locate)|"
+    r"could not (?:find|locate)|couldn't (?:find|locate)|no (?:matching|relevant) object)\b",
+    re.IGNORECASE,
+)
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.IGNORECASE | re.DOTALL)
+_FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.DOTALL)
+
+
+@dataclass
+class ParsedReply:
+    """What a reply says, in the pixels of the original image.
+
+    boxes:        float64 (N, 4) x1, y1, x2, y2, clamped to the image
+    points:       float64 (M, 2) x, y clicks inside the image
+    point_labels: int64   (M,)   1 positive, 0 negative
+    entity:       the noun the model named ("prompt"), or None
+    answer:       the reply's words without the JSON (or its "answer" field)
+    no_target:    the model says the object is not in the image
+    warnings:     everything that was repaired or guessed, for logs and reports
+    """
+
+    boxes: np.ndarray
+    points: np.ndarray
+    point_labels: np.ndarray
+    entity: str | None
+    answer: str
+    no_target: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- prompts
+
+
+def box_prompt(question: str) -> str:
+    """The GeoSeg instruction: one box around what the question refers to, as strict JSON."""
+    question = _check_question(question)
+    return (
+        "You are looking at an overhead (satellite or aerial) image.\n"
+        f"Question: {question}\n"
+        "Find the region of the image that the question refers to. Answer with strict JSON "
+        "only, no other text:\n"
+        '{"bbox": [x1, y1, x2, y2], "prompt": "<entity noun>"}\n'
+        "- x1, y1 is the top-left and x2, y2 the bottom-right corner of one box that tightly "
+        "covers the target, in pixel coordinates of this image (x to the right, y down, "
+        "origin at the top-left corner).\n"
+        '- "prompt" is a short noun phrase naming the target, e.g. "building", '
+        '"swimming pool", "farmland".\n'
+        "- If the target is not in the image, answer exactly: "
+        '{"bbox": [], "prompt": ""}'
+    )
+
+
+def clicks_prompt(question: str, *, max_clicks: int = 6) -> str:
+    """The click-prompting instruction: positive and negative points, as strict JSON."""
+    question = _check_question(question)
+    return (
+        "You are looking at an overhead (satellite or aerial) image.\n"
+        f"Question: {question}\n"
+        "Mark the target that the question refers to with clicks for a segmentation model. "
+        "Answer with strict JSON only, no other text:\n"
+        '{"points": [[x, y], ...], "labels": [1, 0, ...]}\n'
+        "- Each point is a pixel of this image (x to the right, y down, origin at the "
+        "top-left corner).\n"
+        "- Label 1 marks a point on the target; label 0 marks a point on background next to "
+        "it that must be excluded. The first point is a positive click well inside the "
+        f"target. Use 1 to {max_clicks} points.\n"
+        '- If the target is not in the image, answer exactly: {"points": [], "labels": []}'
+    )
+
+
+def _check_question(question: str) -> str:
+    text = " ".join(str(question).split())
+    if not text:
+        raise InputError(
+            "An empty question was given to the multimodal LLM. Ask about something in the "
+            'image, e.g. "the largest building next to the roundabout".'
+        )
+    return text
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def parse_reply(reply: MLLMReply, image_size: tuple[int, int]) -> ParsedReply:
+    """Boxes, clicks and words from a reply; `image_size` is the (H, W) the caller passed
+    in, before the client resized it to `reply.shown_size`."""
+    height, width = int(image_size[0]), int(image_size[1])
+    if reply.convention not in COORDINATE_CONVENTIONS:
+        raise InputError(
+            f"The reply from '{reply.model}' declares the coordinate convention "
+            f"'{reply.convention}', which TerraMask cannot read. Use one of: "
+            f"{', '.join(COORDINATE_CONVENTIONS)}."
+        )
+    warnings: list[str] = []
+    text = _THINK.sub(" ", reply.text or "")
+    values, spans = _json_values(text)
+    found = _Found()
+    for value in values:
+        found.collect(value, warnings)
+    answer = _without(text, spans) or found.answer
+    refusal = bool(_REFUSALS.search(_without(text, spans) or found.answer or ""))
+
+    if not found.boxes and not found.points:
+        if found.empty_marker or found.absent or refusal:
+            return _nothing(found.entity, answer, warnings)
+        raise MLLMError(
+            f"could not parse the model's reply: {reply.text.strip()[:200]!r} (model "
+            f"'{reply.model}': it holds no box, no clicks and no refusal). Check that the "
+            "prompt asks for the JSON documented in terramask.methods.replies (box_prompt, "
+            "clicks_prompt), or try a stronger model."
+        )
+    if refusal:
+        warnings.append("the reply reads like a refusal but also gives coordinates; "
+                        "the coordinates were used")
+
+    shown = (max(1, int(reply.shown_size[0])), max(1, int(reply.shown_size[1])))
+    convention = _effective_convention(reply.convention, found, shown, warnings)
+    frame_h, frame_w = _frame(convention, shown)
+    scale_x, scale_y = width / frame_w, height / frame_h
+
+    boxes = []
+    for index, raw in enumerate(found.boxes):
+        box = _order_box(raw, (frame_w, frame_h), index, warnings)
+        box = [box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y]
+        kept = _clamp_box(box, (width, height), index, warnings)
+        if kept is not None:
+            boxes.append(kept)
+    points, labels = [], []
+    for index, ((x, y), label) in enumerate(zip(found.points, found.labels, strict=True)):
+        x, y = x * scale_x, y * scale_y
+        if not (0 <= x <= width and 0 <= y <= height):
+            warnings.append(f"click {index} at ({x:.1f}, {y:.1f}) lies outside the "
+                            f"{width}x{height} image and was dropped")
+            continue
+        points.append((x, y))
+        labels.append(label)
+    if not boxes and not points:
+        warnings.append("no box or click lies inside the image; treated as no target")
+        return _nothing(found.entity, answer, warnings)
+    return ParsedReply(
+        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        points=np.asarray(points, dtype=np.float64).reshape(-1, 2),
+        point_labels=np.asarray(labels, dtype=np.int64),
+        entity=found.entity, answer=answer, no_target=False, warnings=warnings,
+    )
+
+
+def _nothing(entity: str | None, answer: str, warnings: list[str]) -> ParsedReply:
+    return ParsedReply(
+        boxes=np.zeros((0, 4)), points=np.zeros((0, 2)),
+        point_labels=np.zeros((0,), dtype=np.int64), entity=entity, answer=answer,
+        no_target=True, warnings=warnings,
+    )
+
+
+# ---------------------------------------------------------------------------- JSON finding
+
+
+def _json_values(text: str) -> tuple[list[Any], list[tuple[int, int]]]:
+    """Every JSON-like value in the text (fenced first, then bare) and the spans it took."""
+    values: list[Any] = []
+    spans: list[tuple[int, int]] = []
+    for fence in _FENCE.finditer(text):
+        inner = fence.group(1)
+        value = _loads(inner)
+        if value is not _FAIL:
+            values.append(value)
+            spans.append(fence.span())
+        else:
+            found, _ = _bare_values(inner, fence.start(1))
+            if found:
+                values.extend(found)
+                spans.append(fence.span())
+    masked = _without_spans(text, spans, keep_length=True)
+    bare, bare_spans = _bare_values(masked, 0)
+    return values + bare, spans + bare_spans
+
+
+def _bare_values(text: str, offset: int) -> tuple[list[Any], list[tuple[int, int]]]:
+    """Balanced {...} / [...] segments that load, scanning left to right."""
+    values, spans = [], []
+    start = 0
+    while True:
+        opening = _next_opening(text, start)
+        if opening < 0:
+            return values, spans
+        end = _matching_close(text, opening)
+        value = _loads(text[opening:end]) if end > 0 else _FAIL
+        if value is not _FAIL and isinstance(value, dict | list) and value != []:
+            values.append(value)
+            spans.append((offset + opening, offset + end))
+            start = end
+        else:
+            start = opening + 1
+
+
+def _next_opening(text: str, start: int) -> int:
+    positions = [p for p in (text.find("{", start), text.find("[", start)) if p >= 0]
+    return min(positions) if positions else -1
+
+
+def _matching_close(text: str, opening: int) -> int:
+    """Index after the bracket closing the one at `opening`, or -1; quotes are respected."""
+    depth, quote, escaped = 0, "", False
+    for index in range(opening, len(text)):
+        char = text[index]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return -1
+
+
+_FAIL = object()
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_PY_WORDS = {"true": "True", "false": "False", "null": "None"}
+
+
+def _loads(candidate: str) -> Any:
+    """JSON, else JSON without trailing commas, else a Python literal (single quotes)."""
+    candidate = candidate.strip()
+    if not candidate or candidate[0] not in "{[":
+        return _FAIL
+    try:
+        return json.loads(candidate)
+    except ValueError:
+        pass
+    relaxed = _outside_strings(candidate, lambda part: _TRAILING_COMMA.sub(r"\1", part))
+    try:
+        return json.loads(relaxed)
+    except ValueError:
+        pass
+    python = _outside_strings(
+        candidate, lambda part: re.sub(r"\b(true|false|null)\b",
+                                       lambda m: _PY_WORDS[m.group(1)], part))
+    try:
+        return ast.literal_eval(python)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _FAIL
+
+
+def _outside_strings(text: str, change) -> str:
+    """Apply `change` to the parts of `text` that are not inside quoted strings."""
+    pieces, start, index, quote = [], 0, 0, ""
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                pieces.append(text[start:index + 1])
+                start, quote = index + 1, ""
+        elif char in "\"'":
+            pieces.append(change(text[start:index]))
+            start, quote = index, char
+        index += 1
+    pieces.append(text[start:] if quote else change(text[start:]))
+    return "".join(pieces)
+
+
+def _without_spans(text: str, spans: list[tuple[int, int]], *, keep_length: bool) -> str:
+    out, last = [], 0
+    for start, end in sorted(spans):
+        out.append(text[last:start])
+        out.append(" " * (end - start) if keep_length else " ")
+        last = max(last, end)
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _without(text: str, spans: list[tuple[int, int]]) -> str:
+    """The reply's prose: the text without its JSON, fences and surplus whitespace."""
+    prose = _without_spans(text, spans, keep_length=False).replace("```", " ")
+    return " ".join(prose.split())
+
+
+# ---------------------------------------------------------------------------- structures
+
+
+class _Found:
+    """Boxes, clicks and words gathered from every JSON value in a reply, as written."""
+
+    def __init__(self) -> None:
+        self.boxes: list[list[float]] = []
+        self.points: list[tuple[float, float]] = []
+        self.labels: list[int] = []
+        self.entity: str | None = None
+        self.answer = ""
+        self.empty_marker = False
+        self.absent = False
+
+    def collect(self, value: Any, warnings: list[str]) -> None:
+        if isinstance(value, list):
+            if _is_box(value):
+                self.boxes.append(_numbers(value))
+            elif value and all(_is_box(item) for item in value):
+                self.boxes.extend(_numbers(item) for item in value)
+            else:
+                for item in value:
+                    if isinstance(item, dict | list):
+                        self.collect(item, warnings)
+            return
+        if not isinstance(value, dict):
+            return
+        keys = {str(k).lower(): v for k, v in value.items()}
+        for key in _BOX_KEYS + _BOX_LIST_KEYS:
+            if key in keys:
+                self._boxes(keys[key], key, warnings)
+        self._clicks(keys, warnings)
+        if self.entity is None:
+            for key in _ENTITY_KEYS:
+                if isinstance(keys.get(key), str) and keys[key].strip():
+                    self.entity = keys[key].strip()
+                    break
+        if not self.answer:
+            for key in _ANSWER_KEYS:
+                if isinstance(keys.get(key), str) and keys[key].strip():
+                    self.answer = " ".join(keys[key].split())
+                    break
+        if keys.get("no_target") is True or any(keys.get(k) is False for k in _ABSENT_FLAGS):
+            self.absent = True
+        for key in ("objects", "results", "detections", "targets"):
+            if isinstance(keys.get(key), list):
+                self.collect(keys[key], warnings)
+
+    def _boxes(self, raw: Any, key: str, warnings: list[str]) -> None:
+        if raw in ([], None, ""):
+            self.empty_marker = True
+        elif _is_box(raw):
+            self.boxes.append(_numbers(raw))
+        elif isinstance(raw, list) and all(_is_box(item) for item in raw):
+            self.boxes.extend(_numbers(item) for item in raw)
+        else:
+            warnings.append(f"the value of '{key}' is not a box of four numbers and was "
+                            f"ignored: {str(raw)[:80]}")
+
+    def _clicks(self, keys: dict[str, Any], warnings: list[str]) -> None:
+        if "points" in keys:
+            points = keys["points"]
+            if points in ([], None):
+                self.empty_marker = True
+                return
+            if not isinstance(points, list) or not all(_is_point(p) for p in points):
+                warnings.append(f"'points' is not a list of [x, y] pairs and was ignored: "
+                                f"{str(points)[:80]}")
+                return
+            labels = keys.get("labels", keys.get("point_labels"))
+            labels = labels if isinstance(labels, list) else []
+            if len(labels) != len(points):
+                warnings.append(f"{len(points)} points came with {len(labels)} labels; "
+                                "missing labels count as positive, extra ones are ignored")
+            for index, point in enumerate(points):
+                label = _label(labels[index], warnings) if index < len(labels) else 1
+                self._add_point(point, label)
+        for key, label in (("positive", 1), ("positive_points", 1), ("negative", 0),
+                           ("negative_points", 0)):
+            group = keys.get(key)
+            if isinstance(group, list):
+                if _is_point(group):
+                    group = [group]
+                for point in group:
+                    if _is_point(point):
+                        self._add_point(point, label)
+                    else:
+                        warnings.append(f"an entry of '{key}' is not an [x, y] pair and was "
+                                        f"ignored: {str(point)[:80]}")
+        if "positive" in keys and "negative" in keys and not keys["positive"]:
+            self.empty_marker = True
+        for key in ("point_2d", "point"):
+            if _is_point(keys.get(key)):
+                self._add_point(keys[key], 1)
+
+    def _add_point(self, point: Any, label: int) -> None:
+        x, y = _numbers(point)
+        self.points.append((x, y))
+        self.labels.append(label)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if np.isfinite(number) else None
+    return None
+
+
+def _is_box(value: Any) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 4 and all(
+        _number(v) is not None for v in value)
+
+
+def _is_point(value: Any) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 2 and all(
+        _number(v) is not None for v in value)
+
+
+def _numbers(values: Any) -> list[float]:
+    return [float(_number(v)) for v in values]  # type: ignore[arg-type]
+
+
+def _label(value: Any, warnings: list[str]) -> int:
+    word = str(value).strip().lower()
+    if word in _POSITIVE_WORDS:
+        return 1
+    if word in _NEGATIVE_WORDS:
+        return 0
+    warnings.append(f"the click label {value!r} is neither 1 nor 0; read as positive")
+    return 1
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def _effective_convention(
+    declared: str, found: _Found, shown: tuple[int, int], warnings: list[str]
+) -> str:
+    """The declared convention, unless the values cannot be in it (see the module doc)."""
+    xs = [v for box in found.boxes for v in (box[0], box[2])] + [p[0] for p in found.points]
+    ys = [v for box in found.boxes for v in (box[1], box[3])] + [p[1] for p in found.points]
+    largest = max(xs + ys)
+    fits_shown = max(xs) <= shown[1] and max(ys) <= shown[0]
+    guess = declared
+    if declared == "pixels":
+        if largest <= 1.0:
+            guess = "0-1"
+        elif not fits_shown and largest <= 1000:
+            guess = "0-1000"
+    elif declared == "0-1000":
+        if largest <= 1.0:
+            guess = "0-1"
+        elif largest > 1000:
+            guess = "pixels"
+    elif largest > 1.0:
+        guess = "pixels" if fits_shown else "0-1000"
+    if guess != declared:
+        warnings.append(f"coordinates up to {largest:g} do not fit the declared '{declared}' "
+                        f"convention for a {shown[1]}x{shown[0]} image; read as '{guess}'")
+    return guess
+
+
+def _frame(convention: str, shown: tuple[int, int]) -> tuple[float, float]:
+    """(height, width) of the frame the coordinates are written in."""
+    if convention == "0-1000":
+        return 1000.0, 1000.0
+    if convention == "0-1":
+        return 1.0, 1.0
+    return float(shown[0]), float(shown[1])
+
+
+def _order_box(box: list[float], frame: tuple[float, float], index: int,
+               warnings: list[str]) -> list[float]:
+    """Corners in order; an [x, y, w, h] box read as such when it fits (see the module doc)."""
+    x1, y1, x2, y2 = box
+    if x2 >= x1 and y2 >= y1:
+        return box
+    if x1 + x2 <= frame[0] and y1 + y2 <= frame[1]:
+        warnings.append(f"box {index} {_fmt(box)} has its second corner before its first; "
+                        "read as [x, y, width, height]")
+        return [x1, y1, x1 + x2, y1 + y2]
+    warnings.append(f"box {index} {_fmt(box)} has its corners swapped; reordered")
+    return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
+
+
+def _clamp_box(box: list[float], size: tuple[int, int], index: int,
+               warnings: list[str]) -> list[float] | None:
+    width, height = size
+    x1, y1, x2, y2 = box
+    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+        warnings.append(f"box {index} (image pixels {_fmt(box)}) lies entirely outside the "
+                        f"{width}x{height} image and was dropped")
+        return None
+    clamped = [min(max(x1, 0.0), width), min(max(y1, 0.0), height),
+               min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
+    if clamped != box:
+        warnings.append(f"box {index} (image pixels {_fmt(box)}) reaches outside the "
+                        f"{width}x{height} image and was clamped to {_fmt(clamped)}")
+    return clamped
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"

@@ -1,0 +1,91 @@
+"""Remembers multimodal LLM replies on disk so that a rerun or a resumed job pays nothing.
+
+One JSON file per reply, named by a sha256 over everything that can change the answer (the
+pixels, prompt, system prompt, model, temperature, resize and coordinate convention). Files
+are written under a temporary name and renamed, so concurrent writers and crashes never
+leave a half-written entry; an unreadable entry is treated as a miss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from terramask.errors import OutputError
+from terramask.methods.protocols import MLLMReply
+
+
+def default_cache_folder() -> Path:
+    """`$TERRAMASK_CACHE/mllm` when set, else `~/.cache/terramask/mllm`."""
+    root = os.environ.get("TERRAMASK_CACHE")
+    if root:
+        return Path(root).expanduser() / "mllm"
+    return Path.home() / ".cache" / "terramask" / "mllm"
+
+
+class ReplyCache:
+    """A folder of cached replies, safe to share between threads and processes."""
+
+    def __init__(self, folder: str | os.PathLike | None = None) -> None:
+        self.folder = Path(folder).expanduser() if folder is not None else default_cache_folder()
+
+    @staticmethod
+    def key(
+        *,
+        image_digest: str,
+        prompt: str,
+        system: str | None,
+        model: str,
+        temperature: float | None,
+        max_side: int,
+        convention: str,
+        extra: str = "",
+    ) -> str:
+        """The sha256 naming one request; `extra` carries client-specific settings."""
+        fields = [image_digest, prompt, system, model, temperature, max_side, convention, extra]
+        return hashlib.sha256(json.dumps(fields).encode("utf-8")).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> MLLMReply | None:
+        """The stored reply marked `cached=True`, or None on a miss or an unreadable entry."""
+        try:
+            data = json.loads(self._path(key).read_text(encoding="utf-8"))
+            return MLLMReply(
+                text=str(data["text"]),
+                shown_size=(int(data["shown_size"][0]), int(data["shown_size"][1])),
+                convention=str(data["convention"]),
+                model=str(data["model"]),
+                cached=True,
+            )
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+
+    def put(self, key: str, reply: MLLMReply) -> None:
+        """Store a reply atomically (temporary file, then rename)."""
+        path = self._path(key)
+        record = dataclasses.asdict(reply)
+        record.pop("cached", None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                    json.dump(record, stream)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise OutputError(
+                f"The multimodal LLM reply cache at {self.folder} cannot be written ({exc}). "
+                "Point TERRAMASK_CACHE at a writable folder, or run without a reply cache."
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"ReplyCache({str(self.folder)!r})"

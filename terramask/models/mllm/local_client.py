@@ -1,0 +1,218 @@
+"""Runs Qwen2.5-VL / Qwen3-VL locally through transformers, behind the `MLLM` protocol.
+
+The inputs are assembled here from the tokenizer, its chat template and the image processor
+rather than through `AutoProcessor`, because the Qwen-VL processors insist on a video
+processor that needs torchvision, which TerraMask does not depend on. What the processor
+would do for one image is small: expand the template's single `<|image_pad|>` into one token
+per merged patch and mark those tokens for the model's multimodal rotary positions.
+
+The size the model saw is read from the image processor's output (`image_grid_thw` × patch
+size): Qwen resizes to multiples of 28 (2.5) or 32 (3), and Qwen2.5-VL's pixel coordinates
+refer to that resized image.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from terramask.errors import InputError, MLLMError, ModelLoadError, TerraMaskError
+from terramask.methods.protocols import MLLMReply
+from terramask.models.device import choose_device, choose_dtype
+from terramask.models.loader import load_once
+from terramask.models.mllm.cache import ReplyCache
+from terramask.models.mllm.images import as_rgb, fit_long_side, image_digest
+from terramask.models.registry import ResolvedModel, resolve_model
+
+#: How each local family writes coordinates (see openai_client's table).
+FAMILY_CONVENTION = {"qwen2_5_vl": "pixels", "qwen3_vl": "0-1000"}
+_IMAGE_PAD = "<|image_pad|>"
+
+
+class _QwenWeights:
+    """The model, tokenizer and image processor of one folder, loaded once per process."""
+
+    def __init__(self, resolved: ResolvedModel, device: torch.device, dtype: torch.dtype):
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        if resolved.family == "qwen2_5_vl":
+            from transformers import Qwen2_5_VLForConditionalGeneration as model_class
+        elif resolved.family == "qwen3_vl":
+            from transformers import Qwen3VLForConditionalGeneration as model_class
+        else:
+            raise ModelLoadError(
+                f"The model '{resolved.requested}' at {resolved.path} is a '{resolved.family}' "
+                "model, but the local multimodal LLM runs only Qwen2.5-VL and Qwen3-VL. Pass "
+                "one of those (e.g. Qwen/Qwen2.5-VL-7B-Instruct), or serve another model "
+                "behind an OpenAI-compatible endpoint (--mllm-url)."
+            )
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        self.image_processor = AutoImageProcessor.from_pretrained(resolved.path)
+        self.model = model_class.from_pretrained(resolved.path, dtype=dtype).to(device).eval()
+        self.chat_template = _chat_template(resolved, self.tokenizer)
+        self.image_token_id = int(self.model.config.image_token_id)
+        self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id) or _IMAGE_PAD
+        self.device = device
+        self.lock = threading.Lock()
+
+
+def _chat_template(resolved: ResolvedModel, tokenizer: Any) -> str:
+    """The processor's template (chat_template.jinja / .json), else the tokenizer's."""
+    folder = Path(resolved.path)
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    if (folder / "chat_template.json").is_file():
+        try:
+            template = json.loads((folder / "chat_template.json").read_text(encoding="utf-8"))
+            if isinstance(template.get("chat_template"), str):
+                return template["chat_template"]
+        except (OSError, ValueError, AttributeError):
+            pass
+    if isinstance(getattr(tokenizer, "chat_template", None), str):
+        return tokenizer.chat_template
+    raise ModelLoadError(
+        f"The model '{resolved.requested}' at {resolved.path} has no chat template "
+        "(chat_template.jinja, chat_template.json or one in tokenizer_config.json), so it "
+        "cannot be prompted. Download the complete model folder, including those files."
+    )
+
+
+class LocalQwenVL:
+    """A local Qwen-VL `MLLM`: greedy decoding, one image per question."""
+
+    def __init__(
+        self,
+        resolved: ResolvedModel,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        max_side: int = 1024,
+        max_new_tokens: int = 256,
+        cache: ReplyCache | None = None,
+    ) -> None:
+        """Loads the weights (once per folder, device and dtype in a process)."""
+        if int(max_side) < 28 or int(max_new_tokens) < 1:
+            raise InputError(
+                f"The local multimodal LLM '{resolved.requested}' got max_side={max_side} and "
+                f"max_new_tokens={max_new_tokens}; use max_side ≥ 28 and max_new_tokens ≥ 1."
+            )
+        self.resolved = resolved
+        self.name = resolved.requested
+        self.convention = FAMILY_CONVENTION.get(resolved.family, "pixels")
+        self.max_side = int(max_side)
+        self.max_new_tokens = int(max_new_tokens)
+        self.cache = cache
+        dev = choose_device(device) if not isinstance(device, torch.device) else device
+        self._dtype = choose_dtype(dev, dtype)
+        self._weights: _QwenWeights = load_once(
+            "mllm", resolved, dev, self._dtype, lambda d, t: _QwenWeights(resolved, d, t))
+
+    def ask(self, image: np.ndarray, prompt: str, *, system: str | None = None) -> MLLMReply:
+        """Show the image with the prompt and decode greedily; MLLMError if generation fails."""
+        if not str(prompt).strip():
+            raise InputError(
+                f"An empty prompt was given for the multimodal LLM '{self.name}'. Ask a "
+                "question or describe what to find."
+            )
+        resized = fit_long_side(as_rgb(image), self.max_side)
+        cache_key = None
+        if self.cache is not None:
+            cache_key = ReplyCache.key(
+                image_digest=image_digest(resized), prompt=prompt, system=system,
+                model=f"local:{self.resolved.path}", temperature=0.0, max_side=self.max_side,
+                convention=self.convention, extra=f"greedy:{self.max_new_tokens}",
+            )
+            hit = self.cache.get(cache_key)
+            if hit is not None:
+                return hit
+        try:
+            text, shown = self._generate(resized, prompt, system)
+        except TerraMaskError:
+            raise
+        except Exception as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise MLLMError(
+                f"The local multimodal LLM '{self.name}' ({self.resolved.path}) failed while "
+                f"answering ({type(exc).__name__}: {detail}). If memory ran out, lower "
+                "max_side or use a smaller model or --dtype bf16; otherwise re-download the "
+                "model folder."
+            ) from None
+        reply = MLLMReply(text=text, shown_size=shown, convention=self.convention,
+                          model=self.name)
+        if self.cache is not None and cache_key is not None:
+            self.cache.put(cache_key, reply)
+        return reply
+
+    def ask_many(self, items: Sequence[tuple]) -> list[MLLMReply | TerraMaskError]:
+        """Ask one after another (one GPU); each item's failure is returned, not raised."""
+        results: list[MLLMReply | TerraMaskError] = []
+        for item in items:
+            image, prompt, system = (*tuple(item), None)[:3]
+            try:
+                results.append(self.ask(image, prompt, system=system))
+            except TerraMaskError as exc:
+                results.append(exc)
+        return results
+
+    def _generate(self, image: np.ndarray, prompt: str,
+                  system: str | None) -> tuple[str, tuple[int, int]]:
+        weights = self._weights
+        messages: list[dict] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": [
+            {"type": "image"}, {"type": "text", "text": prompt}]})
+        text = weights.tokenizer.apply_chat_template(
+            messages, chat_template=weights.chat_template, add_generation_prompt=True,
+            tokenize=False)
+        vision = weights.image_processor(images=[image], return_tensors="pt")
+        grid = vision["image_grid_thw"][0]
+        merge = int(getattr(weights.image_processor, "merge_size", 2))
+        patch = int(getattr(weights.image_processor, "patch_size", 14))
+        shown = (int(grid[1]) * patch, int(grid[2]) * patch)
+        if text.count(weights.image_token) != 1:
+            raise MLLMError(
+                f"The chat template of the local multimodal LLM '{self.name}' did not place "
+                f"exactly one image token ({weights.image_token}) in the prompt, so the image "
+                "cannot be shown. Use the model's own chat_template files."
+            )
+        text = text.replace(weights.image_token, weights.image_token * (int(grid.prod())
+                                                                         // merge**2))
+        encoded = weights.tokenizer([text], return_tensors="pt", add_special_tokens=False)
+        input_ids = encoded["input_ids"].to(weights.device)
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": encoded["attention_mask"].to(weights.device),
+            "mm_token_type_ids": (input_ids == weights.image_token_id).long(),
+            "pixel_values": vision["pixel_values"].to(weights.device, self._dtype),
+            "image_grid_thw": vision["image_grid_thw"].to(weights.device),
+        }
+        with weights.lock, torch.inference_mode():
+            output = weights.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                            do_sample=False)
+        new_tokens = output[0, input_ids.shape[1]:]
+        return weights.tokenizer.decode(new_tokens, skip_special_tokens=True), shown
+
+    def __repr__(self) -> str:
+        return f"LocalQwenVL({self.name!r}, convention={self.convention!r})"
+
+
+def load_mllm(
+    id_or_path: str,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    max_side: int = 1024,
+    max_new_tokens: int = 256,
+    cache: ReplyCache | None = None,
+) -> LocalQwenVL:
+    """A local Qwen-VL `MLLM` from an alias (qwen2.5-vl-7b, qwen3-vl), hub id or folder."""
+    resolved = resolve_model(id_or_path, kind="mllm")
+    return LocalQwenVL(resolved, device=device, dtype=dtype, max_side=max_side,
+                       max_new_tokens=max_new_tokens, cache=cache)

@@ -1,0 +1,207 @@
+"""A scripted OpenAI-compatible chat-completions server on 127.0.0.1, for tests of MLLM routes.
+
+    with ChatServer(['{"bbox": [1, 2, 3, 4], "prompt": "roof"}']) as server:
+        mllm = OpenAIChatMLLM(server.url, "qwen2.5-vl")
+        ...
+        server.requests[0].image().shape   # what the client actually sent
+
+`script` is a list of steps consumed one per request, in order: a reply text, or a `Step`
+(a status with an optional Retry-After, a pause before answering, a null content). It may
+instead be a callable that gets each `RecordedRequest` and returns a step. A request beyond
+the end of a list gets HTTP 500 "script exhausted", so an unexpected extra call shows up.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from terramask.models.mllm.images import decode_data_url
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scripted answer: HTTP `status`; `text` is the message content (None sends null);
+    `retry_after` becomes a Retry-After header; `sleep_s` delays the answer."""
+
+    text: str | None = ""
+    status: int = 200
+    retry_after: float | str | None = None
+    sleep_s: float = 0.0
+
+
+@dataclass
+class RecordedRequest:
+    """A request the server received: its path, headers (names lower-cased) and JSON body."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def image_urls(self) -> list[str]:
+        """Every image URL in the messages, in order."""
+        urls = []
+        for message in self.body.get("messages", []):
+            content = message.get("content")
+            for part in content if isinstance(content, list) else []:
+                if part.get("type") == "image_url":
+                    urls.append(part["image_url"]["url"])
+        return urls
+
+    def image(self, index: int = 0) -> np.ndarray:
+        """The (H, W, 3) image decoded from the index-th data URL."""
+        return decode_data_url(self.image_urls()[index])
+
+    def texts(self) -> list[str]:
+        """Every text part (and plain-string content) in the messages, in order."""
+        texts = []
+        for message in self.body.get("messages", []):
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            for part in content if isinstance(content, list) else []:
+                if part.get("type") == "text":
+                    texts.append(part["text"])
+        return texts
+
+
+ScriptItem = str | Step
+Script = Sequence[ScriptItem] | Callable[[RecordedRequest], ScriptItem]
+
+
+class ChatServer:
+    """A context manager serving `/v1/chat/completions` (and `/v1/models`) from a script."""
+
+    def __init__(self, script: Script, *, model: str = "scripted") -> None:
+        self._script = script if callable(script) else list(script)
+        self._next = 0
+        self._lock = threading.Lock()
+        self.model = model
+        self.requests: list[RecordedRequest] = []
+        self._url = ""
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL to give an OpenAI client: http://127.0.0.1:PORT/v1 (still readable
+        after the server stopped, e.g. to test a refused connection)."""
+        if not self._url:
+            raise RuntimeError("the ChatServer has not started; use it as a context manager")
+        return self._url
+
+    def __enter__(self) -> ChatServer:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="terramask-chat-server")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def _step_for(self, request: RecordedRequest) -> Step:
+        with self._lock:
+            self.requests.append(request)
+            if callable(self._script):
+                item: ScriptItem | None = None
+            elif self._next < len(self._script):
+                item = self._script[self._next]
+                self._next += 1
+            else:
+                return Step(text="script exhausted", status=500)
+        if item is None:
+            item = self._script(request)  # type: ignore[operator]
+        return Step(text=item) if isinstance(item, str) else item
+
+    def _completion(self, text: str | None, request: RecordedRequest) -> dict[str, Any]:
+        with self._lock:
+            number = len(self.requests)
+        words = len(text.split()) if text else 0
+        return {
+            "id": f"chatcmpl-scripted-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.body.get("model", self.model),
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }],
+            "usage": {"prompt_tokens": 1, "completion_tokens": words,
+                      "total_tokens": 1 + words},
+        }
+
+
+def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Silent: tests read `server.requests` instead."""
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                self._send(200, {"object": "list", "data": [
+                    {"id": server.model, "object": "model", "owned_by": "terramask"}]})
+            else:
+                self._send(404, _error(404, f"no route {self.path}"))
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = {"unparsed": raw.decode("utf-8", "replace")}
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            request = RecordedRequest(self.path, headers, body)
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                self._send(404, _error(404, f"no route {self.path}"))
+                return
+            step = server._step_for(request)
+            if step.sleep_s:
+                time.sleep(step.sleep_s)
+            if step.status != 200:
+                headers = {}
+                if step.retry_after is not None:
+                    headers["Retry-After"] = str(step.retry_after)
+                self._send(step.status, _error(step.status, step.text or "scripted failure"),
+                           headers)
+            else:
+                self._send(200, server._completion(step.text, request))
+
+        def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode("utf-8")
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test); nothing to tell it
+
+    return Handler
+
+
+def _error(status: int, message: str) -> dict[str, Any]:
+    kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else (
+        "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "code": status}}

@@ -1,0 +1,1 @@
+"""Tests of the multimodal LLM clients, the scripted chat server and the reply parser."""

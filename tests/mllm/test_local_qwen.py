@@ -1,0 +1,61 @@
+"""A tiny random Qwen-VL driven through `load_mllm` + `ask`, exactly as a downloaded one."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from terramask.errors import MLLMError, ModelLoadError, ModelNotFoundError
+from terramask.methods.replies import box_prompt, parse_reply
+from terramask.models.mllm import ReplyCache, load_mllm
+from terramask.testing.tiny_models import save_tiny_qwen_vl
+
+# Qwen resizes to multiples of 2×patch (28 for 2.5, 32 for 3): for 120x240 both sides
+# round to the nearest multiple; the tiny processor's pixel cap (64 merged patches) is not hit.
+CASES = [("qwen2_5_vl", 28, "pixels"), ("qwen3_vl", 32, "0-1000")]
+
+
+@pytest.mark.parametrize(("family", "factor", "convention"), CASES)
+def test_tiny_qwen_answers_with_the_size_it_showed(tmp_path, family, factor, convention):
+    folder = save_tiny_qwen_vl(tmp_path / family, family=family)
+    mllm = load_mllm(str(folder), device="cpu", max_new_tokens=12)
+    picture = np.random.default_rng(0).integers(0, 256, (120, 240, 3), dtype=np.uint8)
+    reply = mllm.ask(picture, box_prompt("where is the pool?"), system="Answer in JSON.")
+    expected = (round(120 / factor) * factor, round(240 / factor) * factor)
+    assert expected[0] * expected[1] <= 64 * factor * factor
+    assert reply.shown_size == expected and reply.convention == convention
+    assert isinstance(reply.text, str) and reply.model == str(folder)
+    try:
+        parsed = parse_reply(reply, (120, 240))
+    except MLLMError as exc:  # random weights say noise
+        assert "could not parse the model's reply" in str(exc)
+    else:  # on the off chance the noise parses, it must still be a clean result
+        assert parsed.no_target or len(parsed.boxes) + len(parsed.points) > 0
+        assert np.all(parsed.boxes[:, [0, 2]] <= 240) and np.all(parsed.boxes[:, [1, 3]] <= 120)
+
+
+def test_local_replies_are_deterministic_cached_and_downscaled(tmp_path):
+    folder = save_tiny_qwen_vl(tmp_path / "q", family="qwen2_5_vl")
+    cache = ReplyCache(tmp_path / "cache")
+    mllm = load_mllm(str(folder), device="cpu", max_side=112, max_new_tokens=8, cache=cache)
+    picture = np.random.default_rng(1).integers(0, 256, (400, 800, 3), dtype=np.uint8)
+    first = mllm.ask(picture, "describe")
+    second = mllm.ask(picture, "describe")
+    # 800 → 112 long side: 56x112, already multiples of 28.
+    assert first.shown_size == (56, 112) and not first.cached and second.cached
+    assert second.text == first.text
+    results = mllm.ask_many([(picture, "describe"), (picture, "")])
+    assert results[0].text == first.text and type(results[1]).__name__ == "InputError"
+    assert math.isfinite(len(first.text))
+
+
+def test_load_mllm_refuses_other_families_and_missing_folders(tmp_path):
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    with pytest.raises(ModelLoadError, match="multimodal LLM"):
+        load_mllm(str(tmp_path / "clip"))
+    with pytest.raises(ModelNotFoundError, match="was not found"):
+        load_mllm(str(tmp_path / "absent"))

@@ -1,0 +1,122 @@
+"""`ask` end to end: a scripted OpenAI-compatible server on 127.0.0.1, tiny random SAM and
+CLIP, a georeferenced scene; every engine, refusals and endpoint failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from terramask.cli import cli
+from terramask.testing.chat_server import ChatServer, Step
+from terramask.testing.scenes import write_synthetic_scene
+from terramask.testing.tiny_models import save_tiny_clip, save_tiny_sam
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"sam": save_tiny_sam(root / "sam"), "clip": save_tiny_clip(root / "clip")}
+
+
+@pytest.fixture
+def scene(tmp_path, monkeypatch):
+    monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path / "cache"))
+    return write_synthetic_scene(tmp_path / "scene.tif", width=400, height=300, nodata_border=0)
+
+
+def ask(scene, server, tiny, out, *extra):
+    args = [
+        "ask", scene, "which building is the largest?", "--mllm-url", server.url,
+        "--mllm-model", "test-vlm", "--segmenter", tiny["sam"], "--clip", tiny["clip"],
+        "-o", out, "--json", "--mllm-retries", "1", "--mllm-timeout", "5", *extra,
+    ]  # fmt: skip
+    return CliRunner().invoke(cli, [str(a) for a in args], obj={})
+
+
+def test_geoseg_segments_inside_the_refined_box(scene, tiny, tmp_path):
+    reply = 'Sure.\n```json\n{"bbox": [100, 120, 220, 260], "prompt": "building"}\n```'
+    with ChatServer([reply]) as server:
+        result = ask(scene, server, tiny, tmp_path / "out")
+        shown = server.requests[0].image()
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert shown.shape[:2] == (300, 400)  # the whole scene fits the overview
+    [box] = data["boxes"]
+    assert box["mllm_px"] == [100, 120, 220, 260]
+    # GeoSeg's published correction: -0.2w, -0.2h, +0.1w, +0.1h with w=120, h=140
+    assert box["refined_px"] == [76, 92, 232, 274]
+    assert data["entity"] == "building" and data["reply"] == reply
+    with rasterio.open(scene) as src, rasterio.open(data["outputs"]["mask"]) as mask:
+        assert (mask.crs, mask.transform, mask.shape) == (src.crs, src.transform, src.shape)
+        ids = mask.read(1)
+        x0, y0 = src.transform @ (76, 92)
+    assert box["refined_map"][:2] == pytest.approx([x0, y0], abs=1e-3)
+    outside = np.ones(ids.shape, bool)
+    outside[92:274, 76:232] = False
+    assert not (ids[outside] == 1).any()
+    assert data["found"] == bool((ids == 1).any())
+
+
+def test_a_refusal_is_an_empty_answer_not_an_error(scene, tiny, tmp_path):
+    with ChatServer(["There is no such building in this image."]) as server:
+        result = ask(scene, server, tiny, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["found"] is False
+    assert data["answer"] == "There is no such building in this image."  # the model's words
+    with rasterio.open(data["outputs"]["mask"]) as mask:
+        assert not (mask.read(1) == 1).any()
+
+
+@pytest.mark.parametrize(
+    "engine, reply",
+    [
+        ("box", '{"bbox": [50, 40, 150, 120], "prompt": "roof"}'),
+        ("clicks", '{"points": [[120, 80], [200, 200]], "labels": [1, 0]}'),
+    ],
+)
+def test_box_and_clicks_engines(scene, tiny, tmp_path, engine, reply):
+    with ChatServer([reply]) as server:
+        result = ask(scene, server, tiny, tmp_path / engine, "--engine", engine)
+        prompt = server.requests[0].texts()
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["engine"] == engine
+    if engine == "clicks":
+        assert "points" in " ".join(prompt)
+        assert [p["label"] for p in data["points"]] == [1, 0]
+    else:
+        assert data["boxes"][0]["mllm_px"] == [50, 40, 150, 120]
+        assert "refined_px" not in data["boxes"][0]  # the ablation uses the raw box
+
+
+def test_endpoint_failures_are_one_paragraph_and_write_nothing(scene, tiny, tmp_path):
+    with ChatServer([Step(status=500), Step(status=500)]) as server:
+        result = ask(scene, server, tiny, tmp_path / "out")
+        attempts = len(server.requests)
+    assert result.exit_code == 2
+    assert attempts == 2  # the first try and one retry
+    text = result.output.strip()
+    assert text.startswith("error:") and server.url in text and "Traceback" not in text
+    assert not list((tmp_path / "out").glob("*.tif"))
+
+
+def test_unparseable_replies_say_so(scene, tiny, tmp_path):
+    with ChatServer(["banana"]) as server:
+        result = ask(scene, server, tiny, tmp_path / "out")
+    assert result.exit_code == 2
+    assert "could not parse" in result.output
+
+
+def test_a_second_run_is_served_from_the_cache(scene, tiny, tmp_path):
+    reply = '{"bbox": [10, 10, 60, 60], "prompt": "pool"}'
+    with ChatServer([reply]) as server:
+        first = ask(scene, server, tiny, tmp_path / "a")
+        second = ask(scene, server, tiny, tmp_path / "b")
+        assert len(server.requests) == 1
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["boxes"] == json.loads(first.stdout)["boxes"]
