@@ -20,8 +20,8 @@ import torch
 
 from terramask.errors import InputError
 from terramask.methods.templates import RAW_TEMPLATE, fill
-from terramask.models.device import choose_device, choose_dtype
 from terramask.models.registry import ResolvedModel
+from terramask.models.weights import load_pretrained
 
 CLIP_FAMILIES = ("clip", "siglip")
 
@@ -50,10 +50,9 @@ class ClipImageText:
         self.name = resolved.requested
         self.family = resolved.family
         self.resolved = resolved
-        self.device = choose_device(device) if not isinstance(device, torch.device) else device
-        self.dtype = choose_dtype(self.device, dtype)
-        self.model = _model_class(self.family).from_pretrained(resolved.path, dtype=self.dtype)
-        self.model.to(self.device).eval()
+        self.model, self.device, self.dtype = load_pretrained(
+            _model_class(self.family), resolved, device, dtype
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         self.image_processor = AutoImageProcessor.from_pretrained(resolved.path)
         self.text_batch_size = max(1, int(text_batch_size))

@@ -105,7 +105,7 @@ def clear_loaded() -> None:
 
 
 def load_once(kind: str, resolved: ResolvedModel, device, dtype, build: Callable) -> Any:
-    dev = choose_device(device) if not isinstance(device, torch.device) else device
+    dev = choose_device(device)
     dt = choose_dtype(dev, dtype)
     key = (kind, str(resolved.path), str(dev), str(dt))
     with _LOCK:

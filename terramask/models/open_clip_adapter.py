@@ -75,7 +75,7 @@ class OpenClipImageText:
         open_clip = _import_open_clip()
         self.name = resolved.requested
         self.family = "open_clip"
-        self.device = choose_device(device) if not isinstance(device, torch.device) else device
+        self.device = choose_device(device)
         self.dtype = choose_dtype(self.device, dtype)
         checkpoint, arch, config = find_checkpoint(Path(resolved.path))
         arch = architecture or arch

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from terramask.errors import InputError
 from terramask.methods.protocols import ImageEmbedding, MaskPrediction
-from terramask.models.device import choose_device, choose_dtype
 from terramask.models.registry import ResolvedModel
+from terramask.models.weights import load_pretrained
 
 SAM_FAMILIES = ("sam", "sam_hq", "sam2")
 
@@ -108,10 +108,9 @@ class SamSegmenter:
         self.name = resolved.requested
         self.family = resolved.family
         self.resolved = resolved
-        self.device = choose_device(device) if not isinstance(device, torch.device) else device
-        self.dtype = choose_dtype(self.device, dtype)
-        self.model = _model_class(self.family).from_pretrained(resolved.path, dtype=self.dtype)
-        self.model.to(self.device).eval()
+        self.model, self.device, self.dtype = load_pretrained(
+            _model_class(self.family), resolved, device, dtype
+        )
         self.processor = _load_processor(Path(resolved.path), self.family)
         self.cache_size = max(0, int(cache_size))
         # Bounds decoder and up-sampling memory when a caller sends a whole point grid.

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from terramask.errors import InputError
 from terramask.methods.protocols import ConceptResult
-from terramask.models.device import choose_device, choose_dtype
 from terramask.models.registry import ResolvedModel
 from terramask.models.sam import _check_image, image_key
+from terramask.models.weights import load_pretrained
 
 #: SAM 3's tokenizer pads every phrase to this many tokens (Sam3Processor does the same).
 TEXT_LENGTH = 32
@@ -104,12 +104,9 @@ class Sam3ConceptSegmenter:
 
         self.name = resolved.requested
         self.resolved = resolved
-        self.device = choose_device(device) if not isinstance(device, torch.device) else device
-        self.dtype = choose_dtype(self.device, dtype)
         # A facebook/sam3 folder holds the video model (sam3_video); Sam3Model takes its
         # detector config and weights and ignores the tracker's.
-        self.model = Sam3Model.from_pretrained(resolved.path, dtype=self.dtype)
-        self.model.to(self.device).eval()
+        self.model, self.device, self.dtype = load_pretrained(Sam3Model, resolved, device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         self.preprocess = _image_preprocessor(Path(resolved.path))
         text_config = self.model.config.text_config

@@ -108,7 +108,7 @@ class LocalQwenVL:
         self.max_side = int(max_side)
         self.max_new_tokens = int(max_new_tokens)
         self.cache = cache
-        dev = choose_device(device) if not isinstance(device, torch.device) else device
+        dev = choose_device(device)
         self._dtype = choose_dtype(dev, dtype)
         self._weights: _QwenWeights = load_once(
             "mllm", resolved, dev, self._dtype, lambda d, t: _QwenWeights(resolved, d, t))
