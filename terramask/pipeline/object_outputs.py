@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,21 +105,9 @@ def _write_rasters(
 ) -> None:
     dtype = "uint8" if len(colours) <= 255 else "uint16"
     nodata = 255 if dtype == "uint8" else 65535
-    common = dict(
-        width=scene.width,
-        height=scene.height,
-        crs=scene.crs,
-        transform=scene.transform,
-        overwrite=outputs.overwrite,
-    )
-    with (
-        RasterWriter(
-            outputs.path("mask"), dtype=dtype, nodata=nodata, colormap=colours, **common
-        ) as mask_writer,
-        RasterWriter(
-            outputs.path("score"), dtype="float32", nodata=float("nan"), **common
-        ) as score_writer,
-    ):
+    with label_and_score_writers(
+        scene, outputs, "mask", dtype=dtype, nodata=nodata, colormap=colours
+    ) as (mask_writer, score_writer):
         blocks = list(mask_writer.blocks())
         for done, block in enumerate(blocks):
             if progress:
@@ -129,6 +118,35 @@ def _write_rasters(
             score_writer.write(np.where(valid, prob, np.nan).astype("float32"), block)
     if progress:
         progress("write", len(blocks), len(blocks))
+
+
+@contextmanager
+def label_and_score_writers(
+    scene: Scene,
+    outputs: OutputSet,
+    label_kind: str,
+    *,
+    dtype: str,
+    nodata: int,
+    colormap: dict[int, tuple[int, int, int, int]],
+) -> Iterator[tuple[RasterWriter, RasterWriter]]:
+    """The two COGs every run writes on the scene's grid: labels (or ids) and scores."""
+    common = dict(
+        width=scene.width,
+        height=scene.height,
+        crs=scene.crs,
+        transform=scene.transform,
+        overwrite=outputs.overwrite,
+    )
+    with (
+        RasterWriter(
+            outputs.path(label_kind), dtype=dtype, nodata=nodata, colormap=colormap, **common
+        ) as labels,
+        RasterWriter(
+            outputs.path("score"), dtype="float32", nodata=float("nan"), **common
+        ) as scores,
+    ):
+        yield labels, scores
 
 
 def _polygons(scene: Scene, objects: list[FoundObject], simplify: float | None) -> list[Feature]:

@@ -19,10 +19,10 @@ from rasterio.windows import Window
 
 from terramask.methods.ovss import OvssPredictor
 from terramask.methods.vocabulary import ClassVocabulary
+from terramask.pipeline.object_outputs import label_and_score_writers
 from terramask.scene import (
     Feature,
     OutputSet,
-    RasterWriter,
     Scene,
     area_m2,
     atomic_output,
@@ -100,25 +100,9 @@ def run_segment(
     pixels = np.zeros(len(vocabulary) + 1, dtype=np.int64)
     pieces: list[_Piece] = []
     skipped = 0
-    common = dict(
-        width=scene.width,
-        height=scene.height,
-        crs=scene.crs,
-        transform=scene.transform,
-        overwrite=outputs.overwrite,
-    )
-    with (
-        RasterWriter(
-            outputs.path("labels"),
-            dtype="uint8",
-            nodata=LABEL_NODATA,
-            colormap=colormap,
-            **common,
-        ) as label_writer,
-        RasterWriter(
-            outputs.path("score"), dtype="float32", nodata=float("nan"), **common
-        ) as score_writer,
-    ):
+    with label_and_score_writers(
+        scene, outputs, "labels", dtype="uint8", nodata=LABEL_NODATA, colormap=colormap
+    ) as (label_writer, score_writer):
         for done, tile in enumerate(plan):
             if progress:
                 progress("segment", done, len(plan))
