@@ -120,3 +120,28 @@ def test_a_second_run_is_served_from_the_cache(scene, tiny, tmp_path):
         assert len(server.requests) == 1
     assert first.exit_code == 0 and second.exit_code == 0, second.output
     assert json.loads(second.stdout)["boxes"] == json.loads(first.stdout)["boxes"]
+
+
+def test_a_reasoning_benchmark_runs_through_the_ask_engines(tiny, tmp_path, monkeypatch):
+    from terramask import api
+    from terramask.models.mllm import OpenAIChatMLLM
+    from tests.eval.test_referring_datasets import build_earthreason
+
+    monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path / "cache"))
+    build_earthreason(tmp_path / "er")
+    replies = [
+        '{"bbox": [1, 2, 4, 5], "prompt": "pier"}',
+        "There is no such thing here.",
+        '{"bbox": [], "prompt": ""}',
+        Step(status=500),
+    ]
+    with ChatServer(replies) as server:
+        client = OpenAIChatMLLM(server.url, "test-vlm", max_retries=0, cache=None)
+        report = api.evaluate(
+            "earthreason", tmp_path / "er", split="test", mllm=client,
+            segmenter=str(tiny["sam"]), image_text=str(tiny["clip"]), output=tmp_path / "out",
+        )  # fmt: skip
+    assert report["samples"] == 4 and report["failed"] == 1
+    assert 0 <= report["giou"] <= 100
+    assert "MLLMError" in report["failures"][0]["reason"]
+    assert len(list((tmp_path / "out").rglob("predictions/*.png"))) == 4
