@@ -145,3 +145,24 @@ def test_a_reasoning_benchmark_runs_through_the_ask_engines(tiny, tmp_path, monk
     assert 0 <= report["giou"] <= 100
     assert "MLLMError" in report["failures"][0]["reason"]
     assert len(list((tmp_path / "out").rglob("predictions/*.png"))) == 4
+
+
+def test_a_large_scene_is_shown_as_an_overview_and_segmented_at_full_resolution(
+    tiny, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path / "cache"))
+    scene = write_synthetic_scene(tmp_path / "wide.tif", width=3000, height=600)
+    with ChatServer(['{"bbox": [100, 50, 200, 150], "prompt": "field"}']) as server:
+        result = ask(scene, server, tiny, tmp_path / "out", "--overview-size", "1000",
+                     "--engine", "box")  # fmt: skip
+        shown = server.requests[0].image()
+    assert result.exit_code == 0, result.output
+    assert shown.shape[:2] == (200, 1000)
+    data = json.loads(result.stdout)
+    assert data["boxes"][0]["mllm_px"] == [300, 150, 600, 450]  # back in scene pixels
+    with rasterio.open(data["outputs"]["mask"]) as mask:
+        assert mask.shape == (600, 3000)
+        ids = mask.read(1)
+    rows, cols = np.nonzero(ids == 1)
+    if len(rows):  # a random SAM may find nothing; what it finds lies near the box
+        assert cols.min() >= 300 - 75 and cols.max() < 600 + 75
