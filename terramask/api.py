@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from terramask.methods.ovss import OvssPredictor
     from terramask.methods.protocols import MLLM, Segmenter, SemanticEngine
     from terramask.pipeline.ask_run import AskResult
+    from terramask.pipeline.batch import BatchSummary
     from terramask.pipeline.prompt_run import PromptResult
     from terramask.pipeline.segment_run import SegmentResult
 
@@ -148,6 +149,52 @@ def segment(
             min_area_px=min_area_px,
             progress=progress,
         )
+
+
+def segment_many(
+    inputs: str | os.PathLike,
+    classes: Sequence[str],
+    *,
+    asset: str | None = None,
+    output: str | os.PathLike = "terramask-out",
+    overwrite: bool = False,
+    engine: str = "sam+clip",
+    segmenter: str | None = None,
+    image_text: str | None = None,
+    sam3: str | None = None,
+    grid: int = 29,
+    threshold: float | None = None,
+    device: str = "auto",
+    predictor: OvssPredictor | None = None,
+    progress: Progress | None = None,
+    **options: object,
+) -> BatchSummary:
+    """`segment` over many scenes: a folder, a glob, a .txt list or a STAC item/collection.
+
+    Models load once. Each scene gets its own result set in `output`, all polygons also go to
+    `output/index.gpkg` (field `scene`), and `output/summary.json` records what happened.
+    Scenes already done (their report exists) are skipped, so re-running resumes.
+    """
+    from terramask.pipeline.batch import run_batch
+    from terramask.pipeline.engines import build_predictor
+    from terramask.scene import expand_inputs
+
+    sources = expand_inputs(inputs, asset=asset)
+    loaded: dict = {} if predictor is None else {"predictor": predictor}
+
+    def run_one(source: str) -> dict:
+        if not loaded:
+            loaded["predictor"] = build_predictor(
+                engine, segmenter=segmenter, image_text=image_text, sam3=sam3, device=device,
+                threshold=threshold, grid=grid,
+            )  # fmt: skip
+        result = segment(
+            source, classes, predictor=loaded["predictor"], output=output,
+            overwrite=overwrite, **options,
+        )  # fmt: skip
+        return result.to_dict()
+
+    return run_batch(sources, run_one, output, overwrite=overwrite, progress=progress)
 
 
 def ask(

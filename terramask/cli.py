@@ -293,6 +293,9 @@ def prompt(
 @click.option("--background", help="Name of the background class (added if not a class).")
 @click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
 @click.option(
+    "--asset", help="STAC asset to read when SCENE is a STAC item or item collection JSON."
+)
+@click.option(
     "--min-area",
     "min_area_px",
     type=click.IntRange(min=0),
@@ -307,12 +310,26 @@ def prompt(
 def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **options: Any):
     """Label every pixel of SCENE with one of the given classes (open vocabulary).
 
+    SCENE may also be a folder, a glob ("tiles/*.tif"), a .txt list of paths/URLs or a STAC
+    item / item collection JSON: each scene gets its own outputs, all polygons also go to
+    index.gpkg (field `scene`), summary.json says what happened, and re-running the same
+    command skips scenes already done.
+
     Each -c is a class, with synonyms after commas (-c "road,street"); the first name names
     it. Writes SCENE_labels.tif (class values 1..K, 0 no class, colour table), SCENE_score.tif,
     SCENE.gpkg / SCENE.geojson (polygons merged across tiles), SCENE_preview.png, SCENE.json.
     """
     from terramask import api
+    from terramask.scene import expand_inputs
 
+    asset = options.pop("asset")
+    if len(expand_inputs(scene, asset=asset)) > 1 or asset:
+        with progress_reporter(not as_json) as report:
+            summary = api.segment_many(scene, classes, asset=asset, progress=report, **options)
+        emit(summary.to_dict(), as_json, lambda: _batch_summary(summary))
+        if summary.failed:
+            sys.exit(EXIT_USER_ERROR)
+        return
     with progress_reporter(not as_json) as report:
         result = api.segment(scene, classes, progress=report, **options)
 
@@ -333,6 +350,22 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
             stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
 
     emit(result.to_dict(), as_json, human)
+
+
+def _batch_summary(summary: Any) -> None:
+    """Scenes processed, resumed and failed (with reasons), tiles, time, peak memory."""
+    stdout.print(
+        f"{summary.scenes} scenes: {len(summary.processed)} processed, "
+        f"{len(summary.already_done)} already done, {len(summary.failed)} failed; "
+        f"{summary.tiles} tiles ({summary.tiles_skipped} without data skipped) in "
+        f"{summary.seconds:.1f} s, peak memory {summary.peak_rss_mib:.0f} MiB",
+        highlight=False,
+    )
+    for failure in summary.failed:
+        stderr.print(f"[red]failed[/] {escape(failure['scene'])}: {escape(failure['reason'])}")
+    if summary.index:
+        stdout.print(f"  index    {escape(summary.index)}", highlight=False)
+    stdout.print(f"  summary  {escape(str(summary.summary))}", highlight=False)
 
 
 @cli.command()

@@ -1,5 +1,6 @@
 """Geography: open rasters, tile them, convert prompts, and write georeferenced outputs."""
 
+from terramask.scene.inputs import expand_inputs
 from terramask.scene.outputs import OutputSet
 from terramask.scene.prompts import ObjectPrompt, prompts_from_options, prompts_from_vector
 from terramask.scene.raster import (
@@ -9,6 +10,7 @@ from terramask.scene.raster import (
     SceneWindow,
     gdal_path,
     open_scene,
+    scene_name,
 )
 from terramask.scene.stretch import Stretch
 from terramask.scene.tiling import Tile, TilePlan, plan_tiles
@@ -29,12 +31,14 @@ __all__ = [
     "TilePlan",
     "area_m2",
     "atomic_output",
+    "expand_inputs",
     "gdal_path",
     "open_scene",
     "plan_tiles",
     "polygonize",
     "prompts_from_options",
     "prompts_from_vector",
+    "scene_name",
     "write_preview",
     "write_vectors",
 ]

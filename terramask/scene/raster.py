@@ -211,7 +211,7 @@ class Scene:
         stretch: str | Stretch = "auto",
     ) -> None:
         self.source = os.fspath(source)
-        self.name = _stem(self.source)
+        self.name = scene_name(self.source)
         self._path = gdal_path(self.source)
         if isinstance(stretch, str):
             parse_stretch(stretch)  # validate the option before any I/O
@@ -425,7 +425,8 @@ def _fit(width: int, height: int, max_size: int) -> tuple[int, int]:
     return rows, cols
 
 
-def _stem(source: str) -> str:
+def scene_name(source: str) -> str:
+    """The name outputs of `source` are called by: its file name without the suffix."""
     name = source.rstrip("/").split("?")[0].rsplit("/", 1)[-1]
     return Path(name).stem or "scene"
 

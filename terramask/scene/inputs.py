@@ -1,0 +1,85 @@
+"""Expand what a user points at into scene sources: a file, URL, folder, glob, list or STAC JSON."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+
+from terramask.errors import InputError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
+#: STAC asset keys tried, in order, when --asset is not given.
+DEFAULT_ASSETS = ("visual", "image", "data", "analytic")
+_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
+
+
+def expand_inputs(spec: str | os.PathLike, *, asset: str | None = None) -> list[str]:
+    """Every scene `spec` names, in a stable order.
+
+    A folder gives its rasters (sorted by name, not recursive); a pattern with * ? or [
+    gives its matches; a .txt file lists one path or URL per line (# comments); a .json file
+    is a STAC item, item collection or feature collection whose `asset` (else the first of
+    DEFAULT_ASSETS, else the first GeoTIFF asset) is used; anything else is one scene.
+    """
+    text = os.fspath(spec)
+    if text.lower().startswith(_URL_PREFIXES):
+        return [text]
+    path = Path(text).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+        return _non_empty([str(p) for p in found], f"the folder {path} holds no raster files")
+    if any(c in text for c in "*?["):
+        found = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+        return _non_empty(found, f"the pattern {text!r} matches no file")
+    if path.suffix.lower() == ".txt" and path.is_file():
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        entries = [line for line in lines if line and not line.startswith("#")]
+        return _non_empty(entries, f"the list {path} names no scene")
+    if path.suffix.lower() == ".json" and path.is_file():
+        return _stac_assets(path, asset)
+    return [text]
+
+
+def _non_empty(found: list[str], why: str) -> list[str]:
+    if not found:
+        raise InputError(f"No scene to process: {why}. Check the path or pattern.")
+    return found
+
+
+def _stac_assets(path: Path, asset: str | None) -> list[str]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} cannot be read as JSON ({exc}).") from exc
+    if not isinstance(document, dict):
+        raise InputError(f"{path} is not a STAC item or item collection.")
+    items = document.get("features") if "features" in document else [document]
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise InputError(f"{path} is not a STAC item or item collection (no features list).")
+    sources = []
+    for item in items:
+        assets = item.get("assets") or {}
+        key = asset or _default_asset(assets)
+        if key not in assets or not isinstance(assets[key], dict) or "href" not in assets[key]:
+            names = ", ".join(sorted(assets)) or "none"
+            raise InputError(
+                f"The STAC item {item.get('id', '?')} in {path} has no asset {key!r} with an "
+                f"href (its assets: {names}). Choose one with --asset."
+            )
+        href = assets[key]["href"]
+        if not href.lower().startswith(_URL_PREFIXES) and not os.path.isabs(href):
+            href = str((path.parent / href).resolve())
+        sources.append(href)
+    return _non_empty(sources, f"{path} holds no STAC item")
+
+
+def _default_asset(assets: dict) -> str | None:
+    for key in DEFAULT_ASSETS:
+        if key in assets:
+            return key
+    for key, value in assets.items():
+        if isinstance(value, dict) and "tiff" in str(value.get("type", "")).lower():
+            return key
+    return None
