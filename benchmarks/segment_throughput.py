@@ -52,8 +52,11 @@ SAM_VISION = {
                   global_attn_indexes=[5, 11, 17, 23], mlp_dim=4096, output_channels=256),
 }
 #: (pred_iou_thresh, stability_score_thresh) per size, the same for both sides. Random weights
-#: put predicted IoU and stability (offset 1.0) in size-specific ranges; these keep a few
-#: hundred candidates of the 29 x 29 x 3 before NMS, as real SAM does on a 1024-px tile.
+#: put predicted IoU and stability (offset 1.0) in size-specific ranges; these let a few hundred
+#: of the 29 x 29 x 3 candidates through our filters (on 256-px logits), as real SAM does on a
+#: 1024-px tile. Random masks are large overlapping blobs, so NMS leaves only a few; and the
+#: pipeline scores stability on upsampled logits, which smooths random logits' peaks, so it
+#: keeps fewer still (see the README).
 THRESHOLDS = {"tiny": (0.1, 0.01), "vit-b": (0.2, 0.05), "vit-l": (0.9, 0.2)}
 OURS_STAGES = ("encode", "decode", "dense_clip", "vote", "write")
 PEER_STAGES = ("masks", "classify")
