@@ -312,6 +312,7 @@ def _mllm(
     timeout_s: float = 60.0,
     retries: int = 4,
     cache: bool = True,
+    concurrency: int = 4,
 ) -> MLLM:
     """An OpenAI-compatible client when a URL is given, else a local Qwen-VL.
 
@@ -332,6 +333,7 @@ def _mllm(
             api_key=key,
             timeout_s=timeout_s,
             max_retries=retries,
+            max_concurrency=concurrency,
             cache=ReplyCache() if cache else None,
         )
     if model:
@@ -458,15 +460,29 @@ def _evaluate_referring(
     refine: str = "geoseg",
     calibration: str | os.PathLike | None = None,
     overview_size: int = 2048,
+    mllm_timeout: float = 60.0,
+    mllm_retries: int = 4,
+    mllm_concurrency: int = 4,
     **ignored: object,
 ) -> dict:
-    """A referring/reasoning benchmark: every sample through the `ask` engines, in memory."""
+    """A referring/reasoning benchmark: every sample through the `ask` engines, in memory.
+
+    With an endpoint, replies are first fetched `mllm_concurrency` at a time into the reply
+    cache; the evaluation then meets them as cache hits and segments one sample at a time.
+    """
     from pathlib import Path
 
     from terramask import models
     from terramask.eval.referring import evaluate_referring
+    from terramask.eval.referring_datasets import load_referring_dataset
     from terramask.methods.geoseg import DualRoute
-    from terramask.pipeline.ask_run import ASK_ENGINES, locate, located_mask
+    from terramask.pipeline.ask_run import (
+        ASK_ENGINES,
+        locate,
+        located_mask,
+        mllm_request,
+        warm_replies,
+    )
     from terramask.scene.memory import ArrayScene
 
     method = engine if isinstance(engine, str) else "geoseg"
@@ -475,7 +491,17 @@ def _evaluate_referring(
             f"Unknown engine {method!r} for {dataset}: choose {', '.join(ASK_ENGINES)}."
         )
     refinement = _refinement(refine or "geoseg", calibration)
-    model = mllm or _mllm(mllm_url, mllm_model, mllm_key, device)
+    model = mllm or _mllm(
+        mllm_url, mllm_model, mllm_key, device,
+        timeout_s=mllm_timeout, retries=mllm_retries, concurrency=mllm_concurrency,
+    )  # fmt: skip
+    samples = load_referring_dataset(dataset, root, split=split, limit=limit).samples
+
+    def request(sample):  # what `locate` will show the MLLM for this sample
+        scene = ArrayScene(sample.load_image())
+        return mllm_request(scene, sample.question, engine=method, overview_size=overview_size)
+
+    warm_replies(model, map(request, samples))
     loaded: dict = {}  # models load at the first sample, after the data set was checked
 
     def predict(image, question: str):

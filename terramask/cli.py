@@ -465,6 +465,11 @@ def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -
 @click.option("--mllm-url", help="Referring/reasoning sets: OpenAI-compatible endpoint.")
 @click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
 @click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
+@click.option("--mllm-timeout", type=click.FloatRange(min=0.1), help="Seconds per reply [60].")
+@click.option("--mllm-retries", type=click.IntRange(min=0), help="Retries per request [4].")
+@click.option(
+    "--mllm-concurrency", type=click.IntRange(min=1), help="Requests in flight at once [4]."
+)
 @click.option(
     "--refine",
     type=click.Choice(["geoseg", "none", "calibrated"]),

@@ -166,3 +166,26 @@ def test_a_large_scene_is_shown_as_an_overview_and_segmented_at_full_resolution(
     rows, cols = np.nonzero(ids == 1)
     if len(rows):  # a random SAM may find nothing; what it finds lies near the box
         assert cols.min() >= 300 - 75 and cols.max() < 600 + 75
+
+
+def test_benchmark_replies_are_fetched_concurrently_then_met_in_the_cache(tiny, tmp_path):
+    from terramask import api
+    from terramask.models.mllm import OpenAIChatMLLM, ReplyCache
+    from tests.eval.test_referring_datasets import build_earthreason
+
+    build_earthreason(tmp_path / "er")
+
+    def answer(request):
+        prompt = " ".join(request.texts())
+        return "There is none." if "airport" in prompt else '{"bbox": [1, 1, 4, 4], "prompt": "x"}'
+
+    with ChatServer(answer) as server:
+        client = OpenAIChatMLLM(server.url, "test-vlm", max_retries=0, max_concurrency=3,
+                                cache=ReplyCache(tmp_path / "cache"))  # fmt: skip
+        report = api.evaluate(
+            "earthreason", tmp_path / "er", split="test", mllm=client,
+            segmenter=str(tiny["sam"]), image_text=str(tiny["clip"]), output=tmp_path / "out",
+        )  # fmt: skip
+        asked = len(server.requests)
+    assert report["samples"] == 4 and report["failed"] == 0, report["failures"]
+    assert asked == 4  # one request per sample: the evaluation itself only met the cache

@@ -53,6 +53,10 @@ class BoxRefinement:
 
 GEOSEG_REFINEMENT = BoxRefinement()
 
+#: Crops are enlarged to at least this short side before CLIP sees them (its training scale;
+#: a crop smaller than one ViT patch could not be embedded at all).
+CLIP_MIN_SIDE = 224
+
 
 def refine_box(
     box: Sequence[float], image_size: tuple[int, int], refinement: BoxRefinement = GEOSEG_REFINEMENT
@@ -88,7 +92,15 @@ def surgery_similarity(image_text: ImageText, crop: np.ndarray, entity: str) -> 
     an empty prompt: subtracting it removes what every text shares (the redundant features
     CLIP Surgery identifies), leaving what is specific to the entity.
     """
-    patches, _ = image_text.dense_tokens([crop])
+    if min(crop.shape[:2]) < CLIP_MIN_SIDE:  # small boxes: CLIP sees them at its own scale
+        scale = CLIP_MIN_SIDE / min(crop.shape[:2])
+        size = (round(crop.shape[0] * scale), round(crop.shape[1] * scale))
+        pixels = torch.from_numpy(np.array(crop, copy=True)).permute(2, 0, 1)[None].float()
+        pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False)
+        view = pixels[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    else:
+        view = crop
+    patches, _ = image_text.dense_tokens([view])
     patches = patches[0] / np.linalg.norm(patches[0], axis=-1, keepdims=True).clip(1e-12)
     template = SIMPLE_TEMPLATES[0]  # "a photo of a {}."; the empty prompt is the bare template
     text, empty = image_text.encode_text([template.format(entity), template.format("")], None)
@@ -217,8 +229,6 @@ class DualRoute:
             from terramask.methods.vocabulary import ClassVocabulary
 
             vocabulary = ClassVocabulary(((entity,), ("background",)))
-            probabilities = DenseClip(self.image_text, short_side=None).probabilities(
-                crop, vocabulary
-            )
+            probabilities = DenseClip(self.image_text).probabilities(crop, vocabulary)
             return probabilities.argmax(axis=0) == 0
         return None

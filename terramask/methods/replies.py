@@ -60,7 +60,8 @@ _NEGATIVE_WORDS = {"0", "-1", "false", "neg", "negative", "-", "bg", "background
 
 _REFUSALS = re.compile(
     r"\b(i cannot|i can't|i can not|i am unable|i'm unable|unable to (?:find|locate|identify)|"
-    r"no such|not present|there is no|there are no|there isn't|there aren't|does not contain|"
+    r"no such|not present|there is no|there are no|there is none|there are none|none found|"
+    r"nothing (?:found|matches)|there isn't|there aren't|does not contain|"
     r"doesn't contain|not visible|cannot (?:find|locate|identify)|can't (?:find|locate)|"
     r"could not (?:find|locate)|couldn't (?:find|locate)|no (?:matching|relevant) object)\b",
     re.IGNORECASE,

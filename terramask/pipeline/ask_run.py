@@ -9,7 +9,7 @@ MLLM clicks into SAM, or the MLLM box straight into SAM (the ablation baseline).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,18 +126,15 @@ def locate(
 
     `scene` is a raster `Scene` or an in-memory `ArrayScene`: anything that reads windows.
     """
-    from terramask.methods.replies import box_prompt, clicks_prompt, parse_reply
+    from terramask.methods.replies import parse_reply
 
     started = time.perf_counter()
-    overview = scene.overview(overview_size)
-    to_scene = np.array(
-        [scene.width / overview.image.shape[1], scene.height / overview.image.shape[0]]
-    )
-    prompt = clicks_prompt(question) if engine == "clicks" else box_prompt(question)
+    shown, prompt = mllm_request(scene, question, engine=engine, overview_size=overview_size)
+    to_scene = np.array([scene.width / shown.shape[1], scene.height / shown.shape[0]])
     if progress:
         progress("ask", 0, 1)
-    reply = mllm.ask(overview.image, prompt)
-    parsed = parse_reply(reply, overview.image.shape[:2])
+    reply = mllm.ask(shown, prompt)
+    parsed = parse_reply(reply, shown.shape[:2])
     if progress:
         progress("ask", 1, 1)
     timings = {"mllm": time.perf_counter() - started}
@@ -239,6 +236,43 @@ def _point_records(scene: Scene, points: np.ndarray, labels: np.ndarray) -> list
             record["map"] = [round(mx, 3), round(my, 3)]
         records.append(record)
     return records
+
+
+def mllm_request(
+    scene: Scene, question: str, *, engine: str = "geoseg", overview_size: int = 2048
+) -> tuple[np.ndarray, str]:
+    """The image and prompt `locate` shows the MLLM, so callers can ask ahead of time."""
+    from terramask.methods.replies import box_prompt, clicks_prompt
+
+    prompt = clicks_prompt(question) if engine == "clicks" else box_prompt(question)
+    return scene.overview(overview_size).image, prompt
+
+
+def warm_replies(
+    mllm: MLLM,
+    requests: Iterable[tuple[np.ndarray, str]],
+    *,
+    chunk: int = 32,
+) -> int:
+    """Ask many requests concurrently so that later `ask` calls are cache hits.
+
+    Only for clients with `ask_many` and a reply cache; failures are left for the sequential
+    pass to meet (and record). Requests are consumed in chunks to bound memory. Returns how
+    many were asked.
+    """
+    if not hasattr(mllm, "ask_many") or getattr(mllm, "cache", None) is None:
+        return 0
+    asked = 0
+    batch: list[tuple[np.ndarray, str]] = []
+    for request in requests:
+        batch.append(request)
+        if len(batch) == chunk:
+            mllm.ask_many(batch)
+            asked, batch = asked + len(batch), []
+    if batch:
+        mllm.ask_many(batch)
+        asked += len(batch)
+    return asked
 
 
 def located_mask(located: Located, height: int, width: int) -> np.ndarray:

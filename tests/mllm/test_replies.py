@@ -131,6 +131,7 @@ def test_empty_bbox_means_no_target():
     "There is no such object here.",
     "The harbour is not present in this scene.",
     "there is no river",
+    "There is none.",
 ])
 def test_refusals_mean_no_target(text):
     parsed = parse(text)
