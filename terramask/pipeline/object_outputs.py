@@ -58,9 +58,31 @@ def write_object_outputs(
     _write_rasters(scene, objects, outputs, colours, progress)
     timings["rasters"] = time.perf_counter() - t
 
-    t = time.perf_counter()
     features = _polygons(scene, objects, simplify)
-    vectors = write_vectors(
+    vectors, finishing = write_vectors_and_preview(scene, features, outputs, "mask", colours)
+    timings.update(finishing)
+
+    areas: dict[int, float | None] = {}
+    for f in features:
+        oid = f.properties["object_id"]
+        areas[oid] = None if f.area_m2 is None else (areas.get(oid) or 0.0) + f.area_m2
+    written = [outputs.path("mask"), outputs.path("score"), *vectors]
+    paths = {kind: outputs.path(kind) for kind in OBJECT_OUTPUTS if outputs.path(kind) in written}
+    return WrittenObjects(paths, areas, features, timings)
+
+
+def write_vectors_and_preview(
+    scene: Scene,
+    features: list[Feature],
+    outputs: OutputSet,
+    raster_kind: str,
+    colormap: dict[int, tuple[int, int, int, int]],
+) -> tuple[list[Path], dict[str, float]]:
+    """GeoPackage (native CRS), GeoJSON (EPSG:4326, when georeferenced) and the preview of
+    the raster `raster_kind` over the scene; the paths written and the time each took."""
+    timings = {}
+    t = time.perf_counter()
+    written = write_vectors(
         features,
         crs=scene.crs,
         gpkg_path=outputs.path("gpkg"),
@@ -68,24 +90,16 @@ def write_object_outputs(
         overwrite=outputs.overwrite,
     )
     timings["vectors"] = time.perf_counter() - t
-
     t = time.perf_counter()
     write_preview(
         outputs.path("preview"),
         scene,
-        outputs.path("mask"),
-        colormap=colours,
+        outputs.path(raster_kind),
+        colormap=colormap,
         overwrite=outputs.overwrite,
     )
     timings["preview"] = time.perf_counter() - t
-
-    areas: dict[int, float | None] = {}
-    for f in features:
-        oid = f.properties["object_id"]
-        areas[oid] = None if f.area_m2 is None else (areas.get(oid) or 0.0) + f.area_m2
-    written = [outputs.path("mask"), outputs.path("score"), *vectors, outputs.path("preview")]
-    paths = {kind: outputs.path(kind) for kind in OBJECT_OUTPUTS if outputs.path(kind) in written}
-    return WrittenObjects(paths, areas, features, timings)
+    return [*written, outputs.path("preview")], timings
 
 
 def write_report(outputs: OutputSet, payload: dict) -> Path:

@@ -19,7 +19,10 @@ from rasterio.windows import Window
 
 from terramask.methods.ovss import OvssPredictor
 from terramask.methods.vocabulary import ClassVocabulary
-from terramask.pipeline.object_outputs import label_and_score_writers
+from terramask.pipeline.object_outputs import (
+    label_and_score_writers,
+    write_vectors_and_preview,
+)
 from terramask.scene import (
     Feature,
     OutputSet,
@@ -28,8 +31,6 @@ from terramask.scene import (
     atomic_output,
     plan_tiles,
     polygonize,
-    write_preview,
-    write_vectors,
 )
 from terramask.scene.vectors import to_pyproj
 
@@ -130,26 +131,10 @@ def run_segment(
     features = finish_polygons(
         merge_across_seams(pieces, scene.crs), scene, simplify=simplify, min_area_px=min_area_px
     )
-    written = [outputs.path("labels"), outputs.path("score")]
-    written += write_vectors(
-        features,
-        crs=scene.crs,
-        gpkg_path=outputs.path("gpkg"),
-        geojson_path=outputs.path("geojson") if scene.georeferenced else None,
-        overwrite=outputs.overwrite,
-    )
-    timings["vectors"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    write_preview(
-        outputs.path("preview"),
-        scene,
-        outputs.path("labels"),
-        colormap=colormap,
-        overwrite=outputs.overwrite,
-    )
-    written.append(outputs.path("preview"))
-    timings["preview"] = time.perf_counter() - t
+    timings["merge"] = time.perf_counter() - t
+    vectors, finishing = write_vectors_and_preview(scene, features, outputs, "labels", colormap)
+    timings.update(finishing)
+    written = [outputs.path("labels"), outputs.path("score"), *vectors]
     timings["total"] = time.perf_counter() - started
 
     pixel_area = _pixel_area_m2(scene)
