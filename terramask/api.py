@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from terramask.pipeline.batch import BatchSummary
     from terramask.pipeline.prompt_run import PromptResult
     from terramask.pipeline.segment_run import SegmentResult
+    from terramask.scene import OutputSet
 
 Progress = Callable[[str, int, int], None]
 
@@ -53,12 +54,10 @@ def prompt(
     """
     from terramask.models import load_segmenter
     from terramask.pipeline.prompt_run import PROMPT_OUTPUTS, run_prompts
-    from terramask.scene import OutputSet, open_scene, prompts_from_options, prompts_from_vector
+    from terramask.scene import open_scene, prompts_from_options, prompts_from_vector
 
     with open_scene(scene, bands=bands, stretch=stretch) as opened:
-        outputs = OutputSet(output, opened.name, overwrite=overwrite)
-        kinds = [k for k in PROMPT_OUTPUTS if opened.georeferenced or k != "geojson"]
-        outputs.check(kinds)
+        outputs = _checked_outputs(opened, output, overwrite, PROMPT_OUTPUTS)
         object_prompts = []
         if points or negatives or boxes:
             object_prompts += prompts_from_options(
@@ -86,6 +85,17 @@ def prompt(
             simplify=simplify,
             progress=progress,
         )
+
+
+def _checked_outputs(
+    scene: object, output: str | os.PathLike, overwrite: bool, kinds: Sequence[str]
+) -> OutputSet:
+    """The scene's output set, checked before any model work (no GeoJSON without a CRS)."""
+    from terramask.scene import OutputSet
+
+    outputs = OutputSet(output, scene.name, overwrite=overwrite)
+    outputs.check([k for k in kinds if scene.georeferenced or k != "geojson"])
+    return outputs
 
 
 def segment(
@@ -122,12 +132,11 @@ def segment(
     from terramask.methods.vocabulary import ClassVocabulary
     from terramask.pipeline.engines import build_predictor
     from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, run_segment
-    from terramask.scene import OutputSet, open_scene
+    from terramask.scene import open_scene
 
     vocabulary = ClassVocabulary.parse(classes, background=background)
     with open_scene(scene, bands=bands, stretch=stretch) as opened:
-        outputs = OutputSet(output, opened.name, overwrite=overwrite)
-        outputs.check([k for k in SEGMENT_OUTPUTS if opened.georeferenced or k != "geojson"])
+        outputs = _checked_outputs(opened, output, overwrite, SEGMENT_OUTPUTS)
         if predictor is None:
             predictor = build_predictor(
                 engine,
@@ -236,7 +245,7 @@ def ask(
     from terramask import models
     from terramask.methods.geoseg import DualRoute
     from terramask.pipeline.ask_run import ASK_ENGINES, ASK_OUTPUTS, run_ask
-    from terramask.scene import OutputSet, open_scene
+    from terramask.scene import open_scene
 
     if engine not in ASK_ENGINES:
         raise InputError(f"Unknown engine {engine!r} for ask: choose {', '.join(ASK_ENGINES)}.")
@@ -244,8 +253,7 @@ def ask(
         raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
     refinement = _refinement(refine, calibration)
     with open_scene(scene, bands=bands, stretch=stretch) as opened:
-        outputs = OutputSet(output, opened.name, overwrite=overwrite)
-        outputs.check([k for k in ASK_OUTPUTS if opened.georeferenced or k != "geojson"])
+        outputs = _checked_outputs(opened, output, overwrite, ASK_OUTPUTS)
         model = mllm or _mllm(
             mllm_url, mllm_model, mllm_key, device,
             timeout_s=mllm_timeout, retries=mllm_retries, cache=mllm_cache,
