@@ -709,6 +709,11 @@ DEFAULT_GDAL_CACHEMAX_MB = "64"
 
 def main() -> None:
     os.environ.setdefault("GDAL_CACHEMAX", DEFAULT_GDAL_CACHEMAX_MB)
+    # The hub client logs every retry of a failed request; TerraMask reports the outcome in
+    # one paragraph instead (see models.registry), so only its errors are let through.
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
     cli(obj={})
 
 

@@ -81,6 +81,7 @@ def write_synthetic_scene(
     georeferencing at all; `rotation_deg` rotates the pixel grid about the origin.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     rgb, _ = synthetic_rgb(width, height, seed)
     top = _RANGES.get(dtype, 255.0)
     bands = [rgb[min(b, 2)] if b < 3 else rgb[1] * 0.8 + 0.2 for b in range(count)]
