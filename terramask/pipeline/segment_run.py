@@ -33,21 +33,13 @@ from terramask.scene import (
     polygonize,
 )
 from terramask.scene.vectors import to_pyproj
+from terramask.scene.writers import PALETTE
 
 Progress = Callable[[str, int, int], None]
 
 SEGMENT_OUTPUTS = ("labels", "score", "gpkg", "geojson", "preview", "report")
 LABEL_NODATA = 255
 NO_CLASS_VALUE = 0
-
-#: A qualitative palette for class values 1..K (value 0, "no class", is transparent).
-PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
-)  # fmt: skip
-
 
 def class_colormap(vocabulary: ClassVocabulary) -> dict[int, tuple[int, int, int, int]]:
     """Raster value k+1 for class k, colours cycling through PALETTE."""

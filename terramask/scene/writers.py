@@ -203,12 +203,15 @@ class RasterWriter:
         self._atomic.__exit__(exc_type, exc, tb)
 
 
-# Colours for labels that the caller's colormap does not name.
-_FALLBACK = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
-    dtype=np.float32,
-)
+#: A qualitative palette for class values (cycled); also the fallback for labels a caller's
+#: colormap does not name.
+PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)  # fmt: skip
+_FALLBACK = np.array(PALETTE, dtype=np.float32)
 
 
 def write_preview(
