@@ -14,15 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import rasterio
-from rasterio.transform import from_origin
-from rasterio.windows import Window
+from measure import isolated, write_scene
 
 PEER = r"""
 import sys, numpy as np, rasterio, torch
@@ -44,31 +40,6 @@ profile.update(count=1, dtype="uint8", compress="deflate", tiled=True)
 with rasterio.open(out, "w", **profile) as dst:
     dst.write(mask, 1)
 """
-
-
-def write_scene(path: Path, size: int) -> Path:
-    """A tiled RGB GeoTIFF of size x size, written strip by strip (never whole in memory)."""
-    profile = dict(
-        driver="GTiff",
-        width=size,
-        height=size,
-        count=3,
-        dtype="uint8",
-        tiled=True,
-        blockxsize=512,
-        blockysize=512,
-        compress="deflate",
-        crs="EPSG:32633",
-        transform=from_origin(500000, 4650000, 0.5, 0.5),
-    )
-    rng = np.random.default_rng(0)
-    with rasterio.open(path, "w", **profile) as dst:
-        for row in range(0, size, 1024):
-            h = min(1024, size - row)
-            block = rng.integers(60, 120, size=(3, h, size), dtype=np.uint8)
-            block[:, :, (np.arange(size) // 300) % 2 == 0] += 80  # stripes of "fields"
-            dst.write(block, window=Window(0, row, size, h))
-    return path
 
 
 def main() -> None:
@@ -117,8 +88,8 @@ def main() -> None:
             str(x),
             str(y),
         ]
-        ours = _isolated(ours_cmd)
-        peer = _isolated(peer_cmd)
+        ours = isolated(ours_cmd)
+        peer = isolated(peer_cmd)
         rows.append({"size": size, "megapixels": size * size / 1e6, "ours": ours, "peer": peer})
 
     print(
@@ -136,27 +107,6 @@ def main() -> None:
         growth = rows[-1]["ours"]["peak_rss_mib"] / rows[0]["ours"]["peak_rss_mib"]
         print(f"ours: peak RSS at {rows[-1]['size']}² is {growth:.2f}x that at {rows[0]['size']}²")
     print(json.dumps(rows))
-
-
-def _isolated(cmd: list[str]) -> dict:
-    """Measure in a wrapper process so each command's peak is its own."""
-    wrapper = [
-        sys.executable,
-        "-c",
-        "import json,resource,subprocess,sys,time;t=time.perf_counter();"
-        "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-        "w=time.perf_counter()-t;"
-        "r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
-        "print(json.dumps({'rc':p.returncode,'wall_s':round(w,2),'peak_rss_mib':round(r/1024,1),"
-        "'err':p.stderr[-2000:]}))",
-        *cmd,
-    ]
-    out = subprocess.run(wrapper, capture_output=True, text=True, check=True).stdout
-    data = json.loads(out.strip().splitlines()[-1])
-    if data.pop("rc") != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{data['err']}")
-    data.pop("err")
-    return data
 
 
 if __name__ == "__main__":
