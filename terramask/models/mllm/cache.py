@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from terramask.errors import OutputError
 from terramask.methods.protocols import MLLMReply
@@ -89,3 +91,18 @@ class ReplyCache:
 
     def __repr__(self) -> str:
         return f"ReplyCache({str(self.folder)!r})"
+
+
+def cached(
+    cache: ReplyCache | None, fields: dict[str, Any], compute: Callable[[], MLLMReply]
+) -> MLLMReply:
+    """`compute()`'s reply, or the stored one for the same `fields` (see `ReplyCache.key`)."""
+    if cache is None:
+        return compute()
+    key = ReplyCache.key(**fields)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    reply = compute()
+    cache.put(key, reply)
+    return reply

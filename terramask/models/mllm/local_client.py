@@ -26,7 +26,7 @@ from terramask.errors import InputError, MLLMError, ModelLoadError, TerraMaskErr
 from terramask.methods.protocols import MLLMReply
 from terramask.models.device import choose_device, choose_dtype
 from terramask.models.loader import load_once
-from terramask.models.mllm.cache import ReplyCache
+from terramask.models.mllm.cache import ReplyCache, cached
 from terramask.models.mllm.images import as_rgb, fit_long_side, image_digest
 from terramask.models.registry import ResolvedModel, resolve_model
 
@@ -121,33 +121,29 @@ class LocalQwenVL:
                 "question or describe what to find."
             )
         resized = fit_long_side(as_rgb(image), self.max_side)
-        cache_key = None
-        if self.cache is not None:
-            cache_key = ReplyCache.key(
-                image_digest=image_digest(resized), prompt=prompt, system=system,
-                model=f"local:{self.resolved.path}", temperature=0.0, max_side=self.max_side,
-                convention=self.convention, extra=f"greedy:{self.max_new_tokens}",
-            )
-            hit = self.cache.get(cache_key)
-            if hit is not None:
-                return hit
-        try:
-            text, shown = self._generate(resized, prompt, system)
-        except TerraMaskError:
-            raise
-        except Exception as exc:
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise MLLMError(
-                f"The local multimodal LLM '{self.name}' ({self.resolved.path}) failed while "
-                f"answering ({type(exc).__name__}: {detail}). If memory ran out, lower "
-                "max_side or use a smaller model or --dtype bf16; otherwise re-download the "
-                "model folder."
-            ) from None
-        reply = MLLMReply(text=text, shown_size=shown, convention=self.convention,
-                          model=self.name)
-        if self.cache is not None and cache_key is not None:
-            self.cache.put(cache_key, reply)
-        return reply
+
+        def compute() -> MLLMReply:
+            try:
+                text, shown = self._generate(resized, prompt, system)
+            except TerraMaskError:
+                raise
+            except Exception as exc:
+                detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise MLLMError(
+                    f"The local multimodal LLM '{self.name}' ({self.resolved.path}) failed while "
+                    f"answering ({type(exc).__name__}: {detail}). If memory ran out, lower "
+                    "max_side or use a smaller model or --dtype bf16; otherwise re-download the "
+                    "model folder."
+                ) from None
+            return MLLMReply(text=text, shown_size=shown, convention=self.convention,
+                             model=self.name)
+
+        fields = dict(
+            image_digest=image_digest(resized), prompt=prompt, system=system,
+            model=f"local:{self.resolved.path}", temperature=0.0, max_side=self.max_side,
+            convention=self.convention, extra=f"greedy:{self.max_new_tokens}",
+        )
+        return cached(self.cache, fields, compute)
 
     def ask_many(self, items: Sequence[tuple]) -> list[MLLMReply | TerraMaskError]:
         """Ask one after another (one GPU); each item's failure is returned, not raised."""

@@ -38,7 +38,7 @@ import numpy as np
 
 from terramask.errors import InputError, MLLMError, TerraMaskError
 from terramask.methods.protocols import COORDINATE_CONVENTIONS, MLLMReply
-from terramask.models.mllm.cache import ReplyCache
+from terramask.models.mllm.cache import ReplyCache, cached
 from terramask.models.mllm.images import (
     IMAGE_FORMATS,
     as_rgb,
@@ -169,23 +169,18 @@ class OpenAIChatMLLM:
                 "question or describe what to find."
             )
         shown = fit_long_side(as_rgb(image), self.max_side)
-        cache_key = None
-        if self.cache is not None:
-            cache_key = ReplyCache.key(
-                image_digest=image_digest(shown), prompt=prompt, system=system,
-                model=self.model, temperature=self.temperature, max_side=self.max_side,
-                convention=self.convention, extra=self.image_format,
-            )
-            hit = self.cache.get(cache_key)
-            if hit is not None:
-                return hit
-        messages = self._messages(shown, prompt, system)
-        text = self._complete(messages)
-        reply = MLLMReply(text=text, shown_size=(int(shown.shape[0]), int(shown.shape[1])),
-                          convention=self.convention, model=self.model)
-        if self.cache is not None and cache_key is not None:
-            self.cache.put(cache_key, reply)
-        return reply
+
+        def compute() -> MLLMReply:
+            text = self._complete(self._messages(shown, prompt, system))
+            return MLLMReply(text=text, shown_size=(int(shown.shape[0]), int(shown.shape[1])),
+                             convention=self.convention, model=self.model)
+
+        fields = dict(
+            image_digest=image_digest(shown), prompt=prompt, system=system, model=self.model,
+            temperature=self.temperature, max_side=self.max_side, convention=self.convention,
+            extra=self.image_format,
+        )
+        return cached(self.cache, fields, compute)
 
     def ask_many(self, items: Sequence[AskItem]) -> list[MLLMReply | TerraMaskError]:
         """Ask several questions at once, at most `max_concurrency` in flight.
