@@ -365,24 +365,36 @@ class Scene:
         for col, row in ((0, 0), (self.width - 1, self.height - 1)):
             self._read_raw(Window(col, row, 1, 1), (1, 1), Resampling.nearest)
 
-    def _stretch_sample_shape(self) -> tuple[int, int]:
+    def _stretch_sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """About STRETCH_SAMPLE_SIZE² source values (C, H, W) and validity, read cheaply.
+
+        An overview is used when the file has one. Otherwise a small scene is read decimated
+        (nearest), and a large one as a spread-out grid of whole, block-aligned windows: a
+        decimated read of a big file without overviews decodes every block, and once a row
+        of blocks outgrows GDAL's cache, decodes each one many times (minutes at 16k²).
+        """
+        whole = Window(0, 0, self.width, self.height)
         factors = self._dataset.overviews(self.bands[0])
-        shapes = [
-            (math.ceil(self.height / f), math.ceil(self.width / f)) for f in factors
-        ]
+        shapes = [(math.ceil(self.height / f), math.ceil(self.width / f)) for f in factors]
         shapes = [s for s in shapes if max(s) >= STRETCH_SAMPLE_SIZE]
         if shapes:
-            return min(shapes, key=max)
-        return _fit(self.width, self.height, STRETCH_SAMPLE_SIZE)
+            return self._read_raw(whole, min(shapes, key=max), Resampling.nearest)
+        if self.width * self.height <= 4 * STRETCH_SAMPLE_SIZE**2:
+            shape = _fit(self.width, self.height, STRETCH_SAMPLE_SIZE)
+            return self._read_raw(whole, shape, Resampling.nearest)
+        windows = sample_windows(
+            self.width, self.height, self._dataset.block_shapes[0], STRETCH_SAMPLE_SIZE**2
+        )
+        pieces = [self._read_raw(w, (w.height, w.width), Resampling.nearest) for w in windows]
+        data = np.concatenate([d.reshape(d.shape[0], 1, -1) for d, _ in pieces], axis=2)
+        valid = np.concatenate([v.reshape(1, -1) for _, v in pieces], axis=1)
+        return data, valid
 
     def _compute_stretch(self, option: str) -> Stretch:
         mode, _ = parse_stretch(option)
         if self.dtype == "uint8" and mode != "percentiles":
             return Stretch.passthrough(3)
-        shape = self._stretch_sample_shape()
-        data, valid = self._read_raw(
-            Window(0, 0, self.width, self.height), shape, Resampling.nearest
-        )
+        data, valid = self._stretch_sample()
         _, order = self._unique_bands()
         return compute_stretch(data[order], valid, self.dtype, option)
 
@@ -415,6 +427,27 @@ class Scene:
             f"Scene({self.source!r}, {self.width}×{self.height}, bands={self.bands}, "
             f"{self.dtype}, {crs})"
         )
+
+
+def sample_windows(
+    width: int, height: int, block_shape: tuple[int, int], pixels: int
+) -> list[Window]:
+    """Windows of whole blocks, spread evenly over the raster, holding about `pixels` in all.
+
+    Each window is one block (at least 256 rows and columns, at most 1024 by 1024 pixels, so
+    striped files give row bands), so every block read is decoded once.
+    """
+    bh, bw = block_shape
+    wh = min(height, max(bh, 256) if bh <= 1024 else 1024)
+    ww = min(width, max(bw, 256) if bw <= 1024 else 1024)
+    count = max(1, round(pixels / (wh * ww)))
+    per_row = max(1, round(math.sqrt(count * width / height)))
+    per_col = max(1, math.ceil(count / per_row))
+    rows = np.linspace(0, height - wh, per_col).round().astype(int)
+    cols = np.linspace(0, width - ww, per_row).round().astype(int)
+    rows = rows // bh * bh if bh <= wh else rows
+    cols = cols // bw * bw if bw <= ww else cols
+    return [Window(int(c), int(r), ww, wh) for r in np.unique(rows) for c in np.unique(cols)]
 
 
 def _fit(width: int, height: int, max_size: int) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from rasterio.windows import Window
 
 from terramask.errors import InputError
 from terramask.scene import Stretch, open_scene
+from terramask.scene.raster import STRETCH_SAMPLE_SIZE, sample_windows
 from terramask.scene.stretch import compute_stretch
 
 
@@ -76,10 +77,37 @@ def test_stretch_from_overview_matches_full_read(tmp_path):
     rng = np.random.default_rng(2)
     data = rng.normal(1500, 300, size=(3, 2400, 2200)).clip(0, 4000).astype("uint16")
     with open_scene(_write(tmp_path / "o.tif", data, overviews=True)) as scene:
-        assert scene._stretch_sample_shape() == (1200, 1100)  # the 1/2 overview, not the 1/4
+        data, _ = scene._stretch_sample()
+        assert data.shape[1:] == (1200, 1100)  # the 1/2 overview, not the 1/4
         # 2-98 % of N(1500, 300) is about 1500 ± 616
         assert scene.stretch.low == pytest.approx([884] * 3, abs=30)
         assert scene.stretch.high == pytest.approx([2116] * 3, abs=30)
+
+
+def test_large_scene_without_overviews_is_sampled_by_whole_blocks(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.normal(1500, 300, size=(3, 2600, 2300)).clip(0, 4000).astype("uint16")
+    data[:, :, :400] = 0  # a nodata strip on the left: excluded from the percentiles
+    path = _write(tmp_path / "big.tif", data, nodata=0)
+    with rasterio.open(path) as ds:
+        assert ds.overviews(1) == [] and ds.block_shapes[0] == (256, 256)
+    windows = sample_windows(2300, 2600, (256, 256), STRETCH_SAMPLE_SIZE**2)
+    pixels = sum(w.width * w.height for w in windows)
+    assert pixels == pytest.approx(STRETCH_SAMPLE_SIZE**2, rel=0.2)
+    assert all(w.col_off % 256 == 0 and w.row_off % 256 == 0 for w in windows)
+    assert all(w.col_off + w.width <= 2300 and w.row_off + w.height <= 2600 for w in windows)
+    assert min(w.row_off for w in windows) == 0
+    assert max(w.row_off + w.height for w in windows) > 2300
+    with open_scene(path) as scene:
+        assert scene.stretch.low == pytest.approx([884] * 3, abs=30)
+        assert scene.stretch.high == pytest.approx([2116] * 3, abs=30)
+
+
+def test_sample_windows_of_a_striped_file_are_row_bands():
+    windows = sample_windows(50000, 40000, (1, 50000), STRETCH_SAMPLE_SIZE**2)
+    assert {(w.width, w.height) for w in windows} == {(1024, 256)}
+    assert len(windows) == pytest.approx(4, abs=1)
+    assert max(w.row_off for w in windows) == 40000 - 256
 
 
 def test_constant_band_does_not_divide_by_zero(tmp_path):
