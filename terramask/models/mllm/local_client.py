@@ -26,6 +26,7 @@ from terramask.errors import InputError, MLLMError, ModelLoadError, TerraMaskErr
 from terramask.methods.protocols import MLLMReply
 from terramask.models.device import choose_device, choose_dtype
 from terramask.models.loader import load_once
+from terramask.models.mllm.asking import AskItem, ask_each, check_prompt
 from terramask.models.mllm.cache import ReplyCache, cached
 from terramask.models.mllm.images import as_rgb, fit_long_side, image_digest
 from terramask.models.registry import ResolvedModel, resolve_model
@@ -115,11 +116,7 @@ class LocalQwenVL:
 
     def ask(self, image: np.ndarray, prompt: str, *, system: str | None = None) -> MLLMReply:
         """Show the image with the prompt and decode greedily; MLLMError if generation fails."""
-        if not str(prompt).strip():
-            raise InputError(
-                f"An empty prompt was given for the multimodal LLM '{self.name}'. Ask a "
-                "question or describe what to find."
-            )
+        check_prompt(prompt, self.name)
         resized = fit_long_side(as_rgb(image), self.max_side)
 
         def compute() -> MLLMReply:
@@ -145,16 +142,9 @@ class LocalQwenVL:
         )
         return cached(self.cache, fields, compute)
 
-    def ask_many(self, items: Sequence[tuple]) -> list[MLLMReply | TerraMaskError]:
+    def ask_many(self, items: Sequence[AskItem]) -> list[MLLMReply | TerraMaskError]:
         """Ask one after another (one GPU); each item's failure is returned, not raised."""
-        results: list[MLLMReply | TerraMaskError] = []
-        for item in items:
-            image, prompt, system = (*tuple(item), None)[:3]
-            try:
-                results.append(self.ask(image, prompt, system=system))
-            except TerraMaskError as exc:
-                results.append(exc)
-        return results
+        return ask_each(self.ask, items)
 
     def _generate(self, image: np.ndarray, prompt: str,
                   system: str | None) -> tuple[str, tuple[int, int]]:

@@ -31,13 +31,13 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from terramask.errors import InputError, MLLMError, TerraMaskError
 from terramask.methods.protocols import COORDINATE_CONVENTIONS, MLLMReply
+from terramask.models.mllm.asking import AskItem, ask_each, check_prompt
 from terramask.models.mllm.cache import ReplyCache, cached
 from terramask.models.mllm.images import (
     IMAGE_FORMATS,
@@ -47,9 +47,6 @@ from terramask.models.mllm.images import (
     fit_long_side,
     image_digest,
 )
-
-#: An `ask_many` item: (image, prompt) or (image, prompt, system).
-AskItem = tuple[np.ndarray, str] | tuple[np.ndarray, str, str | None]
 
 _CONVENTION_BY_NAME = (
     (re.compile(r"qwen3[\w.\-]*vl"), "0-1000"),
@@ -163,11 +160,7 @@ class OpenAIChatMLLM:
 
     def ask(self, image: np.ndarray, prompt: str, *, system: str | None = None) -> MLLMReply:
         """Show the image (shrunk to max_side) with the prompt; MLLMError after the retries."""
-        if not str(prompt).strip():
-            raise InputError(
-                f"An empty prompt was given for the multimodal LLM '{self.model}'. Ask a "
-                "question or describe what to find."
-            )
+        check_prompt(prompt, self.model)
         shown = fit_long_side(as_rgb(image), self.max_side)
 
         def compute() -> MLLMReply:
@@ -189,18 +182,7 @@ class OpenAIChatMLLM:
         ended in (`MLLMError` for an endpoint or reply failure, `InputError` for an unusable
         image or prompt). One item's failure never stops the others.
         """
-        def one(item: AskItem) -> MLLMReply | TerraMaskError:
-            image, prompt, system = (*tuple(item), None)[:3]
-            try:
-                return self.ask(image, prompt, system=system)
-            except TerraMaskError as exc:
-                return exc
-
-        if not items:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(items)),
-                                thread_name_prefix="terramask-mllm") as pool:
-            return list(pool.map(one, items))
+        return ask_each(self.ask, items, workers=self.max_concurrency)
 
     def __repr__(self) -> str:
         return (f"OpenAIChatMLLM({self.base_url!r}, {self.model!r}, "
