@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from terramask.pipeline.batch import BatchSummary
     from terramask.pipeline.prompt_run import PromptResult
     from terramask.pipeline.segment_run import SegmentResult
-    from terramask.scene import OutputSet
+    from terramask.scene import OutputSet, PromptFile
 
 Progress = Callable[[str, int, int], None]
 
@@ -31,7 +31,7 @@ def prompt(
     negatives: Sequence[Point] = (),
     boxes: Sequence[Box] = (),
     crs: str | None = None,
-    prompt_file: str | os.PathLike | None = None,
+    prompt_file: str | os.PathLike | PromptFile | None = None,
     prompt_layer: str | None = None,
     segmenter: str | Segmenter | None = None,
     output: str | os.PathLike = "terramask-out",
@@ -42,33 +42,49 @@ def prompt(
     simplify: float | None = None,
     device: str = "auto",
     overwrite: bool = False,
+    outside: str = "error",
     progress: Progress | None = None,
 ) -> PromptResult:
     """Segment the objects under clicks and boxes; write mask, scores, polygons and preview.
 
     Points and boxes are in pixels of the scene, or in map coordinates of `crs`; a vector
-    file of prompts (`prompt_file`) may add more. All positive and negative clicks form one
-    object; each box is its own object (a single box joins the clicks). Outputs go to
-    `output`, named after the scene, and are never overwritten unless `overwrite`.
-    `segmenter` is a model id, alias or folder, or an already loaded `Segmenter`.
+    file of prompts (`prompt_file`, a path or a `PromptFile` already read) may add more. All
+    positive and negative clicks form one object; each box is its own object (a single box
+    joins the clicks). A prompt outside the scene is an error, unless `outside="drop"`: then
+    it is left out (boxes are clipped), and a scene left with no prompt raises `NothingToDo`.
+    Outputs go to `output`, named after the scene, and are never overwritten unless
+    `overwrite`. `segmenter` is a model id, alias or folder, or an already loaded `Segmenter`.
     """
+    from terramask.errors import NothingToDo
     from terramask.models import load_segmenter
     from terramask.pipeline.prompt_run import PROMPT_OUTPUTS, run_prompts
-    from terramask.scene import open_scene, prompts_from_options, prompts_from_vector
+    from terramask.scene import (
+        PromptFile,
+        describe_extent,
+        open_scene,
+        prompts_from_options,
+        prompts_from_vector,
+        read_prompt_file,
+    )
 
+    if not (points or negatives or boxes or prompt_file is not None):
+        raise InputError(_NO_PROMPT)
+    if prompt_file is not None and not isinstance(prompt_file, PromptFile):
+        prompt_file = read_prompt_file(prompt_file, layer=prompt_layer)
     with open_scene(scene, bands=bands, stretch=stretch) as opened:
         outputs = _checked_outputs(opened, output, overwrite, PROMPT_OUTPUTS)
         object_prompts = []
         if points or negatives or boxes:
             object_prompts += prompts_from_options(
-                opened, points=points, negatives=negatives, boxes=boxes, crs=crs
-            )
+                opened, points=points, negatives=negatives, boxes=boxes, crs=crs,
+                outside=outside,
+            )  # fmt: skip
         if prompt_file is not None:
-            object_prompts += prompts_from_vector(opened, prompt_file, layer=prompt_layer)
-        if not object_prompts:
-            raise InputError(
-                "No prompt was given: add at least one --point X,Y or --box X1,Y1,X2,Y2 "
-                "(pixels, or map coordinates with --crs), or a vector file with --prompts."
+            object_prompts += prompts_from_vector(opened, prompt_file, outside=outside)
+        if not object_prompts:  # only when dropping: every prompt lies outside
+            prompt_crs = crs if crs is not None or prompt_file is None else prompt_file.crs
+            raise NothingToDo(
+                f"No prompt falls inside this scene: {describe_extent(opened, prompt_crs)}."
             )
         model = (
             load_segmenter(None if segmenter is None else str(segmenter), device=device)
@@ -85,6 +101,60 @@ def prompt(
             simplify=simplify,
             progress=progress,
         )
+
+
+_NO_PROMPT = (
+    "No prompt was given: add at least one --point X,Y or --box X1,Y1,X2,Y2 (pixels, or map "
+    "coordinates with --crs), or a vector file with --prompts."
+)
+
+
+def prompt_many(
+    inputs: str | os.PathLike,
+    *,
+    points: Sequence[Point] = (),
+    negatives: Sequence[Point] = (),
+    boxes: Sequence[Box] = (),
+    crs: str | None = None,
+    prompt_file: str | os.PathLike | PromptFile | None = None,
+    prompt_layer: str | None = None,
+    asset: str | None = None,
+    output: str | os.PathLike = "terramask-out",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    **options: object,
+) -> BatchSummary:
+    """`prompt` over many scenes: a folder, a glob, a .txt list or a STAC item/collection.
+
+    The same prompts go to every scene. Each prompt reaches the scenes it falls in: a point
+    outside a scene is left out for that scene, a box is clipped to it or left out, and an
+    object left with no positive point and no box is left out (`outside="drop"` of `prompt`).
+    Pixel coordinates (no `crs`) mean the same pixels in every scene. A scene with no prompt
+    inside is *skipped*, not failed: nothing is segmented, its report says why (so a re-run
+    skips it too), and the summary lists it under `skipped`. Prompts are checked, and a prompt
+    file read, once before the first scene. Outputs, index, summary and resuming are as for
+    `segment_many`; a scene left without its report by an interrupted run is redone, replacing
+    the outputs it had written. `options` are `prompt`'s (segmenter, tile_size, device, ...).
+    """
+    from terramask.pipeline.batch import run_batch
+    from terramask.scene import PromptFile, check_prompt_options, expand_inputs, read_prompt_file
+
+    sources = expand_inputs(inputs, asset=asset)
+    points, negatives, boxes = list(points), list(negatives), list(boxes)
+    if not (points or negatives or boxes or prompt_file is not None):
+        raise InputError(_NO_PROMPT)
+    check_prompt_options(points=points, negatives=negatives, boxes=boxes, crs=crs)
+    if prompt_file is not None and not isinstance(prompt_file, PromptFile):
+        prompt_file = read_prompt_file(prompt_file, layer=prompt_layer)
+
+    def run_one(source: str) -> dict:
+        result = prompt(
+            source, points=points, negatives=negatives, boxes=boxes, crs=crs,
+            prompt_file=prompt_file, output=output, overwrite=True, outside="drop", **options,
+        )  # fmt: skip
+        return {**result.to_dict(), "found": any(not o["empty"] for o in result.objects)}
+
+    return run_batch(sources, run_one, output, overwrite=overwrite, progress=progress)
 
 
 def _checked_outputs(
@@ -217,6 +287,7 @@ def ask(
     mllm_timeout: float = 60.0,
     mllm_retries: int = 4,
     mllm_cache: bool = True,
+    mllm_concurrency: int = 4,
     segmenter: str | None = None,
     image_text: str | None = None,
     sam3: str | None = None,
@@ -240,23 +311,20 @@ def ask(
     or a ready `mllm`. Engines: "geoseg" (refined box, CLIP-Surgery clicks and SAM 3 or dense
     CLIP, fused), "clicks" (the MLLM's clicks into SAM), "box" (its box into SAM). `refine`
     is "geoseg" (published), "none", or "calibrated" (the file `calibration` that
-    `terramask calibrate` wrote).
+    `terramask calibrate` wrote). `mllm_concurrency` bounds requests in flight (`ask_many`).
     """
     from terramask import models
     from terramask.methods.geoseg import DualRoute
-    from terramask.pipeline.ask_run import ASK_ENGINES, ASK_OUTPUTS, run_ask
+    from terramask.pipeline.ask_run import ASK_OUTPUTS, run_ask
     from terramask.scene import open_scene
 
-    if engine not in ASK_ENGINES:
-        raise InputError(f"Unknown engine {engine!r} for ask: choose {', '.join(ASK_ENGINES)}.")
-    if not question or not question.strip():
-        raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
+    _check_question(engine, question)
     refinement = _refinement(refine, calibration)
     with open_scene(scene, bands=bands, stretch=stretch) as opened:
         outputs = _checked_outputs(opened, output, overwrite, ASK_OUTPUTS)
         model = mllm or _mllm(
-            mllm_url, mllm_model, mllm_key, device,
-            timeout_s=mllm_timeout, retries=mllm_retries, cache=mllm_cache,
+            mllm_url, mllm_model, mllm_key, device, timeout_s=mllm_timeout,
+            retries=mllm_retries, cache=mllm_cache, concurrency=mllm_concurrency,
         )  # fmt: skip
         sam = models.load_segmenter(segmenter, device=device)
         route = None
@@ -280,6 +348,105 @@ def ask(
             simplify=simplify,
             progress=progress,
         )
+
+
+def _check_question(engine: str, question: str) -> None:
+    from terramask.pipeline.ask_run import ASK_ENGINES
+
+    if engine not in ASK_ENGINES:
+        raise InputError(f"Unknown engine {engine!r} for ask: choose {', '.join(ASK_ENGINES)}.")
+    if not question or not question.strip():
+        raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
+
+
+#: Scenes whose overviews are held at once while their replies are fetched (bounds memory).
+_ASK_AHEAD = 8
+
+
+def ask_many(
+    inputs: str | os.PathLike,
+    question: str,
+    *,
+    asset: str | None = None,
+    output: str | os.PathLike = "terramask-out",
+    overwrite: bool = False,
+    engine: str = "geoseg",
+    mllm_url: str | None = None,
+    mllm_model: str | None = None,
+    mllm_key: str | None = None,
+    mllm_timeout: float = 60.0,
+    mllm_retries: int = 4,
+    mllm_cache: bool = True,
+    mllm_concurrency: int = 4,
+    refine: str = "geoseg",
+    calibration: str | os.PathLike | None = None,
+    bands: Sequence[int] | None = None,
+    stretch: str = "auto",
+    overview_size: int = 2048,
+    device: str = "auto",
+    mllm: MLLM | None = None,
+    progress: Progress | None = None,
+    **options: object,
+) -> BatchSummary:
+    """`ask` over many scenes: the same question about each scene of a folder, glob, list or STAC.
+
+    The MLLM client is made once and models load once. With a reply cache (the default) and a
+    client that can ask concurrently (an endpoint), the overviews of all scenes not yet done
+    are first sent `mllm_concurrency` at a time, a few scenes ahead; the scenes are then
+    segmented one by one and meet their replies in the cache. A scene whose request failed
+    there is recorded as failed without being asked again. "Nothing found" is an answer: the
+    scene is processed (its report holds the model's words) and listed under `nothing_found`.
+    Outputs, index, summary and resuming are as for `segment_many`; a scene left without its
+    report by an interrupted run is redone. `options` are `ask`'s (segmenter, tile_size, ...).
+    """
+    from terramask.errors import TerraMaskError
+    from terramask.pipeline.ask_run import mllm_request, warm_replies
+    from terramask.pipeline.batch import run_batch
+    from terramask.scene import expand_inputs, open_scene
+
+    sources = expand_inputs(inputs, asset=asset)
+    _check_question(engine, question)
+    _refinement(refine, calibration)
+    model = mllm or _mllm(
+        mllm_url, mllm_model, mllm_key, device, timeout_s=mllm_timeout, retries=mllm_retries,
+        cache=mllm_cache, concurrency=mllm_concurrency,
+    )  # fmt: skip
+    failed_asking: dict[str, TerraMaskError] = {}
+
+    def prepare(pending: list[str]) -> None:
+        asked: list[str] = []
+
+        def requests():
+            for source in pending:
+                try:
+                    with open_scene(source, bands=bands, stretch=stretch) as opened:
+                        request = mllm_request(
+                            opened, question, engine=engine, overview_size=overview_size
+                        )
+                except TerraMaskError:
+                    continue  # the scene's own run records why
+                asked.append(source)
+                yield request
+
+        failures = warm_replies(
+            model, requests(), chunk=max(_ASK_AHEAD, mllm_concurrency), progress=progress,
+            total=len(pending),
+        )  # fmt: skip
+        failed_asking.update({asked[i]: error for i, error in failures.items()})
+
+    def run_one(source: str) -> dict:
+        if source in failed_asking:
+            raise failed_asking.pop(source)
+        result = ask(
+            source, question, engine=engine, mllm=model, refine=refine, calibration=calibration,
+            bands=bands, stretch=stretch, overview_size=overview_size, device=device,
+            output=output, overwrite=True, **options,
+        )  # fmt: skip
+        return result.to_dict()
+
+    return run_batch(
+        sources, run_one, output, overwrite=overwrite, progress=progress, prepare=prepare
+    )
 
 
 def calibrate(
@@ -579,4 +746,14 @@ def score(
     )
 
 
-__all__ = ["PromptResult", "ask", "evaluate", "prompt", "score", "segment"]
+__all__ = [
+    "PromptResult",
+    "ask",
+    "ask_many",
+    "evaluate",
+    "prompt",
+    "prompt_many",
+    "score",
+    "segment",
+    "segment_many",
+]

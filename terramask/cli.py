@@ -152,6 +152,12 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def asset_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--asset", help="STAC asset to read when SCENE is a STAC item or item collection JSON."
+    )(func)
+
+
 def device_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps."
@@ -229,6 +235,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--prompts-layer", "prompt_layer", help="Layer of the prompts file.")
 @click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
 @click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
+@asset_option
 @raster_options
 @tiling_options(default_overlap=256)
 @output_options
@@ -245,9 +252,20 @@ def prompt(
     All --point/--negative clicks form one object; each --box is its own object (a single
     box joins the clicks). Writes SCENE_mask.tif (object ids, COG), SCENE_score.tif,
     SCENE.gpkg, SCENE.geojson (EPSG:4326), SCENE_preview.png and SCENE.json.
+
+    SCENE may also be many scenes (a folder, glob, .txt list or STAC JSON, as for segment):
+    the same prompts go to each. Prompts in map coordinates reach only the scenes they fall
+    in; pixel prompts mean the same pixels in every scene. A scene with no prompt inside is
+    skipped (its report says why), not failed.
     """
     from terramask import api
 
+    asset = options.pop("asset")
+    if _many_scenes(scene, asset):
+        with progress_reporter(not as_json) as report:
+            summary = api.prompt_many(scene, asset=asset, progress=report, **options)
+        _finish_batch(summary, as_json)
+        return
     with progress_reporter(not as_json) as report:
         result = api.prompt(scene, progress=report, **options)
     data = result.to_dict()
@@ -352,15 +370,40 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
     emit(result.to_dict(), as_json, human)
 
 
+def _many_scenes(scene: str, asset: str | None) -> bool:
+    """Whether SCENE names several scenes (folder, glob, list, STAC), as every verb decides."""
+    from terramask.scene import expand_inputs
+
+    return bool(asset) or len(expand_inputs(scene, asset=asset)) > 1
+
+
+def _finish_batch(summary: Any, as_json: bool) -> None:
+    """Print a batch's summary; exit 2 when a scene failed (the others are kept)."""
+    emit(summary.to_dict(), as_json, lambda: _batch_summary(summary))
+    if summary.failed:
+        sys.exit(EXIT_USER_ERROR)
+
+
 def _batch_summary(summary: Any) -> None:
-    """Scenes processed, resumed and failed (with reasons), tiles, time, peak memory."""
+    """Scenes processed, resumed, skipped and failed (with reasons), tiles, time, peak memory."""
+    processed = f"{len(summary.processed)} processed"
+    if summary.nothing_found:
+        processed += f" ({len(summary.nothing_found)} with nothing found)"
+    skipped = f"{len(summary.skipped)} skipped, " if summary.skipped else ""
+    tiles = ""
+    if summary.tiles or summary.tiles_skipped:
+        tiles = f"{summary.tiles} tiles ({summary.tiles_skipped} without data skipped) "
     stdout.print(
-        f"{summary.scenes} scenes: {len(summary.processed)} processed, "
+        f"{summary.scenes} scenes: {processed}, {skipped}"
         f"{len(summary.already_done)} already done, {len(summary.failed)} failed; "
-        f"{summary.tiles} tiles ({summary.tiles_skipped} without data skipped) in "
-        f"{summary.seconds:.1f} s, peak memory {summary.peak_rss_mib:.0f} MiB",
+        f"{tiles}in {summary.seconds:.1f} s, peak memory {summary.peak_rss_mib:.0f} MiB",
         highlight=False,
     )
+    for skip in summary.skipped:
+        stdout.print(
+            f"[yellow]skipped[/] {escape(skip['scene'])}: {escape(skip['reason'])}",
+            highlight=False,
+        )
     for failure in summary.failed:
         stderr.print(f"[red]failed[/] {escape(failure['scene'])}: {escape(failure['reason'])}")
     if summary.index:
@@ -390,6 +433,10 @@ def _batch_summary(summary: Any) -> None:
     help="Retries on timeouts, 429 and 5xx (exponential back-off with jitter).",
 )  # fmt: skip
 @click.option(
+    "--mllm-concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+    help="Requests in flight at once (many scenes: replies are fetched ahead, concurrently).",
+)  # fmt: skip
+@click.option(
     "--mllm-cache/--no-mllm-cache", default=True, show_default=True,
     help="Reuse earlier replies to the same image, prompt and model ($TERRAMASK_CACHE).",
 )  # fmt: skip
@@ -412,6 +459,7 @@ def _batch_summary(summary: Any) -> None:
     help="Long side of the scene overview the MLLM is shown (clients may shrink it further).",
 )
 @click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
+@asset_option
 @raster_options
 @click.option(
     "--tile",
@@ -430,9 +478,18 @@ def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -
     Writes SCENE_mask.tif, SCENE_score.tif, SCENE.gpkg / SCENE.geojson, SCENE_preview.png
     and SCENE.json (the question, the raw reply, parsed and refined boxes in pixel and map
     coordinates, the engine and model names). "Nothing found" is an answer, not an error.
+
+    SCENE may also be many scenes (a folder, glob, .txt list or STAC JSON, as for segment):
+    the same question for each, replies fetched --mllm-concurrency at a time into the cache.
     """
     from terramask import api
 
+    asset = options.pop("asset")
+    if _many_scenes(scene, asset):
+        with progress_reporter(not as_json) as report:
+            summary = api.ask_many(scene, question, asset=asset, progress=report, **options)
+        _finish_batch(summary, as_json)
+        return
     with progress_reporter(not as_json) as report:
         result = api.ask(scene, question, progress=report, **options)
 

@@ -11,6 +11,11 @@ class InputError(TerraMaskError):
     """A raster, prompt, option or vector file that cannot be used as given."""
 
 
+class NothingToDo(InputError):
+    """A scene that holds nothing to work on, such as no prompt inside it. Alone it is an input
+    error; in a run over many scenes the scene is recorded as skipped, with this reason."""
+
+
 class ModelNotFoundError(TerraMaskError):
     """A model that is neither a local folder, in the Hugging Face cache, nor downloadable."""
 

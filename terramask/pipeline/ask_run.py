@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
+from terramask.errors import TerraMaskError
 from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement, DualRoute, refine_box
 from terramask.methods.interactive import ObjectMask, PointBoxPrompt, segment_prompts
 from terramask.methods.protocols import MLLM, Segmenter
@@ -253,26 +254,40 @@ def warm_replies(
     requests: Iterable[tuple[np.ndarray, str]],
     *,
     chunk: int = 32,
-) -> int:
+    progress: Progress | None = None,
+    total: int | None = None,
+) -> dict[int, TerraMaskError]:
     """Ask many requests concurrently so that later `ask` calls are cache hits.
 
-    Only for clients with `ask_many` and a reply cache; failures are left for the sequential
-    pass to meet (and record). Requests are consumed in chunks to bound memory. Returns how
-    many were asked.
+    Only for clients with `ask_many` and a reply cache. Requests are consumed in chunks to
+    bound memory; `progress("mllm", asked, total)` follows each chunk. Returns the failures by
+    request position (0-based), so callers may record them instead of asking again.
     """
     if not hasattr(mllm, "ask_many") or getattr(mllm, "cache", None) is None:
-        return 0
+        return {}
+    failures: dict[int, TerraMaskError] = {}
     asked = 0
     batch: list[tuple[np.ndarray, str]] = []
+
+    def flush() -> None:
+        nonlocal asked
+        for i, reply in enumerate(mllm.ask_many(batch)):
+            if isinstance(reply, TerraMaskError):
+                failures[asked + i] = reply
+        asked += len(batch)
+        batch.clear()
+        if progress:
+            progress("mllm", asked, max(asked, total or 0))
+
     for request in requests:
         batch.append(request)
         if len(batch) == chunk:
-            mllm.ask_many(batch)
-            asked, batch = asked + len(batch), []
+            flush()
     if batch:
-        mllm.ask_many(batch)
-        asked += len(batch)
-    return asked
+        flush()
+    if progress and total:
+        progress("mllm", total, total)
+    return failures
 
 
 def located_mask(located: Located, height: int, width: int) -> np.ndarray:

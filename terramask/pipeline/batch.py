@@ -1,9 +1,12 @@
 """Run one verb over many scenes: per-scene results, a merged index, resumable, failures isolated.
 
-A scene counts as done when its JSON report exists: reports are written last and atomically,
-so re-running the same command after a crash or Ctrl-C skips finished scenes and redoes only
-the one that was interrupted. One scene's failure is recorded with its reason and the batch
-goes on.
+Serves `segment`, `prompt` and `ask` alike: the verb is a `run_one(source)` that writes one
+scene's outputs and returns its result dict. A scene counts as done when its JSON report
+exists: reports are written last and atomically, so re-running the same command after a crash
+or Ctrl-C skips finished scenes and redoes only the one that was interrupted. One scene's
+failure is recorded with its reason and the batch goes on. A scene with nothing to work on
+(`NothingToDo`, e.g. no prompt inside it) is skipped: its report records why, so a re-run
+skips it too, and it is not a failure.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import pyogrio.raw
 
-from terramask.errors import InputError, TerraMaskError
+from terramask.errors import InputError, NothingToDo, TerraMaskError
 from terramask.scene import OutputSet, atomic_output, scene_name
 
 Progress = Callable[[str, int, int], None]
 RunOne = Callable[[str], dict]
+Prepare = Callable[[list[str]], None]
 
 INDEX_NAME = "index.gpkg"
 SUMMARY_NAME = "summary.json"
@@ -31,12 +35,18 @@ SUMMARY_NAME = "summary.json"
 
 @dataclass
 class BatchSummary:
-    """What a batch did: counts, failures with reasons, time, peak memory, the index."""
+    """What a batch did: counts, failures with reasons, time, peak memory, the index.
+
+    `skipped` scenes had nothing to work on (with the reason); `nothing_found` are processed
+    scenes whose result says it found nothing (`found: false`), e.g. an `ask` refusal.
+    """
 
     scenes: int
     processed: list[str] = field(default_factory=list)
     already_done: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    nothing_found: list[str] = field(default_factory=list)
     tiles: int = 0
     tiles_skipped: int = 0
     seconds: float = 0.0
@@ -50,6 +60,8 @@ class BatchSummary:
             "processed": len(self.processed),
             "already_done": len(self.already_done),
             "failed": self.failed,
+            "skipped": self.skipped,
+            "nothing_found": self.nothing_found,
             "tiles": self.tiles,
             "tiles_skipped_no_data": self.tiles_skipped,
             "seconds": round(self.seconds, 2),
@@ -79,36 +91,52 @@ def run_batch(
     *,
     overwrite: bool = False,
     progress: Progress | None = None,
+    prepare: Prepare | None = None,
 ) -> BatchSummary:
     """`run_one(source)` for each source not already done; then the index and the summary.
 
-    `run_one` returns the scene's result dict (with `outputs` and, for tiled runs, `tiles`).
+    `run_one` returns the scene's result dict (with `outputs`; for tiled runs `tiles`; for
+    object runs `found`). `prepare(pending)`, when given, sees the sources about to run before
+    the first one does (e.g. to fetch MLLM replies for all of them concurrently); it must not
+    raise for one scene's sake, since that scene's own run records its failure.
     """
     check_unique_names(sources)
     output = Path(output)
     started = time.perf_counter()
     summary = BatchSummary(scenes=len(sources))
-    for done, source in enumerate(sources):
-        if progress:
-            progress("scenes", done, len(sources))
-        name = scene_name(source)
-        report = OutputSet(output, name, overwrite=overwrite).path("report")
+    pending = []
+    for source in sources:
+        report = OutputSet(output, scene_name(source), overwrite=overwrite).path("report")
         if report.exists() and not overwrite:
             summary.already_done.append(source)
-            continue
+        else:
+            pending.append(source)
+    if prepare and pending:
+        prepare(list(pending))
+    done = len(summary.already_done)
+    for source in pending:
+        if progress:
+            progress("scenes", done, len(sources))
+        done += 1
         try:
             result = run_one(source)
+        except NothingToDo as exc:
+            _write_skip_report(output, source, str(exc))
+            summary.skipped.append({"scene": source, "reason": str(exc)})
+            continue
         except TerraMaskError as exc:
             summary.failed.append({"scene": source, "reason": str(exc)})
             continue
         summary.processed.append(source)
+        if result.get("found") is False:
+            summary.nothing_found.append(source)
         tiles = result.get("tiles") or {}
         summary.tiles += int(tiles.get("total", 0))
         summary.tiles_skipped += int(tiles.get("skipped_no_data", 0))
     if progress:
         progress("scenes", len(sources), len(sources))
-    done_names = [scene_name(s) for s in sources if s not in {f["scene"] for f in summary.failed}]
-    index = write_index(output, done_names)
+    left_out = {f["scene"] for f in summary.failed + summary.skipped}
+    index = write_index(output, [scene_name(s) for s in sources if s not in left_out])
     summary.index = None if index is None else str(index)
     summary.seconds = time.perf_counter() - started
     summary.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -117,6 +145,14 @@ def run_batch(
         Path(tmp).write_text(json.dumps(summary.to_dict(), indent=2))
     summary.summary = str(path)
     return summary
+
+
+def _write_skip_report(output: Path, source: str, reason: str) -> None:
+    """The report of a scene with nothing to work on: why, so that a re-run skips it too."""
+    report = OutputSet(output, scene_name(source), overwrite=True).path("report")
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_output(report, overwrite=True) as tmp:
+        Path(tmp).write_text(json.dumps({"scene": source, "skipped": reason}, indent=2))
 
 
 def write_index(output: Path, names: Sequence[str]) -> Path | None:

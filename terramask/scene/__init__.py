@@ -2,7 +2,15 @@
 
 from terramask.scene.inputs import expand_inputs
 from terramask.scene.outputs import OutputSet
-from terramask.scene.prompts import ObjectPrompt, prompts_from_options, prompts_from_vector
+from terramask.scene.prompts import (
+    ObjectPrompt,
+    PromptFile,
+    check_prompt_options,
+    describe_extent,
+    prompts_from_options,
+    prompts_from_vector,
+    read_prompt_file,
+)
 from terramask.scene.raster import (
     GeoreferenceWarning,
     Scene,
@@ -22,6 +30,7 @@ __all__ = [
     "GeoreferenceWarning",
     "ObjectPrompt",
     "OutputSet",
+    "PromptFile",
     "RasterWriter",
     "Scene",
     "SceneWarning",
@@ -31,6 +40,8 @@ __all__ = [
     "TilePlan",
     "area_m2",
     "atomic_output",
+    "check_prompt_options",
+    "describe_extent",
     "expand_inputs",
     "gdal_path",
     "open_scene",
@@ -38,6 +49,7 @@ __all__ = [
     "polygonize",
     "prompts_from_options",
     "prompts_from_vector",
+    "read_prompt_file",
     "scene_name",
     "write_preview",
     "write_vectors",

@@ -139,25 +139,32 @@ def _outside_error(what: str, frame: _Frame) -> InputError:
     )
 
 
-def _point(scene: Scene, frame: _Frame, xy: Sequence[float], what: str) -> np.ndarray:
+def _point(
+    scene: Scene, frame: _Frame, xy: Sequence[float], what: str, drop: bool = False
+) -> np.ndarray | None:
+    """The point in scene pixels; outside the scene an error, or None when `drop`."""
     xs, ys = frame(np.array([xy[0]]), np.array([xy[1]]))
     if not _inside(scene, xs, ys):
+        if drop:
+            return None
         raise _outside_error(what, frame)
     return np.array([xs[0], ys[0]])
 
 
 def _box_from_vertices(
-    scene: Scene, frame: _Frame, xs: np.ndarray, ys: np.ndarray, what: str
-) -> np.ndarray:
-    """Pixel bbox of transformed vertices, clipped to the scene; error if nothing is inside."""
+    scene: Scene, frame: _Frame, xs: np.ndarray, ys: np.ndarray, what: str, drop: bool = False
+) -> np.ndarray | None:
+    """Pixel bbox of transformed vertices, clipped to the scene; when nothing is inside, an
+    error, or None when `drop`."""
     cols, rows = frame(xs, ys)
-    if not (np.all(np.isfinite(cols)) and np.all(np.isfinite(rows))):
-        raise _outside_error(what, frame)
-    x1, x2 = max(cols.min(), 0.0), min(cols.max(), float(scene.width))
-    y1, y2 = max(rows.min(), 0.0), min(rows.max(), float(scene.height))
-    if x2 <= x1 or y2 <= y1:
-        raise _outside_error(what, frame)
-    return np.array([x1, y1, x2, y2])
+    if np.all(np.isfinite(cols)) and np.all(np.isfinite(rows)):
+        x1, x2 = max(cols.min(), 0.0), min(cols.max(), float(scene.width))
+        y1, y2 = max(rows.min(), 0.0), min(rows.max(), float(scene.height))
+        if x2 > x1 and y2 > y1:
+            return np.array([x1, y1, x2, y2])
+    if drop:
+        return None
+    raise _outside_error(what, frame)
 
 
 def _check_crs(scene: Scene, crs: Any, origin: str) -> None:
@@ -169,21 +176,30 @@ def _check_crs(scene: Scene, crs: Any, origin: str) -> None:
         )
 
 
-def prompts_from_options(
-    scene: Scene,
-    *,
-    points: Iterable[Coordinates] = (),
-    negatives: Iterable[Coordinates] = (),
-    boxes: Iterable[tuple[float, float, float, float]] = (),
-    crs: str | None = None,
-) -> list[ObjectPrompt]:
-    """Turn --point/--negative/--box options into object prompts in scene pixels.
+#: What to do with a prompt outside the scene: refuse the run, or leave it out for this scene
+#: (many scenes share one set of prompts, and each holds only some of them).
+OUTSIDE = ("error", "drop")
 
-    Without `crs` the values are pixel coordinates; with it, map coordinates in that CRS.
-    All points make one object; each box is an object, and with exactly one box the points
-    join it. An empty input gives an empty list.
-    """
-    _check_crs(scene, crs, "The --point/--box prompt")
+
+def _dropping(outside: str) -> bool:
+    if outside not in OUTSIDE:
+        raise ValueError(f"outside must be one of {OUTSIDE}, not {outside!r}")
+    return outside == "drop"
+
+
+def describe_extent(scene: Scene, crs: Any = None) -> str:
+    """The scene's extent in words: pixels, its CRS and, when `crs` differs, that CRS too."""
+    return _Frame(scene, crs, pixels=crs is None).extent()
+
+
+def check_prompt_options(
+    *,
+    points: Sequence[Coordinates] = (),
+    negatives: Sequence[Coordinates] = (),
+    boxes: Sequence[tuple[float, float, float, float]] = (),
+    crs: str | None = None,
+) -> None:
+    """The checks of --point/--negative/--box that need no scene: CRS, box shapes, negatives."""
     if crs is not None:
         try:
             pyproj.CRS.from_user_input(crs)
@@ -192,33 +208,66 @@ def prompts_from_options(
                 f"The CRS {crs!r} given for the prompts is not understood ({exc}). Use a code "
                 "such as EPSG:4326 or EPSG:32633."
             ) from exc
-    frame = _Frame(scene, crs, pixels=crs is None)
-    unit = frame.unit()
-    pos = [_point(scene, frame, p, f"point ({_pair(p)}) in {unit}") for p in points]
-    neg = [_point(scene, frame, p, f"negative point ({_pair(p)}) in {unit}") for p in negatives]
-    box_list = []
+    unit = "pixel coordinates" if crs is None else _crs_name(to_pyproj(crs))
     for box in boxes:
         x1, y1, x2, y2 = (float(v) for v in box)
-        what = f"box ({_pair(box)}) in {unit}"
         if not (x2 > x1 and y2 > y1):
             raise InputError(
-                f"The {what} is empty: a box is x1, y1, x2, y2 with x2 > x1 and y2 > y1 "
-                "(left, top, right, bottom in pixels; min x, min y, max x, max y on a map)."
+                f"The box ({_pair(box)}) in {unit} is empty: a box is x1, y1, x2, y2 with "
+                "x2 > x1 and y2 > y1 (left, top, right, bottom in pixels; min x, min y, max x, "
+                "max y on a map)."
             )
-        xs, ys = np.array([x1, x2, x2, x1]), np.array([y1, y1, y2, y2])
-        box_list.append(_box_from_vertices(scene, frame, xs, ys, what))
-    point_xy = np.array(pos + neg).reshape(-1, 2)
-    point_labels = np.array([1] * len(pos) + [0] * len(neg))
-    if len(box_list) == 1 and len(point_xy):
-        return [ObjectPrompt(point_xy, point_labels, box_list[0])]
-    if neg and not pos:
+    if negatives and not points and len(boxes) != 1:
         raise InputError(
             "Only negative points were given. Negative points say where the object is *not*; "
             "add at least one positive point (--point) or a single box (--box) for them to "
             "refine."
         )
+
+
+def prompts_from_options(
+    scene: Scene,
+    *,
+    points: Iterable[Coordinates] = (),
+    negatives: Iterable[Coordinates] = (),
+    boxes: Iterable[tuple[float, float, float, float]] = (),
+    crs: str | None = None,
+    outside: str = "error",
+) -> list[ObjectPrompt]:
+    """Turn --point/--negative/--box options into object prompts in scene pixels.
+
+    Without `crs` the values are pixel coordinates; with it, map coordinates in that CRS.
+    All points make one object; each box is an object, and with exactly one box the points
+    join it. An empty input gives an empty list. A prompt outside the scene is an error, or
+    with `outside="drop"` is left out: points outside are dropped, boxes are clipped to the
+    scene or dropped, and an object left without a positive point or a box is dropped.
+    """
+    points, negatives, boxes = list(points), list(negatives), list(boxes)
+    drop = _dropping(outside)
+    check_prompt_options(points=points, negatives=negatives, boxes=boxes, crs=crs)
+    _check_crs(scene, crs, "The --point/--box prompt")
+    frame = _Frame(scene, crs, pixels=crs is None)
+    unit = frame.unit()
+
+    def placed(xys: list[Coordinates], kind: str) -> list[np.ndarray]:
+        found = [_point(scene, frame, p, f"{kind} ({_pair(p)}) in {unit}", drop) for p in xys]
+        return [p for p in found if p is not None]
+
+    pos, neg = placed(points, "point"), placed(negatives, "negative point")
+    box_list = []
+    for box in boxes:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        xs, ys = np.array([x1, x2, x2, x1]), np.array([y1, y1, y2, y2])
+        what = f"box ({_pair(box)}) in {unit}"
+        box_list.append(_box_from_vertices(scene, frame, xs, ys, what, drop))
+    point_xy = np.array(pos + neg).reshape(-1, 2)
+    point_labels = np.array([1] * len(pos) + [0] * len(neg))
+    if len(boxes) == 1 and (points or negatives):
+        if box_list[0] is None and not pos:
+            return []
+        return [ObjectPrompt(point_xy, point_labels, box_list[0])]
     objects = [ObjectPrompt(point_xy, point_labels)] if pos else []
-    objects += [ObjectPrompt(box=b) for b in box_list]
+    objects += [ObjectPrompt(box=b) for b in box_list if b is not None]
     return objects
 
 
@@ -241,16 +290,26 @@ def _group_key(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def prompts_from_vector(
-    scene: Scene, path: str | os.PathLike, *, layer: str | None = None
-) -> list[ObjectPrompt]:
-    """Read object prompts from any OGR vector file (GeoPackage, GeoJSON, Shapefile, …).
+@dataclass
+class _PromptGroup:
+    """One object of a prompt file: its points (coordinates, positive, label), its polygon."""
 
-    Points are one object each unless a `group` field joins several (with at most one polygon);
-    a `positive` field (0/1, true/false) marks negative points; a MultiPoint is one object; a
-    polygon becomes a box prompt from its pixel bounding box; a `name` field names the object.
-    A file without CRS is taken to be in the scene CRS.
-    """
+    name: str | None = None
+    points: list[tuple[np.ndarray, bool, str]] = field(default_factory=list)
+    polygon: tuple[np.ndarray, str, str] | None = None  # coordinates, envelope text, label
+
+
+@dataclass(frozen=True, eq=False)
+class PromptFile:
+    """A vector file of prompts, read and checked once, to be placed on any number of scenes."""
+
+    source: str
+    crs: Any
+    groups: dict[Any, _PromptGroup]
+
+
+def read_prompt_file(path: str | os.PathLike, *, layer: str | None = None) -> PromptFile:
+    """Read and check a vector file of prompts (see `prompts_from_vector`); no scene needed."""
     source = os.fspath(path)
     if "://" not in source and not source.startswith("/vsi") and not Path(source).exists():
         raise InputError(f"The prompt file {source} does not exist. Check the path.")
@@ -268,20 +327,9 @@ def prompts_from_vector(
             "polygons (boxes around them)."
         )
     columns = {str(n).lower(): data for n, data in zip(meta["fields"], field_data, strict=True)}
-    file_crs = meta.get("crs")
-    _check_crs(scene, file_crs, f"The prompt file {source}")
-    if file_crs is None and scene.crs is not None:
-        warnings.warn(
-            f"The prompt file {source} has no CRS; its coordinates are taken to be in the scene "
-            f"CRS ({_crs_name(to_pyproj(scene.crs))}).",
-            GeoreferenceWarning,
-            stacklevel=2,
-        )
-    frame = _Frame(scene, file_crs, pixels=False)
-    unit = frame.unit() if file_crs is not None else "the file's coordinates"
     geometries = shapely.from_wkb(wkb)
 
-    groups: dict[Any, dict[str, Any]] = {}
+    groups: dict[Any, _PromptGroup] = {}
     for i, geometry in enumerate(geometries):
         label = f"feature {i + 1} of {Path(source).name}"
         if geometry is None or geometry.is_empty:
@@ -289,10 +337,10 @@ def prompts_from_vector(
         key = _group_key(columns["group"][i]) if "group" in columns else None
         if key is None:
             key = ("feature", i)
-        group = groups.setdefault(key, {"points": [], "labels": [], "box": None, "name": None})
-        if "name" in columns and group["name"] is None:
+        group = groups.setdefault(key, _PromptGroup())
+        if "name" in columns and group.name is None:
             name = _group_key(columns["name"][i])
-            group["name"] = str(name) if name is not None else None
+            group.name = str(name) if name is not None else None
         kind = geometry.geom_type
         if kind in ("Point", "MultiPoint"):
             try:
@@ -302,45 +350,81 @@ def prompts_from_vector(
                     f"The 'positive' value {columns['positive'][i]!r} of {label} is not "
                     "understood; use 1 (positive) or 0 (negative)."
                 ) from None
-            coords = shapely.get_coordinates(geometry)
-            for xy in coords:
-                group["points"].append(
-                    _point(scene, frame, xy, f"point ({_pair(xy)}) in {unit} ({label})")
-                )
-                group["labels"].append(int(positive))
+            group.points += [(xy, positive, label) for xy in shapely.get_coordinates(geometry)]
         elif kind in ("Polygon", "MultiPolygon"):
-            if group["box"] is not None:
+            if group.polygon is not None:
                 raise InputError(
                     f"The group {key!r} in {source} holds more than one polygon; a group is one "
                     "object with at most one box. Give the polygons different group values."
                 )
-            coords = shapely.get_coordinates(geometry)
-            envelope = _pair(geometry.bounds)
-            group["box"] = _box_from_vertices(
-                scene, frame, coords[:, 0], coords[:, 1],
-                f"polygon with bounds ({envelope}) in {unit} ({label})",
-            )
+            group.polygon = (shapely.get_coordinates(geometry), _pair(geometry.bounds), label)
         else:
             raise InputError(
                 f"The {label} is a {kind}; prompt files may hold points (objects to find, or "
                 "with positive=0 places to avoid) and polygons (boxes around objects) only."
             )
-
-    objects = []
     for key, group in groups.items():
-        if group["box"] is None and group["labels"] and not any(group["labels"]):
+        if group.polygon is None and group.points and not any(p for _, p, _ in group.points):
             where = f"group {key!r}" if not isinstance(key, tuple) else f"feature {key[1] + 1}"
             raise InputError(
                 f"In {source}, {where} has only negative points (positive=0). Negative points "
                 "refine an object; give them a 'group' value shared with a positive point or a "
                 "polygon of the same object."
             )
+    return PromptFile(source, meta.get("crs"), groups)
+
+
+def prompts_from_vector(
+    scene: Scene,
+    path: str | os.PathLike | PromptFile,
+    *,
+    layer: str | None = None,
+    outside: str = "error",
+) -> list[ObjectPrompt]:
+    """Read object prompts from any OGR vector file (GeoPackage, GeoJSON, Shapefile, …).
+
+    Points are one object each unless a `group` field joins several (with at most one polygon);
+    a `positive` field (0/1, true/false) marks negative points; a MultiPoint is one object; a
+    polygon becomes a box prompt from its pixel bounding box; a `name` field names the object.
+    A file without CRS is taken to be in the scene CRS. `path` may be a `PromptFile` already
+    read. `outside` is as for `prompts_from_options`.
+    """
+    drop = _dropping(outside)
+    prompts = path if isinstance(path, PromptFile) else read_prompt_file(path, layer=layer)
+    source = prompts.source
+    _check_crs(scene, prompts.crs, f"The prompt file {source}")
+    if prompts.crs is None and scene.crs is not None:
+        warnings.warn(
+            f"The prompt file {source} has no CRS; its coordinates are taken to be in the scene "
+            f"CRS ({_crs_name(to_pyproj(scene.crs))}).",
+            GeoreferenceWarning,
+            stacklevel=2,
+        )
+    frame = _Frame(scene, prompts.crs, pixels=False)
+    unit = frame.unit() if prompts.crs is not None else "the file's coordinates"
+
+    objects = []
+    for group in prompts.groups.values():
+        points, labels = [], []
+        for xy, positive, label in group.points:
+            what = f"point ({_pair(xy)}) in {unit} ({label})"
+            placed = _point(scene, frame, xy, what, drop)
+            if placed is not None:
+                points.append(placed)
+                labels.append(int(positive))
+        box = None
+        if group.polygon is not None:
+            coords, envelope, label = group.polygon
+            what = f"polygon with bounds ({envelope}) in {unit} ({label})"
+            box = _box_from_vertices(scene, frame, coords[:, 0], coords[:, 1], what, drop)
+        if box is None and not any(labels):
+            continue  # only when dropping: nothing of this object lies in the scene
         objects.append(
             ObjectPrompt(
-                np.array(group["points"]).reshape(-1, 2),
-                np.array(group["labels"], dtype=np.int64),
-                group["box"],
-                group["name"] or "object",
+                np.array(points).reshape(-1, 2),
+                np.array(labels, dtype=np.int64),
+                box,
+                group.name or "object",
             )
         )
     return objects
