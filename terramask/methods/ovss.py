@@ -50,7 +50,10 @@ class OvssPredictor:
         labels = labels_from_probabilities(probabilities, vocabulary, self.threshold)
         confidence = probabilities.max(axis=0).astype(np.float32)
         if self.segmenter is not None:
-            proposals = generate_masks(self.segmenter, image, self.generation, valid=valid)
+            # the dense labels come first: they let mask generation skip settled points
+            proposals = generate_masks(
+                self.segmenter, image, self.generation, valid=valid, dense=labels
+            )
             reject = NO_CLASS if vocabulary.background is None else vocabulary.background
             labels = vote_masks(
                 labels,

@@ -11,14 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from terramask.methods.mask_generation import MaskProposal
+from terramask.methods.mask_generation import MaskProposal, majority_class
 from terramask.methods.vocabulary import NO_CLASS
 
-
-def majority_class(labels: np.ndarray) -> int:
-    """The most frequent label (ties to the lower one); NO_CLASS counts like any label."""
-    values, counts = np.unique(labels, return_counts=True)
-    return int(values[np.argmax(counts)])
+__all__ = ["majority_class", "vote_masks"]
 
 
 def vote_masks(
