@@ -177,6 +177,7 @@ def segment(
     image_text: str | None = None,
     sam3: str | None = None,
     grid: int = 29,
+    prune: bool = True,
     threshold: float | None = None,
     background: str | None = None,
     output: str | os.PathLike = "terramask-out",
@@ -196,8 +197,10 @@ def segment(
     Each class is "name" or "name,synonym,..."; the first name names it in the outputs.
     Pixels whose best probability is below `threshold` become the `background` class (added
     if not among the classes) or "no class" (0). Engines: "clip" (dense CLIP), "sam+clip"
-    (dense CLIP voted by SAM masks from a `grid` x `grid` point grid), "sam3" (SAM 3
-    concepts). A ready `predictor` replaces the engine and model options.
+    (dense CLIP voted by SAM masks from a `grid` x `grid` point grid, decoded coarse to fine
+    unless `prune` is False: points inside a mask already found whose dense class is that
+    mask's are skipped), "sam3" (SAM 3 concepts). A ready `predictor` replaces the engine and
+    model options.
     """
     from terramask.methods.vocabulary import ClassVocabulary
     from terramask.pipeline.engines import build_predictor
@@ -216,6 +219,7 @@ def segment(
                 device=device,
                 threshold=threshold,
                 grid=grid,
+                prune=prune,
             )
         return run_segment(
             opened,
@@ -242,6 +246,7 @@ def segment_many(
     image_text: str | None = None,
     sam3: str | None = None,
     grid: int = 29,
+    prune: bool = True,
     threshold: float | None = None,
     device: str = "auto",
     predictor: OvssPredictor | None = None,
@@ -265,7 +270,7 @@ def segment_many(
         if not loaded:
             loaded["predictor"] = build_predictor(
                 engine, segmenter=segmenter, image_text=image_text, sam3=sam3, device=device,
-                threshold=threshold, grid=grid,
+                threshold=threshold, grid=grid, prune=prune,
             )  # fmt: skip
         result = segment(
             source, classes, predictor=loaded["predictor"], output=output,
@@ -565,7 +570,7 @@ def evaluate(
     set's folder in the preset's layout. `split` defaults to the preset's (e.g. val), `limit`
     takes the first N images by name. `engine` is an engine name (clip, sam+clip, sam3; the
     default is sam+clip, as for `segment`) built with `model_options` (segmenter, image_text,
-    sam3, grid), or a ready `OvssPredictor` / `SemanticEngine`. `threshold` overrides the
+    sam3, grid, prune), or a ready `OvssPredictor` / `SemanticEngine`. `threshold` overrides the
     preset's. Writes predictions, report.json and report.md to `output/<dataset>_<split>`
     and returns the report.
     """

@@ -304,6 +304,13 @@ def prompt(
 @click.option("--sam3", help="SAM 3 model: hub id or local folder.")
 @click.option("--grid", type=click.IntRange(min=1), default=29, show_default=True)
 @click.option(
+    "--prune/--no-prune",
+    default=True,
+    show_default=True,
+    help="sam+clip: decode the point grid coarse to fine, skipping points inside a mask "
+    "already found whose dense class is the mask's; --no-prune decodes every point.",
+)
+@click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
     help="Probability below which a pixel is background (or 'no class').",
@@ -519,6 +526,11 @@ def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -
 @click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
 @click.option("--sam3", help="SAM 3 model: hub id or local folder.")
 @click.option("--grid", type=click.IntRange(min=1), help="SAM point grid for sam+clip [29].")
+@click.option(
+    "--prune/--no-prune",
+    default=None,
+    help="sam+clip: decode the grid coarse to fine, skipping settled points [--prune].",
+)
 @click.option("--mllm-url", help="Referring/reasoning sets: OpenAI-compatible endpoint.")
 @click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
 @click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")

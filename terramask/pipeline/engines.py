@@ -18,6 +18,7 @@ def build_predictor(
     device: str = "auto",
     threshold: float | None = None,
     grid: int = 29,
+    prune: bool = True,
     single_class: int | None = None,
 ) -> OvssPredictor:
     """The predictor for `engine`: dense CLIP, dense CLIP voted by SAM masks, or SAM 3."""
@@ -42,6 +43,6 @@ def build_predictor(
         dense,
         segmenter=sam,
         threshold=threshold,
-        generation=GenerationSettings(grid=grid),
+        generation=GenerationSettings(grid=grid, prune=prune),
         single_class=single_class,
     )
