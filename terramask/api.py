@@ -190,6 +190,8 @@ def segment(
     device: str = "auto",
     overwrite: bool = False,
     predictor: OvssPredictor | None = None,
+    ray: str | None = None,
+    ray_workers: int | None = None,
     progress: Progress | None = None,
 ) -> SegmentResult:
     """Label every pixel of a scene with one of `classes` (open vocabulary, no training).
@@ -201,30 +203,36 @@ def segment(
     unless `prune` is False: points inside a mask already found whose dense class is that
     mask's are skipped), "sam3" (SAM 3 concepts). A ready `predictor` replaces the engine and
     model options.
+
+    Finished tiles are kept under `output/.terramask-work/` until the outputs are written, so
+    re-running after a crash or Ctrl-C resumes. `ray` ("local" or a cluster address) runs
+    tiles on Ray actors (`ray_workers` of them) instead of in this process; outputs are the
+    same.
     """
     from terramask.methods.vocabulary import ClassVocabulary
-    from terramask.pipeline.engines import build_predictor
-    from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, run_segment
+    from terramask.pipeline.engines import PredictorSpec
+    from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, InProcessRunner, run_segment
     from terramask.scene import open_scene
 
     vocabulary = ClassVocabulary.parse(classes, background=background)
+    spec = PredictorSpec.of(
+        engine, segmenter=segmenter, image_text=image_text, sam3=sam3, device=device,
+        threshold=threshold, grid=grid, prune=prune,
+    )  # fmt: skip
     with open_scene(scene, bands=bands, stretch=stretch) as opened:
         outputs = _checked_outputs(opened, output, overwrite, SEGMENT_OUTPUTS)
-        if predictor is None:
-            predictor = build_predictor(
-                engine,
-                segmenter=segmenter,
-                image_text=image_text,
-                sam3=sam3,
-                device=device,
-                threshold=threshold,
-                grid=grid,
-                prune=prune,
-            )
+        if predictor is not None:
+            runner = InProcessRunner(opened, predictor, vocabulary)
+        elif ray is not None:
+            from terramask.pipeline.ray_backend import RayRunner
+
+            runner = RayRunner(ray, spec, opened, vocabulary, workers=ray_workers)
+        else:
+            runner = InProcessRunner(opened, spec.build(), vocabulary, spec.description)
         return run_segment(
             opened,
             vocabulary,
-            predictor,
+            runner,
             outputs,
             tile_size=tile_size,
             overlap=overlap,
@@ -257,24 +265,20 @@ def segment_many(
 
     Models load once. Each scene gets its own result set in `output`, all polygons also go to
     `output/index.gpkg` (field `scene`), and `output/summary.json` records what happened.
-    Scenes already done (their report exists) are skipped, so re-running resumes.
+    Scenes already done (their report exists) are skipped, and a scene interrupted midway
+    resumes from its finished tiles (outputs it left without a report are replaced), so
+    re-running the same command resumes.
     """
     from terramask.pipeline.batch import run_batch
-    from terramask.pipeline.engines import build_predictor
     from terramask.scene import expand_inputs
 
     sources = expand_inputs(inputs, asset=asset)
-    loaded: dict = {} if predictor is None else {"predictor": predictor}
 
     def run_one(source: str) -> dict:
-        if not loaded:
-            loaded["predictor"] = build_predictor(
-                engine, segmenter=segmenter, image_text=image_text, sam3=sam3, device=device,
-                threshold=threshold, grid=grid, prune=prune,
-            )  # fmt: skip
         result = segment(
-            source, classes, predictor=loaded["predictor"], output=output,
-            overwrite=overwrite, **options,
+            source, classes, engine=engine, segmenter=segmenter, image_text=image_text,
+            sam3=sam3, grid=grid, prune=prune, threshold=threshold, device=device,
+            predictor=predictor, output=output, overwrite=True, **options,
         )  # fmt: skip
         return result.to_dict()
 

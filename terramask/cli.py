@@ -79,7 +79,12 @@ def _run_safely(func: Callable[..., Any]) -> Callable[..., Any]:
             stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
-            stderr.print("[yellow]interrupted[/]: no partial output was kept.")
+            stderr.print(
+                "[yellow]interrupted[/]: no incomplete output file was left. Finished scenes "
+                "and tiles are kept: run the same command again to continue where it stopped.",
+                highlight=False,
+                soft_wrap=True,
+            )
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
@@ -327,6 +332,17 @@ def prompt(
     default=0,
     help="Drop polygons smaller than this many pixels.",
 )
+@click.option(
+    "--ray",
+    metavar="local|ADDRESS",
+    help="Run tiles on Ray actors: 'local' starts Ray here, ADDRESS joins a cluster "
+    "(needs pip install 'terramask[ray]'). Outputs are the same as without it.",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    help="Model-holding Ray actors [default: one per GPU, else one per 2 CPUs].",
+)
 @raster_options
 @tiling_options(default_overlap=128)
 @output_options
@@ -339,6 +355,10 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
     item / item collection JSON: each scene gets its own outputs, all polygons also go to
     index.gpkg (field `scene`), summary.json says what happened, and re-running the same
     command skips scenes already done.
+
+    Finished tiles are kept in OUTPUT/.terramask-work until a scene's outputs are written:
+    after a crash or Ctrl-C, the same command continues where it stopped, and the outputs are
+    byte-identical to an uninterrupted run's.
 
     Each -c is a class, with synonyms after commas (-c "road,street"); the first name names
     it. Writes SCENE_labels.tif (class values 1..K, 0 no class, colour table), SCENE_score.tif,

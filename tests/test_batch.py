@@ -119,3 +119,42 @@ def test_cli_runs_a_folder_with_a_tiny_clip(tmp_path):
     assert data["processed"] == 2 and data["failed"] == []
     assert (tmp_path / "out" / "east_labels.tif").exists()
     assert (tmp_path / "out" / "index.gpkg").exists()
+
+
+def test_a_batch_interrupted_inside_a_scene_resumes_to_identical_outputs(tmp_path):
+    import hashlib
+
+    class StopAt(ColourEngine):
+        """Ctrl-C on call `stop_at` (counted over the whole batch)."""
+
+        def __init__(self, stop_at=None):
+            super().__init__(PROTOTYPES)
+            self.stop_at = stop_at
+
+        def probabilities(self, image, vocabulary):
+            if self.calls + 1 == self.stop_at:
+                raise KeyboardInterrupt
+            return super().probabilities(image, vocabulary)
+
+    scenes = tmp_path / "scenes"
+    for i in range(3):
+        write_synthetic_scene(scenes / f"s{i}.tif", width=200, height=150, seed=i)
+
+    def run(out, engine):
+        return api.segment_many(scenes, CLASSES, output=out, tile_size=64, overlap=16,
+                                predictor=OvssPredictor(engine))  # fmt: skip
+
+    run(tmp_path / "whole", StopAt())
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed", StopAt(stop_at=22))  # scene s0 has 12 tiles: inside s1
+    engine = StopAt()
+    summary = run(tmp_path / "resumed", engine)
+    assert [s.rsplit("/", 1)[-1] for s in summary.already_done] == ["s0.tif"]
+    assert engine.calls == 2 * 12 - 9  # s1's 9 finished tiles are not redone
+
+    def digest(folder):
+        names = sorted(p.name for p in folder.iterdir() if p.name != "summary.json")
+        return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
+
+    assert digest(tmp_path / "resumed") == digest(tmp_path / "whole")
+    assert ".terramask-work" not in digest(tmp_path / "resumed")

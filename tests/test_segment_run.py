@@ -96,7 +96,7 @@ def test_all_nodata_tiles_cost_nothing(tmp_path):
     engine = ColourEngine(PROTOTYPES)
     result = api.segment(scene, CLASSES, predictor=OvssPredictor(engine), output=tmp_path / "o",
                          tile_size=100, overlap=0)  # fmt: skip
-    assert result.tiles == {"total": 9, "skipped_no_data": 8}
+    assert result.tiles == {"total": 9, "skipped_no_data": 8, "resumed": 0}
     assert engine.calls == 1
     with rasterio.open(result.outputs["labels"]) as labels:
         values = labels.read(1)

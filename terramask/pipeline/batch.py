@@ -15,7 +15,7 @@ import json
 import resource
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ Prepare = Callable[[list[str]], None]
 
 INDEX_NAME = "index.gpkg"
 SUMMARY_NAME = "summary.json"
+INDEX_BATCH = 50_000
 
 
 @dataclass
@@ -161,37 +162,47 @@ def write_index(output: Path, names: Sequence[str]) -> Path | None:
     Scenes keep their own CRS in their own files; the index is written in the CRS of the
     first scene, and a scene in another CRS is reprojected into it.
     """
-    from terramask.scene.vectors import to_pyproj
+    from terramask.scene.vectors import fixed_gpkg_date, to_pyproj
 
     index = output / INDEX_NAME
     parts = [(n, output / f"{n}.gpkg") for n in names if (output / f"{n}.gpkg").exists()]
     if not parts:
         return None
-    with atomic_output(index, overwrite=True) as tmp:
+    with atomic_output(index, overwrite=True) as tmp, fixed_gpkg_date():
         target_crs = None
         written = False
         for name, gpkg in parts:
-            meta, _, geometry, values = pyogrio.raw.read(gpkg)
-            if len(geometry) == 0:
-                continue
-            crs = meta["crs"]
-            if target_crs is None:
-                target_crs = crs
-            elif crs and target_crs and not to_pyproj(crs).equals(to_pyproj(target_crs)):
-                geometry = _reproject_wkb(geometry, crs, target_crs)
-            fields = [*meta["fields"], "scene"]
-            data = [*values, np.array([name] * len(geometry), dtype=object)]
-            pyogrio.raw.write(
-                tmp, geometry, data, fields, crs=target_crs, driver="GPKG", layer="objects",
-                geometry_type="MultiPolygon", promote_to_multi=True, append=written,
-            )  # fmt: skip
-            written = True
+            for meta, geometry, values in _read_batches(gpkg):
+                crs = meta["crs"]
+                if target_crs is None:
+                    target_crs = crs
+                elif crs and target_crs and not to_pyproj(crs).equals(to_pyproj(target_crs)):
+                    geometry = _reproject_wkb(geometry, crs, target_crs)
+                fields = [*meta["fields"], "scene"]
+                data = [*values, np.array([name] * len(geometry), dtype=object)]
+                pyogrio.raw.write(
+                    tmp, geometry, data, fields, crs=target_crs, driver="GPKG",
+                    layer="objects", geometry_type="MultiPolygon", promote_to_multi=True,
+                    append=written,
+                )  # fmt: skip
+                written = True
         if not written:
             pyogrio.raw.write(
                 tmp, np.array([], dtype=object), [np.array([], dtype=object)], ["scene"],
                 crs=target_crs, driver="GPKG", layer="objects", geometry_type="MultiPolygon",
             )  # fmt: skip
     return index
+
+
+def _read_batches(gpkg: Path, size: int = INDEX_BATCH) -> Iterator[tuple]:
+    """A scene's polygons `size` at a time, so the index never holds a whole scene's."""
+    skip = 0
+    while True:
+        meta, _, geometry, values = pyogrio.raw.read(gpkg, skip_features=skip, max_features=size)
+        if len(geometry) == 0:
+            return
+        yield meta, geometry, values
+        skip += len(geometry)
 
 
 def _reproject_wkb(geometry: np.ndarray, source: str, target: str) -> np.ndarray:

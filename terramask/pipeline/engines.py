@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from terramask.errors import InputError
 from terramask.methods.mask_generation import GenerationSettings
 from terramask.methods.ovss import OvssPredictor
@@ -46,3 +49,27 @@ def build_predictor(
         generation=GenerationSettings(grid=grid, prune=prune),
         single_class=single_class,
     )
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """How to build a predictor, without building it: what Ray actors receive, and what a
+    run's report and resume fingerprint record (the same whichever backend runs the tiles).
+
+    Models load once per process (see `models.load_once`), so building again is cheap.
+    """
+
+    engine: str = "sam+clip"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, engine: str = "sam+clip", **options: Any) -> PredictorSpec:
+        return cls(engine, tuple(sorted(options.items())))
+
+    def build(self) -> OvssPredictor:
+        return build_predictor(self.engine, **dict(self.options))
+
+    @property
+    def description(self) -> dict:
+        """Engine and settings; the device is left out (it does not change what is asked)."""
+        return {"engine": self.engine, **{k: v for k, v in self.options if k != "device"}}

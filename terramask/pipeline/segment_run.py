@@ -1,45 +1,51 @@
 """The `segment` run: class names to a georeferenced label map and polygons, tile by tile.
 
 Seam rule: every tile is predicted on its whole window (overlap included, for context) but
-writes only its core; cores partition the scene, seams sit in the middle of each overlap.
+keeps only its core; cores partition the scene, seams sit in the middle of each overlap.
 Polygons are made per core and those of one class that meet across a seam are merged.
+
+A run has two phases. Tiles are computed by a runner (in this process, or on Ray actors),
+in any order, and each finished tile is kept on disk in the tile store; a re-run of the
+same command skips the tiles already there. Then the outputs are assembled from the store in
+tile order, one tile at a time: the COGs window by window, polygons streamed to the vector
+files as tiles go by, only the pieces on seams held back for merging. Assembling from the
+store whatever happened before is what makes outputs identical across backends, and
+byte-identical after an interruption.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import shapely
-from rasterio.windows import Window
 
+import terramask
 from terramask.methods.ovss import OvssPredictor
 from terramask.methods.vocabulary import ClassVocabulary
-from terramask.pipeline.object_outputs import (
-    label_and_score_writers,
-    write_vectors_and_preview,
+from terramask.pipeline.object_outputs import label_and_score_writers, write_report
+from terramask.pipeline.segment_tiles import (
+    LABEL_NODATA,
+    NO_CLASS_VALUE,
+    TileResult,
+    compute_tile,
 )
-from terramask.scene import (
-    Feature,
-    OutputSet,
-    Scene,
-    area_m2,
-    atomic_output,
-    plan_tiles,
-    polygonize,
-)
-from terramask.scene.vectors import to_pyproj
-from terramask.scene.writers import PALETTE
+from terramask.pipeline.tile_store import WORK_FOLDER, TileStore
+from terramask.scene import Feature, OutputSet, Scene, Tile, area_m2, plan_tiles
+from terramask.scene.vectors import VectorWriter, to_pyproj
+from terramask.scene.writers import PALETTE, write_preview
 
 Progress = Callable[[str, int, int], None]
 
 SEGMENT_OUTPUTS = ("labels", "score", "gpkg", "geojson", "preview", "report")
-LABEL_NODATA = 255
-NO_CLASS_VALUE = 0
+
+__all__ = ["LABEL_NODATA", "NO_CLASS_VALUE", "SEGMENT_OUTPUTS", "run_segment"]
+
 
 def class_colormap(vocabulary: ClassVocabulary) -> dict[int, tuple[int, int, int, int]]:
     """Raster value k+1 for class k, colours cycling through PALETTE."""
@@ -49,9 +55,42 @@ def class_colormap(vocabulary: ClassVocabulary) -> dict[int, tuple[int, int, int
     return colours
 
 
+class TileRunner(Protocol):
+    """Computes tiles somewhere and yields their results as they finish, in any order.
+
+    `description` is what the report and the tile store's fingerprint record of the engine;
+    it must be the same for every backend given the same settings.
+    """
+
+    description: dict
+
+    def run(self, tiles: Sequence[Tile]) -> Iterator[TileResult]: ...
+
+
+@dataclass
+class InProcessRunner:
+    """Tiles one after another in this process."""
+
+    scene: Scene
+    predictor: OvssPredictor
+    vocabulary: ClassVocabulary
+    description: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.description:
+            self.description = {
+                "engine": self.predictor.name,
+                "threshold": self.predictor.threshold,
+            }
+
+    def run(self, tiles: Sequence[Tile]) -> Iterator[TileResult]:
+        for tile in tiles:
+            yield compute_tile(self.scene, tile, self.predictor, self.vocabulary)
+
+
 @dataclass
 class SegmentResult:
-    """Files written, per-class pixel counts and areas, timings."""
+    """Files written, per-class pixel counts and areas, tiles, timings."""
 
     outputs: dict[str, Path]
     classes: list[dict]
@@ -67,16 +106,10 @@ class SegmentResult:
         }
 
 
-@dataclass
-class _Piece:
-    feature: Feature
-    on_seam: bool
-
-
 def run_segment(
     scene: Scene,
     vocabulary: ClassVocabulary,
-    predictor: OvssPredictor,
+    runner: TileRunner,
     outputs: OutputSet,
     *,
     tile_size: int = 1024,
@@ -85,49 +118,37 @@ def run_segment(
     min_area_px: int = 0,
     progress: Progress | None = None,
 ) -> SegmentResult:
-    """Predict every tile, write its core, then merge polygons across seams and write all."""
+    """Compute the tiles not yet in the store, then assemble every output from the store."""
     started = time.perf_counter()
     plan = plan_tiles(scene.width, scene.height, tile_size, overlap)
-    colormap = class_colormap(vocabulary)
-    names = {k + 1: name for k, name in enumerate(vocabulary.names)}
-    pixels = np.zeros(len(vocabulary) + 1, dtype=np.int64)
-    pieces: list[_Piece] = []
-    skipped = 0
-    with label_and_score_writers(
-        scene, outputs, "labels", dtype="uint8", nodata=LABEL_NODATA, colormap=colormap
-    ) as (label_writer, score_writer):
-        for done, tile in enumerate(plan):
-            if progress:
-                progress("segment", done, len(plan))
-            window = scene.read(tile.window)
-            core = _core_slices(tile.window, tile.core)
-            valid = window.valid[core]
-            if not valid.any():  # nothing to see: no model call
-                skipped += 1
-                label_writer.write(np.full(valid.shape, LABEL_NODATA, np.uint8), tile.core)
-                score_writer.write(np.full(valid.shape, np.nan, np.float32), tile.core)
-                continue
-            labels, confidence = predictor.predict(window.image, vocabulary, valid=window.valid)
-            values = np.where(labels[core] >= 0, labels[core] + 1, NO_CLASS_VALUE)
-            values = np.where(valid, values, LABEL_NODATA).astype(np.uint8)
-            score = np.where(valid, confidence[core], np.nan).astype(np.float32)
-            label_writer.write(values, tile.core)
-            score_writer.write(score, tile.core)
-            pixels += np.bincount(values[valid].ravel(), minlength=len(pixels))[: len(pixels)]
-            pieces += _core_polygons(scene, tile.core, values, score, valid, names)
+    store = TileStore(
+        outputs.directory / WORK_FOLDER / outputs.stem,
+        _fingerprint(scene, vocabulary, runner, tile_size, overlap),
+    )
+    done = store.done() & set(range(len(plan)))
+    pending = [tile for tile in plan if tile.index not in done]
+    finished = len(done)
     if progress:
-        progress("segment", len(plan), len(plan))
+        progress("segment", finished, len(plan))
+    for result in runner.run(pending):
+        store.save(result)
+        finished += 1
+        if progress:
+            progress("segment", finished, len(plan))
     timings = {"segment": time.perf_counter() - started}
 
     t = time.perf_counter()
-    features = finish_polygons(
-        merge_across_seams(pieces, scene.crs), scene, simplify=simplify, min_area_px=min_area_px
+    assembled = _assemble(scene, vocabulary, store, len(plan), outputs, simplify, min_area_px)
+    timings["assemble"] = time.perf_counter() - t
+    t = time.perf_counter()
+    write_preview(
+        outputs.path("preview"),
+        scene,
+        outputs.path("labels"),
+        colormap=class_colormap(vocabulary),
+        overwrite=outputs.overwrite,
     )
-    timings["merge"] = time.perf_counter() - t
-    vectors, finishing = write_vectors_and_preview(scene, features, outputs, "labels", colormap)
-    timings.update(finishing)
-    written = [outputs.path("labels"), outputs.path("score"), *vectors]
-    timings["total"] = time.perf_counter() - started
+    timings["preview"] = time.perf_counter() - t
 
     pixel_area = _pixel_area_m2(scene)
     classes = [
@@ -135,99 +156,136 @@ def run_segment(
             "value": k + 1,
             "name": name,
             "synonyms": list(vocabulary.classes[k]),
-            "pixels": int(pixels[k + 1]),
-            "area_m2": None if pixel_area is None else float(pixels[k + 1] * pixel_area),
-            "polygons": sum(1 for f in features if f.label == name),
+            "pixels": int(assembled.pixels[k + 1]),
+            "area_m2": None
+            if pixel_area is None
+            else float(assembled.pixels[k + 1] * pixel_area),
+            "polygons": assembled.polygons[name],
         }
         for k, name in enumerate(vocabulary.names)
     ]
-    result = SegmentResult(
-        outputs={
-            kind: path for kind in SEGMENT_OUTPUTS for path in written if path == outputs.path(kind)
+    tiles = {"total": len(plan), "skipped_no_data": assembled.skipped}
+    written = {
+        kind: outputs.path(kind)
+        for kind in SEGMENT_OUTPUTS
+        if kind != "report" and (kind != "geojson" or (scene.georeferenced and scene.crs))
+    }
+    report = write_report(
+        outputs,
+        {
+            # names, not paths: beside the report, and identical wherever the folder is
+            "outputs": {k: v.name for k, v in written.items()},
+            "classes": classes,
+            "tiles": tiles,
+            **runner.description,
+            "no_class_value": NO_CLASS_VALUE,
+            "nodata_value": LABEL_NODATA,
         },
+    )
+    store.remove()
+    timings["total"] = time.perf_counter() - started
+    return SegmentResult(
+        outputs={**written, "report": report},
         classes=classes,
-        tiles={"total": len(plan), "skipped_no_data": skipped},
+        tiles={**tiles, "resumed": len(done)},
         timings=timings,
     )
-    report = outputs.path("report")
-    with atomic_output(report, overwrite=outputs.overwrite) as tmp:
-        Path(tmp).write_text(
-            json.dumps(
-                {
-                    **result.to_dict(),
-                    "engine": predictor.name,
-                    "threshold": predictor.threshold,
-                    "no_class_value": NO_CLASS_VALUE,
-                    "nodata_value": LABEL_NODATA,
-                },
-                indent=2,
-            )
-        )
-    result.outputs["report"] = report
-    return result
 
 
-def _core_slices(window: Window, core: Window) -> tuple[slice, slice]:
-    r0 = core.row_off - window.row_off
-    c0 = core.col_off - window.col_off
-    return slice(r0, r0 + core.height), slice(c0, c0 + core.width)
-
-
-def _core_polygons(
+def _fingerprint(
     scene: Scene,
-    core: Window,
-    values: np.ndarray,
-    score: np.ndarray,
-    valid: np.ndarray,
-    names: dict[int, str],
-) -> list[_Piece]:
-    """Polygons of one core; those touching an inner seam are marked for merging.
+    vocabulary: ClassVocabulary,
+    runner: TileRunner,
+    tile_size: int,
+    overlap: int,
+) -> dict:
+    """Everything a tile's result depends on: a store made under other settings is discarded."""
+    return {
+        "terramask": terramask.__version__,
+        "scene": {
+            "source": scene.source,
+            "size": [scene.width, scene.height],
+            "bands": list(scene.bands),
+            "stretch": [scene.stretch.low.tolist(), scene.stretch.high.tolist()],
+        },
+        "classes": [list(c) for c in vocabulary.classes],
+        "background": vocabulary.background,
+        "tiling": [tile_size, overlap],
+        "engine": runner.description,
+    }
 
-    Size filtering and simplification wait until objects are whole (after merging): a
-    piece cut by a seam may be small while its object is not.
-    """
-    transform = scene.window_transform(core)
-    features = polygonize(
-        values,
-        transform,
-        names=names,
+
+@dataclass
+class _Assembled:
+    pixels: np.ndarray
+    polygons: Counter
+    skipped: int
+
+
+def _assemble(
+    scene: Scene,
+    vocabulary: ClassVocabulary,
+    store: TileStore,
+    tiles: int,
+    outputs: OutputSet,
+    simplify: float | None,
+    min_area_px: int,
+) -> _Assembled:
+    """Write the COGs and the vectors from the stored tiles, in tile order, one at a time."""
+    pixels = np.zeros(len(vocabulary) + 1, dtype=np.int64)
+    polygons: Counter = Counter()
+    skipped = 0
+    seam_pieces: list[Feature] = []
+    vectors = VectorWriter(
         crs=scene.crs,
-        score_map=np.nan_to_num(score),
-        valid=valid,
+        gpkg_path=outputs.path("gpkg"),
+        geojson_path=outputs.path("geojson") if scene.georeferenced else None,
+        overwrite=outputs.overwrite,
     )
-    seams = _inner_seams(scene, core, transform)
-    return [_Piece(f, seams is not None and f.geometry.intersects(seams)) for f in features]
+
+    def add(features: list[Feature]) -> None:
+        finished = finish_polygons(features, scene, simplify=simplify, min_area_px=min_area_px)
+        polygons.update(f.label for f in finished)
+        vectors.add(finished)
+
+    with (
+        label_and_score_writers(
+            scene,
+            outputs,
+            "labels",
+            dtype="uint8",
+            nodata=LABEL_NODATA,
+            colormap=class_colormap(vocabulary),
+        ) as (label_writer, score_writer),
+        vectors,
+    ):
+        for result in store.results(range(tiles)):
+            shape = (result.core.height, result.core.width)
+            if result.skipped:
+                skipped += 1
+                label_writer.write(np.full(shape, LABEL_NODATA, np.uint8), result.core)
+                score_writer.write(np.full(shape, np.nan, np.float32), result.core)
+                continue
+            label_writer.write(result.values, result.core)
+            score_writer.write(result.score, result.core)
+            pixels += result.pixels
+            pieces = list(zip(result.features, result.on_seam, strict=True))
+            add([f for f, on_seam in pieces if not on_seam])
+            seam_pieces += [f for f, on_seam in pieces if on_seam]
+        add(merge_across_seams(seam_pieces, scene.crs))
+    return _Assembled(pixels, polygons, skipped)
 
 
-def _inner_seams(scene: Scene, core: Window, transform) -> shapely.Geometry | None:
-    """The core's edges that border another core (not the scene's own edge), as lines."""
-    c0, r0 = core.col_off, core.row_off
-    c1, r1 = c0 + core.width, r0 + core.height
-    lines = []
-    if c0 > 0:
-        lines.append(((0, 0), (0, core.height)))
-    if r0 > 0:
-        lines.append(((0, 0), (core.width, 0)))
-    if c1 < scene.width:
-        lines.append(((core.width, 0), (core.width, core.height)))
-    if r1 < scene.height:
-        lines.append(((0, core.height), (core.width, core.height)))
-    if not lines:
-        return None
-    return shapely.MultiLineString([[transform @ p for p in line] for line in lines])
-
-
-def merge_across_seams(pieces: list[_Piece], crs) -> list[Feature]:
-    """Join pieces of one class that share an edge across a seam; interior ones pass as is.
+def merge_across_seams(pieces: list[Feature], crs) -> list[Feature]:
+    """Join pieces (all touching a seam) of one class that share an edge across a seam.
 
     The merged feature's score is the area-weighted mean of its pieces' scores.
     """
     crs_proj = to_pyproj(crs)
-    features = [p.feature for p in pieces if not p.on_seam]
+    features: list[Feature] = []
     by_class: dict[str, list[Feature]] = {}
-    for p in pieces:
-        if p.on_seam:
-            by_class.setdefault(p.feature.label, []).append(p.feature)
+    for piece in pieces:
+        by_class.setdefault(piece.label, []).append(piece)
     for label, group in by_class.items():
         geometries = [f.geometry for f in group]
         merged = shapely.union_all(geometries)

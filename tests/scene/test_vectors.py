@@ -15,6 +15,7 @@ from shapely.geometry import box
 
 from terramask.errors import OutputError
 from terramask.scene import Feature, GeoreferenceWarning, area_m2, polygonize, write_vectors
+from terramask.scene.vectors import VectorWriter
 
 UTM = Affine(0.5, 0, 500000, 0, -0.5, 4650000)  # EPSG:32633, 15°E / ~42°N
 
@@ -119,3 +120,33 @@ def test_no_crs_skips_geojson_and_refuses_overwrite(tmp_path):
         write_vectors(features, crs="EPSG:32633", gpkg_path=gpkg, geojson_path=None)
     write_vectors(features, crs="EPSG:32633", gpkg_path=gpkg, geojson_path=None, overwrite=True)
     assert pyogrio.read_info(gpkg)["crs"] == "EPSG:32633"
+
+
+def test_streamed_batches_equal_one_write_and_nothing_appears_on_failure(tmp_path):
+    features = [
+        Feature(box(500000 + 10 * i, 4650000, 500008 + 10 * i, 4650008), f"c{i % 3}", i / 10, 64.0)
+        for i in range(7)
+    ]
+    write_vectors(features, crs="EPSG:32633", gpkg_path=tmp_path / "one.gpkg",
+                  geojson_path=tmp_path / "one.geojson")  # fmt: skip
+    writer = VectorWriter(crs="EPSG:32633", gpkg_path=tmp_path / "s.gpkg",
+                          geojson_path=tmp_path / "s.geojson", batch=3)  # fmt: skip
+    with writer:
+        for f in features:
+            writer.add([f])
+            assert len(writer._buffer) < 3  # flushed every 3: memory holds one batch
+    assert writer.count == 7
+    for suffix in ("gpkg", "geojson"):
+        one, streamed = pyogrio.raw.read(tmp_path / f"one.{suffix}"), pyogrio.raw.read(
+            tmp_path / f"s.{suffix}"
+        )
+        assert list(one[2]) == list(streamed[2])  # same geometries, same order
+        for a, b in zip(one[3], streamed[3], strict=True):
+            assert list(a) == list(b)
+    with pytest.raises(RuntimeError), VectorWriter(
+        crs="EPSG:32633", gpkg_path=tmp_path / "f.gpkg", geojson_path=tmp_path / "f.geojson",
+        batch=2,
+    ) as failing:  # fmt: skip
+        failing.add(features)
+        raise RuntimeError("the run broke")
+    assert not list(tmp_path.glob("f.*")) and not list(tmp_path.glob(".f.*"))

@@ -1,0 +1,101 @@
+"""The Ray backend on a local Ray (this machine's cores) with a tiny real CLIP: outputs are
+identical to the in-process backend's, a worker that dies has its tiles retried, and without
+Ray the flag says how to install it."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from terramask import api
+from terramask.errors import InputError
+from terramask.methods.vocabulary import ClassVocabulary
+from terramask.pipeline.engines import PredictorSpec
+from terramask.pipeline.segment_run import run_segment
+from terramask.scene import OutputSet, open_scene
+from terramask.testing.flaky import DieOnceSpec
+from terramask.testing.scenes import write_synthetic_scene
+from terramask.testing.tiny_models import save_tiny_clip
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'terramask[ray]')")
+
+CLASSES = ["field", "road,street", "water"]
+FILES = ("_labels.tif", "_score.tif", ".gpkg", ".geojson", "_preview.png", ".json")
+TILING = {"tile_size": 128, "overlap": 32}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray")
+    scene = write_synthetic_scene(root / "scene.tif", width=300, height=260)
+    clip = save_tiny_clip(root / "clip")
+    yield scene, clip
+    from terramask.pipeline.ray_backend import release_workers
+
+    release_workers()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def digests(folder, stem="scene"):
+    return {s: hashlib.sha256((folder / f"{stem}{s}").read_bytes()).hexdigest() for s in FILES}
+
+
+def test_ray_local_gives_the_same_outputs_as_in_process(setup, tmp_path):
+    """Byte-identical when a worker has as many CPUs (torch threads) as this process uses;
+    with fewer threads float sums are ordered differently: labels agree, and scores (after
+    a softmax at logit scale 50, which amplifies) to about 1e-4."""
+    scene, clip = setup
+    common = dict(engine="clip", image_text=str(clip), device="cpu", **TILING)
+    local = api.segment(scene, CLASSES, output=tmp_path / "local", **common)
+    one = api.segment(scene, CLASSES, output=tmp_path / "ray1", ray="local", ray_workers=1,
+                      **common)  # fmt: skip
+    assert one.tiles == local.tiles == {"total": 9, "skipped_no_data": 0, "resumed": 0}
+    assert ray.cluster_resources()["CPU"] == torch.get_num_threads()  # 1 worker: all of them
+    assert digests(tmp_path / "ray1") == digests(tmp_path / "local")
+
+    api.segment(scene, CLASSES, output=tmp_path / "ray2", ray="local", ray_workers=2, **common)
+    for kind in ("labels", "score"):
+        with rasterio.open(tmp_path / "ray2" / f"scene_{kind}.tif") as a, rasterio.open(
+            tmp_path / "local" / f"scene_{kind}.tif"
+        ) as b:
+            if kind == "labels":
+                assert np.array_equal(a.read(), b.read())
+            else:
+                np.testing.assert_allclose(a.read(), b.read(), atol=5e-4)  # measured: 1.4e-4
+
+
+def test_a_worker_that_dies_has_its_tiles_retried(setup, tmp_path):
+    from terramask.pipeline.ray_backend import RayRunner
+
+    scene, clip = setup
+    spec = PredictorSpec.of("clip", image_text=str(clip), device="cpu")
+    vocabulary = ClassVocabulary.parse(CLASSES)
+    marker = tmp_path / "died"
+    with open_scene(scene) as opened:
+        runner = RayRunner("local", DieOnceSpec(spec, str(marker)), opened, vocabulary,
+                           workers=1)  # fmt: skip
+        outputs = OutputSet(tmp_path / "flaky", opened.name)
+        result = run_segment(opened, vocabulary, runner, outputs, **TILING)
+    assert marker.exists()  # a worker really died midway
+    assert result.tiles["total"] == 9
+    api.segment(scene, CLASSES, engine="clip", image_text=str(clip), device="cpu",
+                output=tmp_path / "local", **TILING)  # fmt: skip
+    flaky, local = digests(tmp_path / "flaky"), digests(tmp_path / "local")
+    assert flaky.pop(".json") and local.pop(".json")  # the reports name other spec options
+    assert flaky == local
+
+
+def test_without_ray_the_flag_says_how_to_install_it(setup, tmp_path, monkeypatch):
+    scene, clip = setup
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(InputError, match=r"pip install 'terramask\[ray\]'"):
+        api.segment(scene, CLASSES, engine="clip", image_text=str(clip), ray="local",
+                    output=tmp_path / "o")  # fmt: skip
+    assert not (tmp_path / "o" / "scene_labels.tif").exists()

@@ -1,0 +1,96 @@
+"""An interrupted `segment` resumes from its finished tiles, and its outputs are byte-identical
+to an uninterrupted run's; a store left by other settings is never mixed in."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from terramask import api
+from terramask.methods.ovss import OvssPredictor
+from terramask.pipeline.tile_store import WORK_FOLDER
+from terramask.testing.scenes import write_geotiff_from_image
+from tests.doubles import ColourEngine
+
+CLASSES = ["impervious surface,road", "building,roof", "low vegetation", "tree"]
+PROTOTYPES = [(150, 150, 150), (200, 90, 70), (90, 130, 70), (40, 70, 40)]
+FILES = ("_labels.tif", "_score.tif", ".gpkg", ".geojson", "_preview.png", ".json")
+
+
+@pytest.fixture(scope="module")
+def potsdam(rs_samples, tmp_path_factory):
+    image = rs_samples / "potsdam" / "img_dir" / "2_10_0_0_512_512.png"
+    return write_geotiff_from_image(image, tmp_path_factory.mktemp("p") / "potsdam.tif")
+
+
+class StopAfter(ColourEngine):
+    """Raises KeyboardInterrupt (a user's Ctrl-C) on call number `stop_at`."""
+
+    def __init__(self, stop_at: int) -> None:
+        super().__init__(PROTOTYPES)
+        self.stop_at = stop_at
+
+    def probabilities(self, image, vocabulary):
+        if self.calls + 1 == self.stop_at:
+            raise KeyboardInterrupt
+        return super().probabilities(image, vocabulary)
+
+
+def digests(folder, stem="potsdam"):
+    return {s: hashlib.sha256((folder / f"{stem}{s}").read_bytes()).hexdigest() for s in FILES}
+
+
+def segment(scene, out, engine, classes=CLASSES):
+    return api.segment(scene, classes, predictor=OvssPredictor(engine), output=out,
+                       tile_size=128, overlap=32, min_area_px=4)  # fmt: skip
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(potsdam, tmp_path):
+    whole = segment(potsdam, tmp_path / "whole", ColourEngine(PROTOTYPES))
+    assert whole.tiles == {"total": 25, "skipped_no_data": 0, "resumed": 0}
+    assert not (tmp_path / "whole" / WORK_FOLDER).exists()  # the store goes once outputs exist
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        segment(potsdam, out, StopAfter(stop_at=7))
+    assert sorted(p.name for p in out.iterdir()) == [WORK_FOLDER]  # no output, only tiles
+    kept = list((out / WORK_FOLDER / "potsdam").glob("*.npz"))
+    assert len(kept) == 6
+
+    engine = ColourEngine(PROTOTYPES)
+    resumed = segment(potsdam, out, engine)
+    assert engine.calls == 19 and resumed.tiles["resumed"] == 6
+    assert digests(out) == digests(tmp_path / "whole")
+    assert resumed.classes == whole.classes
+
+
+def test_a_store_from_other_settings_is_discarded(potsdam, tmp_path):
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        segment(potsdam, out, StopAfter(stop_at=5), classes=["pavement", *CLASSES[1:]])
+    engine = ColourEngine(PROTOTYPES)
+    segment(potsdam, out, engine)  # other classes: every tile again
+    assert engine.calls == 25
+    segment(potsdam, tmp_path / "fresh", ColourEngine(PROTOTYPES))
+    assert digests(out) == digests(tmp_path / "fresh")
+
+
+def test_identical_reruns_are_byte_identical(potsdam, tmp_path):
+    """Nothing in the outputs records when they were written (GeoPackage dates are fixed)."""
+    segment(potsdam, tmp_path / "a", ColourEngine(PROTOTYPES))
+    segment(potsdam, tmp_path / "b", ColourEngine(PROTOTYPES))
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+
+
+def test_a_corrupt_tile_file_is_recomputed_not_trusted(potsdam, tmp_path):
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        segment(potsdam, out, StopAfter(stop_at=4))
+    store = out / WORK_FOLDER / "potsdam"
+    (store / "1.npz").write_bytes(b"truncated")
+    engine = ColourEngine(PROTOTYPES)
+    segment(potsdam, out, engine)
+    assert engine.calls == 23  # 22 never done + the corrupt one
+    segment(potsdam, tmp_path / "fresh", ColourEngine(PROTOTYPES))
+    assert digests(out) == digests(tmp_path / "fresh")
