@@ -21,6 +21,7 @@ from terramask.errors import InputError
 from terramask.scene.stretch import Stretch, compute_stretch, parse_stretch
 
 STRETCH_SAMPLE_SIZE = 1024
+READ_CHUNK = 2048  # source pixels per side of one chunk of a decimated read
 
 
 class SceneWarning(UserWarning):
@@ -314,11 +315,11 @@ class Scene:
         floating = np.issubdtype(data.dtype, np.floating)
         try:
             values = (
-                ds.read(unique, window=inner, out_shape=shape, resampling=resampling)
+                _chunked(ds.read, unique, inner, shape, resampling)
                 if with_values or floating
                 else None
             )
-            masks = ds.read_masks(unique, window=inner, out_shape=shape, resampling=resampling)
+            masks = _chunked(ds.read_masks, unique, inner, shape, resampling)
         except RasterioError as exc:
             raise InputError(
                 f"Reading pixels (columns {c0}–{c1}, rows {r0}–{r1}) of {self.source} failed "
@@ -427,6 +428,39 @@ class Scene:
             f"Scene({self.source!r}, {self.width}×{self.height}, bands={self.bands}, "
             f"{self.dtype}, {crs})"
         )
+
+
+def _chunked(
+    read: Any, bands: list[int], inner: Window, shape: tuple[int, ...], resampling: Resampling
+) -> np.ndarray:
+    """`read(bands, window=inner, out_shape=shape)`, in chunks when a large area is decimated.
+
+    GDAL decimates output row by output row; once the blocks under one row (all bands)
+    outgrow its block cache, every block is decoded again for each output row it feeds
+    (minutes for the overview of a 16k² scene without overviews). Chunks of about
+    READ_CHUNK² source pixels, cut on output pixel edges (float windows), keep each chunk's
+    blocks cached and give the same pixels as one read.
+    """
+    rows, cols = shape[1], shape[2]
+    fy, fx = inner.height / rows, inner.width / cols
+    if inner.width * inner.height <= 4 * READ_CHUNK**2 or (fy <= 1 and fx <= 1):
+        return read(bands, window=inner, out_shape=shape, resampling=resampling)
+    step_r = max(1, int(READ_CHUNK / fy))
+    step_c = max(1, int(READ_CHUNK / fx))
+    out = None
+    for r0 in range(0, rows, step_r):
+        r1 = min(rows, r0 + step_r)
+        for c0 in range(0, cols, step_c):
+            c1 = min(cols, c0 + step_c)
+            window = Window(
+                inner.col_off + c0 * fx, inner.row_off + r0 * fy, (c1 - c0) * fx, (r1 - r0) * fy
+            )
+            part = read(bands, window=window, out_shape=(shape[0], r1 - r0, c1 - c0),
+                        resampling=resampling)  # fmt: skip
+            if out is None:
+                out = np.empty(shape, dtype=part.dtype)
+            out[:, r0:r1, c0:c1] = part
+    return out
 
 
 def sample_windows(
