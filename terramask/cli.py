@@ -365,15 +365,12 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
     SCENE.gpkg / SCENE.geojson (polygons merged across tiles), SCENE_preview.png, SCENE.json.
     """
     from terramask import api
-    from terramask.scene import expand_inputs
 
     asset = options.pop("asset")
-    if len(expand_inputs(scene, asset=asset)) > 1 or asset:
+    if _many_scenes(scene, asset):
         with progress_reporter(not as_json) as report:
             summary = api.segment_many(scene, classes, asset=asset, progress=report, **options)
-        emit(summary.to_dict(), as_json, lambda: _batch_summary(summary))
-        if summary.failed:
-            sys.exit(EXIT_USER_ERROR)
+        _finish_batch(summary, as_json)
         return
     with progress_reporter(not as_json) as report:
         result = api.segment(scene, classes, progress=report, **options)
@@ -391,6 +388,13 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
                 str(c["polygons"]),
             )
         stdout.print(rows)
+        tiles = result.tiles
+        resumed = f", {tiles['resumed']} finished before and kept" if tiles["resumed"] else ""
+        stdout.print(
+            f"{tiles['total']} tiles ({tiles['skipped_no_data']} without data skipped{resumed}) "
+            f"in {result.timings['total']:.1f} s",
+            highlight=False,
+        )
         for kind, path in result.outputs.items():
             stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
 

@@ -99,3 +99,17 @@ def test_without_ray_the_flag_says_how_to_install_it(setup, tmp_path, monkeypatc
         api.segment(scene, CLASSES, engine="clip", image_text=str(clip), ray="local",
                     output=tmp_path / "o")  # fmt: skip
     assert not (tmp_path / "o" / "scene_labels.tif").exists()
+
+
+def test_cli_ray_flag_without_ray_is_one_paragraph_and_exit_2(setup, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from terramask.cli import cli
+
+    scene, clip = setup
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = CliRunner().invoke(cli, ["segment", str(scene), "-c", "field", "--engine", "clip",
+                                      "--clip", str(clip), "--ray", "local", "-o",
+                                      str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code == 2
+    assert "terramask[ray]" in result.stderr and "Traceback" not in result.output
