@@ -13,8 +13,16 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from terramask import __version__
 from terramask.errors import TerraMaskError
@@ -179,18 +187,36 @@ def progress_reporter(enabled: bool) -> Iterator[Callable[[str, int, int], None]
         TextColumn("{task.description:>10}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeRemainingColumn(),
         console=stderr,
         transient=True,
     ) as bar:
         tasks: dict[str, Any] = {}
+        last: dict[str, int] = {}
 
         def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
+            if stage not in tasks or done < last[stage]:
+                # a new stage, or the same stage for the next scene: start afresh, counting
+                # what a resumed run finished before as done (it must not inflate the rate)
+                if stage in tasks:
+                    bar.remove_task(tasks[stage])
+                tasks[stage] = bar.add_task(stage, total=total, completed=done)
+            last[stage] = done
             bar.update(tasks[stage], completed=done, total=total)
 
         yield report
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (or seconds per item, when slower than one a second)."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("", style="progress.data.speed")
+        label = f"{speed:.2f}/s" if speed >= 1 else f"{1 / speed:.1f} s each"
+        return Text(label, style="progress.data.speed")
 
 
 def table(*columns: str, title: str | None = None) -> Table:

@@ -84,3 +84,18 @@ def test_models_list_and_where(run, tmp_path, monkeypatch):
     assert (
         "not contacted" in missing.output and "terramask models pull sam-vit-base" in missing.output
     )
+
+
+def test_progress_rate_column():
+    from rich.progress import Progress
+
+    from terramask.cli import RateColumn
+
+    with Progress(auto_refresh=False) as bar:
+        fast, slow, new = (bar.add_task(n, total=100) for n in ("fast", "slow", "new"))
+        column = RateColumn()
+        assert str(column.render(bar.tasks[new])) == ""  # no speed yet: nothing shown
+        bar.tasks[fast].finished_speed = 10.0
+        bar.tasks[slow].finished_speed = 0.25
+        assert str(column.render(bar.tasks[fast])) == "10.00/s"
+        assert str(column.render(bar.tasks[slow])) == "4.0 s each"
