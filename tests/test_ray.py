@@ -92,6 +92,21 @@ def test_a_worker_that_dies_has_its_tiles_retried(setup, tmp_path):
     assert flaky == local
 
 
+def test_a_worker_dying_beyond_the_retries_stops_the_run_with_a_reason(setup, tmp_path):
+    from terramask.errors import TerraMaskError
+    from terramask.pipeline.ray_backend import RayRunner
+
+    scene, clip = setup
+    spec = DieOnceSpec(PredictorSpec.of("clip", image_text=str(clip)), str(tmp_path / "died"))
+    vocabulary = ClassVocabulary.parse(CLASSES)
+    with open_scene(scene) as opened:
+        runner = RayRunner("local", spec, opened, vocabulary, workers=1, retries=0)
+        outputs = OutputSet(tmp_path / "o", opened.name)
+        with pytest.raises(TerraMaskError, match=r"tried 1 times .* worker died"):
+            run_segment(opened, vocabulary, runner, outputs, **TILING)
+    assert not (tmp_path / "o" / "scene_labels.tif").exists()
+
+
 def test_without_ray_the_flag_says_how_to_install_it(setup, tmp_path, monkeypatch):
     scene, clip = setup
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError

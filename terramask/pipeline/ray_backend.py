@@ -113,6 +113,7 @@ class RayRunner:
             except ray.exceptions.RayActorError as exc:
                 attempts[tile.index] = attempts.get(tile.index, 0) + 1
                 if attempts[tile.index] > self.retries:
+                    release_workers()  # the next run (scene) starts with fresh actors
                     raise TerraMaskError(
                         f"Tile {tile.index} was tried {attempts[tile.index]} times and its Ray "
                         f"worker died each time (last: {str(exc).splitlines()[0][:200]}). Look "
