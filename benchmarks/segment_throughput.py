@@ -1,12 +1,15 @@
 """Per-tile throughput of `segment` (dense CLIP + SAM mask voting) against a SAM-pipeline peer.
 
 Ours is what `OvssPredictor.predict` does to one tile, called stage by stage so each stage is
-timed: SAM image encoder (`segmenter.embed`), automatic-mask decoding of a G x G point grid
-(`generate_masks`, which then finds the embedding in the cache), dense CLIP probabilities and
-labels, mask voting, and writing the label tile as a COG. The peer is what LangSAM/samgeo-style
-tools do: transformers' `pipeline("mask-generation")` on the same grid, then one CLIP forward
-per returned mask on its bounding-box crop (32 crops a batch) against the same class text
-embeddings (the same 80-template ensemble), and the label map painted from the masks.
+timed: SAM image encoder (`segmenter.embed`), dense CLIP probabilities and labels, automatic-mask
+decoding of a G x G point grid (`generate_masks`, which then finds the embedding in the cache;
+coarse to fine, skipping points the dense labels settle, unless `--no-prune`), mask voting, and
+writing the label tile as a COG. The points handed to the mask decoder are counted; with
+`--unpruned` ours also runs with pruning off, for the ratio at the full grid. The peer is what
+LangSAM/samgeo-style tools do: transformers' `pipeline("mask-generation")` on the same grid,
+then one CLIP forward per returned mask on its bounding-box crop (32 crops a batch) against the
+same class text embeddings (the same 80-template ensemble), and the label map painted from the
+masks.
 
 Both sides use the same random-weight models built here from real architecture configs (speed
 does not depend on weight values): SAM ViT-B / ViT-L with CLIP ViT-B/16, or the tiny test
@@ -22,6 +25,14 @@ process gets a stand-in module holding a pure-torch `batched_nms` (below) and ca
 method's undecorated body. Nothing else of torchvision is used by the pipeline's SAM path.
 
     .venv/bin/python benchmarks/segment_throughput.py [--sizes tiny,vit-b,vit-l] [--grid 29]
+        [--unpruned] [--no-prune]
+
+Random weights say little about how many points pruning skips (that depends on which masks a
+trained SAM accepts and on how well dense CLIP labels agree with them), so `--label-maps`
+measures that apart, without models: mask-generation doubles driven by the ground truth of
+every real sample tile (see `label_map_pruning`).
+
+    .venv/bin/python benchmarks/segment_throughput.py --label-maps [--grid 29]
 """
 
 from __future__ import annotations
@@ -58,7 +69,7 @@ SAM_VISION = {
 #: pipeline scores stability on upsampled logits, which smooths random logits' peaks, so it
 #: keeps fewer still (see the README).
 THRESHOLDS = {"tiny": (0.1, 0.01), "vit-b": (0.2, 0.05), "vit-l": (0.9, 0.2)}
-OURS_STAGES = ("encode", "decode", "dense_clip", "vote", "write")
+OURS_STAGES = ("encode", "dense_clip", "decode", "vote", "write")
 PEER_STAGES = ("masks", "classify")
 
 
@@ -154,7 +165,25 @@ def peak_rss_mib() -> float:
 # ---------------------------------------------------------------------- ours
 
 
-def run_ours(sam: str, clip: str, grid: int, pred_iou: float, stability: float) -> dict:
+class CountingSegmenter:
+    """Passes every call through to a segmenter and counts the points it decodes."""
+
+    def __init__(self, segmenter) -> None:
+        self.segmenter, self.name, self.points = segmenter, segmenter.name, 0
+
+    def embed(self, image):
+        return self.segmenter.embed(image)
+
+    def upsample(self, embedding, low_res_logits):
+        return self.segmenter.upsample(embedding, low_res_logits)
+
+    def predict(self, embedding, **prompts):
+        self.points += len(prompts["points"])
+        return self.segmenter.predict(embedding, **prompts)
+
+
+def run_ours(sam: str, clip: str, grid: int, pred_iou: float, stability: float,
+             prune: bool = True) -> dict:
     """TerraMask's per-tile OVSS path, stage by stage, through the real adapters."""
     from terramask.methods.dense_clip import DenseClip
     from terramask.methods.labels import labels_from_probabilities
@@ -167,23 +196,24 @@ def run_ours(sam: str, clip: str, grid: int, pred_iou: float, stability: float) 
     tile = read_tile()
     vocabulary = ClassVocabulary.parse(CLASSES)
     settings = GenerationSettings(grid=grid, pred_iou_thresh=pred_iou,
-                                  stability_thresh=stability)
+                                  stability_thresh=stability, prune=prune)
     with watch("load"):
-        segmenter = load_segmenter(sam)
+        segmenter = CountingSegmenter(load_segmenter(sam))
         dense = DenseClip(load_image_text(clip))
     with watch("text"):  # once per scene: every tile shares the vocabulary
         dense.text_embeddings(vocabulary)
     with watch("encode"):
         segmenter.embed(tile)
-    with watch("decode"):
-        proposals = generate_masks(segmenter, tile, settings)
-    with watch("dense_clip"):
+    with watch("dense_clip"):  # first: mask generation prunes points by these labels
         labels = labels_from_probabilities(dense.probabilities(tile, vocabulary), vocabulary)
+    with watch("decode"):
+        proposals = generate_masks(segmenter, tile, settings, dense=labels)
     with watch("vote"):
         labels = vote_masks(labels, proposals)
     with watch("write"):
         write_labels(labels, vocabulary)
-    return {"seconds": watch.seconds, "masks": len(proposals), "peak_rss_mib": peak_rss_mib()}
+    return {"seconds": watch.seconds, "masks": len(proposals), "points": segmenter.points,
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def write_labels(labels: np.ndarray, vocabulary) -> None:
@@ -323,6 +353,81 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+# ---------------------------------------------------------------------- pruning on label maps
+
+SAMPLES = TILE.parents[2]
+#: the Dubai masks' colour code (the data set's own table does not match its pixels)
+DUBAI_COLOURS = {(0x3C, 0x10, 0x98): 1, (0x84, 0x29, 0xF6): 2, (0x6E, 0xC1, 0xE4): 3,
+                 (0xFE, 0xDD, 0x3A): 4, (0xE2, 0xA9, 0x29): 5}
+
+
+def sample_label_maps() -> list[tuple[str, np.ndarray]]:
+    """Ground truth of every LoveDA / Potsdam / Vaihingen sample and the first Dubai image of
+    each of its 7 tiles, as (name, (H, W) int labels)."""
+    from PIL import Image
+
+    maps = []
+    for path in sorted(SAMPLES.glob("*/ann_dir/*.png")):
+        maps.append((str(path.relative_to(SAMPLES)), np.asarray(Image.open(path)).astype(int)))
+    for folder in sorted(SAMPLES.glob("dubai/tile*")):
+        path = sorted((folder / "masks").glob("*.png"))[0]
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        labels = np.zeros(rgb.shape[:2], dtype=int)
+        for colour, value in DUBAI_COLOURS.items():
+            labels[np.abs(rgb - np.array(colour)).sum(axis=-1) < 30] = value
+        maps.append((str(path.relative_to(SAMPLES)), labels))
+    return maps
+
+
+def label_map_pruning(grid: int) -> None:
+    """Points decoded with and without pruning, and how far the voted label map moves, on
+    doubles driven by each sample's ground truth (no models; the tests' doubles).
+
+    Masks: `ComponentSegmenter` (a click gives its ground-truth component; pruning is exact
+    there) and the tests' `GranularSegmenter` (three granularities: the component within
+    1/8 of the short side of the click, the component, the component with every component
+    touching it). Dense labels: the tests' `patchy` model of dense CLIP, the majority label of
+    each patch the size of a CLIP ViT-B/16 patch at SegEarth-OV's 448-px short side, with 15%
+    of the patches set to a random class.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from terramask.methods.mask_generation import GenerationSettings, generate_masks
+    from terramask.methods.voting import vote_masks
+    from tests.doubles import ComponentSegmenter
+    from tests.methods.test_mask_pruning import GranularSegmenter, patchy
+
+    lines = ["| tile | size | dense right | double | points decoded | share "
+             "| label map = unpruned | right, pruned / unpruned |",
+             "|---|---|---|---|---|---|---|---|"]
+    totals: dict[str, list[tuple[float, float]]] = {}
+    for name, truth in sample_label_maps():
+        short = min(truth.shape)
+        dense = patchy(truth, patch=max(4, round(short * 16 / 448)))
+        image = np.zeros((*truth.shape, 3), np.uint8)
+        doubles = {"component": ComponentSegmenter(truth),
+                   "granular": GranularSegmenter(truth, radius=short / 8)}
+        for kind, double in doubles.items():
+            voted = {}
+            for prune in (False, True):
+                counting = CountingSegmenter(double)
+                settings = GenerationSettings(grid=grid, prune=prune, points_per_batch=4)
+                proposals = generate_masks(counting, image, settings, dense=dense)
+                voted[prune] = (vote_masks(dense, proposals), counting.points)
+            (full, all_points), (pruned, points) = voted[False], voted[True]
+            agree = float((pruned == full).mean())
+            lines.append(
+                f"| {name} | {truth.shape[1]}x{truth.shape[0]} | {(dense == truth).mean():.1%} "
+                f"| {kind} | {points} of {all_points} | {points / all_points:.1%} | {agree:.2%} "
+                f"| {(pruned == truth).mean():.2%} / {(full == truth).mean():.2%} |"
+            )
+            totals.setdefault(kind, []).append((points / all_points, agree))
+            print(lines[-1], file=sys.stderr, flush=True)
+    for kind, values in totals.items():
+        share, agree = np.mean(values, axis=0)
+        lines.append(f"| **mean of {len(values)}** | | | {kind} | | {share:.1%} | {agree:.2%} | |")
+    print("\n".join(lines))
+
+
 # ---------------------------------------------------------------------- driver
 
 
@@ -330,7 +435,7 @@ def measure(side: str, sam: Path, clip: Path, args: argparse.Namespace) -> dict:
     """Run one side in a fresh interpreter; its last stdout line is its JSON report."""
     cmd = [sys.executable, __file__, "--worker", side, "--sam", str(sam), "--clip", str(clip),
            "--grid", str(args.grid), "--pred-iou", str(args.pred_iou),
-           "--stability", str(args.stability)]
+           "--stability", str(args.stability), "--prune" if args.prune else "--no-prune"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
@@ -338,16 +443,23 @@ def measure(side: str, sam: Path, clip: Path, args: argparse.Namespace) -> dict:
 
 
 def summarise(size: str, settings: argparse.Namespace, ours: dict, peer: dict,
-              megapixels: float) -> dict:
+              megapixels: float, unpruned: dict | None = None) -> dict:
     """One row: per-stage seconds, totals, throughput, memory, ratios."""
     ours_total = sum(ours["seconds"][s] for s in OURS_STAGES)
     peer_total = sum(peer["seconds"][s] for s in PEER_STAGES)
+    full = {}
+    if unpruned is not None:
+        full_total = sum(unpruned["seconds"][s] for s in OURS_STAGES)
+        full = {"unpruned_total": full_total, "unpruned_decode": unpruned["seconds"]["decode"],
+                "unpruned_points": unpruned["points"], "unpruned_masks": unpruned["masks"],
+                "unpruned_ratio": peer_total / full_total}
     return {
         "size": size, "grid": settings.grid,
         "thresholds": f"{settings.pred_iou:g} / {settings.stability:g}",
         **{s: ours["seconds"][s] for s in OURS_STAGES},
         "ours_total": ours_total, "ours_mp_min": megapixels / ours_total * 60,
         "ours_rss": ours["peak_rss_mib"], "ours_masks": ours["masks"],
+        "ours_points": ours["points"], "prune": settings.prune, **full,
         "ours_load": ours["seconds"]["load"], "ours_text": ours["seconds"]["text"],
         "peer_masks_s": peer["seconds"]["masks"], "peer_classify": peer["seconds"]["classify"],
         "peer_total": peer_total, "peer_mp_min": megapixels / peer_total * 60,
@@ -360,29 +472,40 @@ def summarise(size: str, settings: argparse.Namespace, ours: dict, peer: dict,
 def markdown(rows: list[dict]) -> str:
     """Two Markdown tables: our stages, then ours against the peer."""
     lines = [
-        "| size | grid | encode s | decode s | dense CLIP s | vote s | write s | total s "
-        "| MP/min | peak RSS MiB | encoder share | IoU / stability thresh | masks kept |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| size | grid | prune | points decoded | encode s | dense CLIP s | decode s | vote s "
+        "| write s | total s | MP/min | peak RSS MiB | encoder share | IoU / stability thresh "
+        "| masks kept |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['size']} | {r['grid']} | {r['encode']:.2f} | {r['decode']:.2f} "
-            f"| {r['dense_clip']:.2f} | {r['vote']:.3f} | {r['write']:.3f} "
+            f"| {r['size']} | {r['grid']} | {'on' if r['prune'] else 'off'} "
+            f"| {r['ours_points']} of {r['grid'] ** 2} | {r['encode']:.2f} "
+            f"| {r['dense_clip']:.2f} | {r['decode']:.2f} | {r['vote']:.3f} | {r['write']:.3f} "
             f"| {r['ours_total']:.2f} | {r['ours_mp_min']:.2f} | {r['ours_rss']:.0f} "
             f"| {r['encoder_share']:.0%} | {r['thresholds']} | {r['ours_masks']} |"
         )
+        if "unpruned_total" in r:
+            lines.append(
+                f"| {r['size']} | {r['grid']} | off | {r['unpruned_points']} of {r['grid'] ** 2} "
+                f"| | | {r['unpruned_decode']:.2f} | | | {r['unpruned_total']:.2f} | | | "
+                f"| {r['thresholds']} | {r['unpruned_masks']} |"
+            )
     lines += [
         "",
         "| size | grid | ours s/tile | peer masks s | peer CLIP-crops s | peer s/tile "
         "| peer MP/min | peer peak RSS MiB | peer masks kept | throughput ours/peer "
-        "| one-off load+text s (ours / peer) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ours/peer, pruning off | one-off load+text s (ours / peer) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        off = f"{r['unpruned_ratio']:.2f}x" if "unpruned_ratio" in r else "-"
+        if not r["prune"]:
+            off = f"{r['ratio']:.2f}x"
         lines.append(
             f"| {r['size']} | {r['grid']} | {r['ours_total']:.2f} | {r['peer_masks_s']:.2f} "
             f"| {r['peer_classify']:.2f} | {r['peer_total']:.2f} | {r['peer_mp_min']:.2f} "
-            f"| {r['peer_rss']:.0f} | {r['peer_masks']} | {r['ratio']:.2f}x "
+            f"| {r['peer_rss']:.0f} | {r['peer_masks']} | {r['ratio']:.2f}x | {off} "
             f"| {r['ours_load']:.1f}+{r['ours_text']:.1f} / {r['peer_load']:.1f}"
             f"+{r['peer_text']:.1f} |"
         )
@@ -390,8 +513,11 @@ def markdown(rows: list[dict]) -> str:
 
 
 def worker(args: argparse.Namespace) -> None:
-    run = run_ours if args.worker == "ours" else run_peer
-    report = run(args.sam, args.clip, args.grid, args.pred_iou, args.stability)
+    if args.worker == "ours":
+        report = run_ours(args.sam, args.clip, args.grid, args.pred_iou, args.stability,
+                          args.prune)
+    else:
+        report = run_peer(args.sam, args.clip, args.grid, args.pred_iou, args.stability)
     print(json.dumps(report))
 
 
@@ -402,12 +528,21 @@ def main() -> None:
     parser.add_argument("--pred-iou", type=float, help="Override the per-size IoU threshold.")
     parser.add_argument("--stability", type=float, help="Override the per-size stability one.")
     parser.add_argument("--keep", type=Path, help="Save (and reuse) the random models here.")
+    parser.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
+                        help="Ours decodes coarse to fine, skipping settled points (default).")
+    parser.add_argument("--unpruned", action="store_true",
+                        help="Also time ours with pruning off (the full grid).")
+    parser.add_argument("--label-maps", action="store_true",
+                        help="Measure pruning on doubles driven by the real sample tiles' "
+                        "ground truth instead (no models).")
     parser.add_argument("--worker", choices=("ours", "peer"), help=argparse.SUPPRESS)
     parser.add_argument("--sam", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.label_maps:
+        return label_map_pruning(args.grid)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = set(sizes) - set(SIZES)
     if unknown:
@@ -421,15 +556,19 @@ def main() -> None:
         sam, clip = build_models(root, size)
         pred_iou, stability = THRESHOLDS[size]
         side_args = argparse.Namespace(
-            grid=args.grid,
+            grid=args.grid, prune=args.prune,
             pred_iou=pred_iou if args.pred_iou is None else args.pred_iou,
             stability=stability if args.stability is None else args.stability,
         )
         ours = measure("ours", sam, clip, side_args)
+        unpruned = None
+        if args.unpruned and args.prune:
+            unpruned = measure("ours", sam, clip, argparse.Namespace(**{**vars(side_args),
+                                                                      "prune": False}))
         peer = measure("peer", sam, clip, side_args)
-        rows.append(summarise(size, side_args, ours, peer, megapixels))
-        print(f"{size}: ours {rows[-1]['ours_total']:.2f} s, peer {rows[-1]['peer_total']:.2f} s",
-              file=sys.stderr)
+        rows.append(summarise(size, side_args, ours, peer, megapixels, unpruned))
+        print(f"{size}: ours {rows[-1]['ours_total']:.2f} s ({ours['points']} points), "
+              f"peer {rows[-1]['peer_total']:.2f} s", file=sys.stderr)
     print(f"tile {TILE} ({megapixels:.2f} MP); torch threads {torch.get_num_threads()}; "
           f"load average {os.getloadavg()[0]:.2f}")
     print(markdown(rows))
