@@ -62,7 +62,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['backend']:>16} {r['wall_s']:>8} {megapixels / r['wall_s']:>6.2f} "
               f"{reference['wall_s'] / r['wall_s']:>14.2f} {r['peak_rss_mib']:>16} "
-              f"{str(r['labels'] == reference['labels']):>17}")  # fmt: skip
+              f"{r['labels'] == reference['labels']!s:>17}")  # fmt: skip
     print(json.dumps(rows))
 
 
