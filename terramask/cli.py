@@ -413,12 +413,14 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
                 area,
                 str(c["polygons"]),
             )
+        from terramask.pipeline.batch import peak_rss_mib
+
         stdout.print(rows)
         tiles = result.tiles
         resumed = f", {tiles['resumed']} finished before and kept" if tiles["resumed"] else ""
         stdout.print(
             f"{tiles['total']} tiles ({tiles['skipped_no_data']} without data skipped{resumed}) "
-            f"in {result.timings['total']:.1f} s",
+            f"in {result.timings['total']:.1f} s, peak memory {peak_rss_mib():.0f} MiB",
             highlight=False,
         )
         for kind, path in result.outputs.items():

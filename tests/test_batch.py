@@ -4,6 +4,7 @@ failures isolated, and a re-run that resumes instead of redoing."""
 from __future__ import annotations
 
 import json
+import re
 
 import pyogrio
 import pytest
@@ -119,6 +120,14 @@ def test_cli_runs_a_folder_with_a_tiny_clip(tmp_path):
     assert data["processed"] == 2 and data["failed"] == []
     assert (tmp_path / "out" / "east_labels.tif").exists()
     assert (tmp_path / "out" / "index.gpkg").exists()
+
+    one = ["segment", tmp_path / "in" / "east.tif", "-c", "roof", "-c", "grass", "--engine",
+           "clip", "--clip", clip, "-o", tmp_path / "single", "--tile", "64",
+           "--overlap", "8"]  # fmt: skip
+    result = CliRunner().invoke(cli, [str(a) for a in one], obj={})
+    assert result.exit_code == 0, result.output
+    assert re.search(r"4 tiles \(0 without data skipped\) in [\d.]+ s, peak memory \d+ MiB",
+                     result.stdout)  # fmt: skip
 
 
 def test_a_batch_interrupted_inside_a_scene_resumes_to_identical_outputs(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -70,6 +71,12 @@ class BatchSummary:
             "index": self.index,
             "summary": self.summary,
         }
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def check_unique_names(sources: Sequence[str]) -> None:
@@ -140,7 +147,7 @@ def run_batch(
     index = write_index(output, [scene_name(s) for s in sources if s not in left_out])
     summary.index = None if index is None else str(index)
     summary.seconds = time.perf_counter() - started
-    summary.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary.peak_rss_mib = peak_rss_mib()
     path = output / SUMMARY_NAME
     with atomic_output(path, overwrite=True) as tmp:
         Path(tmp).write_text(json.dumps(summary.to_dict(), indent=2))
