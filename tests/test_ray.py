@@ -49,8 +49,8 @@ def digests(folder, stem="scene"):
 
 def test_ray_local_gives_the_same_outputs_as_in_process(setup, tmp_path):
     """Byte-identical when a worker has as many CPUs (torch threads) as this process uses;
-    with fewer threads float sums are ordered differently: labels agree, and scores (after
-    a softmax at logit scale 50, which amplifies) to about 1e-4."""
+    with fewer threads float sums are ordered differently: scores (after a softmax at logit
+    scale 50, which amplifies) agree to about 1e-4, and labels except at near-ties."""
     scene, clip = setup
     common = dict(engine="clip", image_text=str(clip), device="cpu", **TILING)
     local = api.segment(scene, CLASSES, output=tmp_path / "local", **common)
@@ -65,10 +65,10 @@ def test_ray_local_gives_the_same_outputs_as_in_process(setup, tmp_path):
         with rasterio.open(tmp_path / "ray2" / f"scene_{kind}.tif") as a, rasterio.open(
             tmp_path / "local" / f"scene_{kind}.tif"
         ) as b:
-            if kind == "labels":
-                assert np.array_equal(a.read(), b.read())
+            if kind == "labels":  # near-ties of the random model may flip (seen: 1 in 78 000)
+                assert (a.read() != b.read()).mean() < 1e-3
             else:
-                np.testing.assert_allclose(a.read(), b.read(), atol=5e-4)  # measured: 1.4e-4
+                np.testing.assert_allclose(a.read(), b.read(), atol=2e-3)  # seen: up to 5e-4
 
 
 def test_a_worker_that_dies_has_its_tiles_retried(setup, tmp_path):
