@@ -128,3 +128,32 @@ def test_cli_ray_flag_without_ray_is_one_paragraph_and_exit_2(setup, tmp_path, m
                                       str(tmp_path / "o")])  # fmt: skip
     assert result.exit_code == 2
     assert "terramask[ray]" in result.stderr and "Traceback" not in result.output
+
+
+def test_ray_address_joins_a_running_cluster(setup, tmp_path):
+    """The CLI in another process, with --ray and the address of the Ray this process runs:
+    it joins that cluster, its tiles run there, and the outputs are the same. (This process
+    itself cannot move to another cluster, which Ray does not support once actors ran: it
+    refuses with a clear error.)"""
+    import json
+    import subprocess
+
+    from terramask.pipeline.ray_backend import _connect, release_workers
+
+    scene, clip = setup
+    _connect(ray, "local")  # started by the tests above, or now
+    release_workers()  # leave the cluster's CPUs to the other process
+    address = ray.get_runtime_context().gcs_address
+    with pytest.raises(InputError, match="cannot switch"):
+        _connect(ray, "10.0.0.1:6379")
+    args = ["segment", scene, "-c", CLASSES[0], "-c", CLASSES[1], "-c", CLASSES[2],
+            "--engine", "clip", "--clip", clip, "--device", "cpu", "--tile", "128",
+            "--overlap", "32", "--ray", address, "--ray-workers", "1", "--json",
+            "-o", tmp_path / "joined"]  # fmt: skip
+    joined = subprocess.run([sys.executable, "-m", "terramask.cli", *map(str, args)],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    assert json.loads(joined.stdout)["tiles"]["total"] == 9
+    api.segment(scene, CLASSES, output=tmp_path / "local", engine="clip", image_text=str(clip),
+                device="cpu", **TILING)  # fmt: skip
+    assert digests(tmp_path / "joined") == digests(tmp_path / "local")

@@ -24,6 +24,7 @@ from terramask.scene import Scene, Tile
 
 IN_FLIGHT_PER_ACTOR = 2
 _POOLS: dict[tuple, list[Any]] = {}
+_CONNECTED: str | None = None  # the address this process joined
 
 
 def import_ray() -> Any:
@@ -131,8 +132,7 @@ class RayRunner:
 
     def _actors(self) -> list[Any]:
         ray = self.ray
-        if not ray.is_initialized():
-            _init(ray, self.address)
+        _connect(ray, self.address)
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = max(1, int(resources.get("CPU", 1)))
@@ -186,6 +186,24 @@ def release_workers() -> None:
     _POOLS.clear()
 
 
+def _connect(ray: Any, address: str) -> None:
+    """Join `address` (or start Ray here for "local"), once per process.
+
+    Ray cannot move a process to another cluster once it has run actors (new actors die
+    unscheduled), so a run that names another cluster than the one joined is refused.
+    """
+    global _CONNECTED
+    if ray.is_initialized():
+        if _CONNECTED not in (address, None):  # None: the caller started Ray; use it
+            raise InputError(
+                f"This process already runs tiles on Ray at {_CONNECTED}, and Ray cannot "
+                f"switch a process to another cluster ({address}). Run it in a new process."
+            )
+        return
+    _init(ray, address)
+    _CONNECTED = address
+
+
 def _init(ray: Any, address: str) -> None:
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
@@ -198,10 +216,13 @@ def _init(ray: Any, address: str) -> None:
         else:
             ray.init(address=address, **kwargs)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError …
+        where = "here" if address == "local" else f"to {address}"
         raise InputError(
-            f"Ray could not start or connect ({'local' if address == 'local' else address}): "
-            f"{str(exc).splitlines()[0][:300]}. Use --ray local to start Ray here, or give "
-            "the address of a running cluster (ray://HOST:10001 or HOST:6379)."
+            f"Ray could not start or connect {where}: {str(exc).splitlines()[0][:300]}. Use "
+            "--ray local to start Ray on this machine, or give the address of a running "
+            "cluster (HOST:6379, or ray://HOST:10001), as `ray start --head` printed it. A "
+            "cluster with token authentication (Ray's default) also needs RAY_AUTH_MODE=token "
+            "here and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)."
         ) from None
 
 
