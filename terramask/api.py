@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from terramask.errors import InputError
@@ -212,7 +213,8 @@ def segment(
     from terramask.methods.vocabulary import ClassVocabulary
     from terramask.pipeline.engines import PredictorSpec
     from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, InProcessRunner, run_segment
-    from terramask.scene import open_scene
+    from terramask.pipeline.tile_store import WORK_FOLDER
+    from terramask.scene import OutputSet, open_scene
 
     vocabulary = ClassVocabulary.parse(classes, background=background)
     spec = PredictorSpec.of(
@@ -220,7 +222,12 @@ def segment(
         threshold=threshold, grid=grid, prune=prune,
     )  # fmt: skip
     with open_scene(scene, bands=bands, stretch=stretch) as opened:
-        outputs = _checked_outputs(opened, output, overwrite, SEGMENT_OUTPUTS)
+        # Outputs without the report (written last) beside kept tiles are what an interrupted
+        # run left: the same command replaces them, as it resumes.
+        left_over = (Path(output) / WORK_FOLDER / opened.name).is_dir() and not (
+            OutputSet(output, opened.name).path("report").exists()
+        )
+        outputs = _checked_outputs(opened, output, overwrite or left_over, SEGMENT_OUTPUTS)
         if predictor is not None:
             runner = InProcessRunner(opened, predictor, vocabulary)
         elif ray is not None:

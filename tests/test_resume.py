@@ -8,6 +8,7 @@ import hashlib
 import pytest
 
 from terramask import api
+from terramask.errors import OutputError
 from terramask.methods.ovss import OvssPredictor
 from terramask.pipeline.tile_store import WORK_FOLDER
 from terramask.testing.scenes import write_geotiff_from_image
@@ -94,3 +95,28 @@ def test_a_corrupt_tile_file_is_recomputed_not_trusted(potsdam, tmp_path):
     assert engine.calls == 23  # 22 never done + the corrupt one
     segment(potsdam, tmp_path / "fresh", ColourEngine(PROTOTYPES))
     assert digests(out) == digests(tmp_path / "fresh")
+
+
+def test_interrupted_while_writing_outputs_the_same_command_finishes(potsdam, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """Ctrl-C after the COGs and vectors, before the preview and the report: no --overwrite is
+    needed to finish, and the result is the uninterrupted one."""
+    from terramask.pipeline import segment_run
+
+    segment(potsdam, tmp_path / "whole", ColourEngine(PROTOTYPES))
+    out = tmp_path / "o"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(segment_run, "write_preview", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            segment(potsdam, out, ColourEngine(PROTOTYPES))
+    assert (out / "potsdam_labels.tif").exists() and not (out / "potsdam.json").exists()
+    engine = ColourEngine(PROTOTYPES)
+    segment(potsdam, out, engine)
+    assert engine.calls == 0  # every tile was kept
+    assert digests(out) == digests(tmp_path / "whole")
+    with pytest.raises(OutputError, match="already exist"):  # finished: no silent overwrite now
+        segment(potsdam, out, ColourEngine(PROTOTYPES))
