@@ -165,21 +165,6 @@ def peak_rss_mib() -> float:
 # ---------------------------------------------------------------------- ours
 
 
-class CountingSegmenter:
-    """Passes every call through to a segmenter and counts the points it decodes."""
-
-    def __init__(self, segmenter) -> None:
-        self.segmenter, self.name, self.points = segmenter, segmenter.name, 0
-
-    def embed(self, image):
-        return self.segmenter.embed(image)
-
-    def upsample(self, embedding, low_res_logits):
-        return self.segmenter.upsample(embedding, low_res_logits)
-
-    def predict(self, embedding, **prompts):
-        self.points += len(prompts["points"])
-        return self.segmenter.predict(embedding, **prompts)
 
 
 def run_ours(sam: str, clip: str, grid: int, pred_iou: float, stability: float,
@@ -191,6 +176,7 @@ def run_ours(sam: str, clip: str, grid: int, pred_iou: float, stability: float,
     from terramask.methods.vocabulary import ClassVocabulary
     from terramask.methods.voting import vote_masks
     from terramask.models import load_image_text, load_segmenter
+    from terramask.testing.counting import CountingSegmenter
 
     watch = Stopwatch()
     tile = read_tile()
@@ -393,6 +379,7 @@ def label_map_pruning(grid: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from terramask.methods.mask_generation import GenerationSettings, generate_masks
     from terramask.methods.voting import vote_masks
+    from terramask.testing.counting import CountingSegmenter
     from tests.doubles import ComponentSegmenter
     from tests.methods.test_mask_pruning import GranularSegmenter, patchy
 

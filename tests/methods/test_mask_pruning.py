@@ -15,24 +15,8 @@ from scipy import ndimage
 from terramask.methods.mask_generation import GenerationSettings, generate_masks, grid_passes
 from terramask.methods.protocols import MaskPrediction
 from terramask.methods.voting import vote_masks
+from terramask.testing.counting import CountingSegmenter as Counting
 from tests.doubles import ComponentSegmenter
-
-
-class Counting:
-    """Wraps a segmenter and counts the points it is asked to decode."""
-
-    def __init__(self, segmenter) -> None:
-        self.segmenter, self.name, self.points = segmenter, segmenter.name, 0
-
-    def embed(self, image):
-        return self.segmenter.embed(image)
-
-    def upsample(self, embedding, low_res_logits):
-        return self.segmenter.upsample(embedding, low_res_logits)
-
-    def predict(self, embedding, **prompts):
-        self.points += len(prompts["points"])
-        return self.segmenter.predict(embedding, **prompts)
 
 
 class GranularSegmenter(ComponentSegmenter):
