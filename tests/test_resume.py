@@ -120,3 +120,34 @@ def test_interrupted_while_writing_outputs_the_same_command_finishes(potsdam, tm
     assert digests(out) == digests(tmp_path / "whole")
     with pytest.raises(OutputError, match="already exist"):  # finished: no silent overwrite now
         segment(potsdam, out, ColourEngine(PROTOTYPES))
+
+
+def test_seams_merge_exactly_on_a_geographic_grid_and_empty_tiles_are_kept(tmp_path):
+    """Pixel sizes that are not exact in binary (1″ in degrees) must not leave seam gaps,
+    and a tile with data but no polygon (all "no class") must store and load."""
+    from affine import Affine
+
+    from terramask.testing.scenes import write_synthetic_scene
+
+    transform = Affine(1 / 3600, 0, 12.3456789, 0, -1 / 3600, 45.987654321)
+    scene = write_synthetic_scene(tmp_path / "geo.tif", width=260, height=200, crs="EPSG:4326",
+                                  transform=transform)  # fmt: skip
+    counts = []
+    for tile in (1024, 64):
+        out = tmp_path / f"t{tile}"
+        result = api.segment(scene, CLASSES, predictor=OvssPredictor(ColourEngine(PROTOTYPES)),
+                             output=out, tile_size=tile, overlap=8)  # fmt: skip
+        counts.append([c["polygons"] for c in result.classes])
+    assert counts[0] == counts[1]
+
+    import numpy as np
+    from rasterio.windows import Window
+
+    from terramask.pipeline.segment_tiles import TileResult
+    from terramask.pipeline.tile_store import TileStore
+
+    store = TileStore(tmp_path / "store", {"k": 1})
+    empty = TileResult(0, Window(0, 0, 4, 4), np.zeros((4, 4), np.uint8),
+                       np.zeros((4, 4), np.float32), np.array([16, 0]))  # fmt: skip
+    store.save(empty)
+    assert store.load(0).features == [] and store.done() == {0}

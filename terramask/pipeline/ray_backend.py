@@ -56,8 +56,12 @@ class TileWorker:
 
     def run(self, scene_state: dict, vocabulary: ClassVocabulary, tile: Tile) -> TileResult:
         self.ready()
-        key = (scene_state["source"], tuple(scene_state["bands"]))
+        stretch = scene_state["stretch"]
+        key = (scene_state["source"], tuple(scene_state["bands"]), repr(stretch))
         if key not in self.scenes:
+            for old in self.scenes.values():  # one scene open at a time: batches are long
+                old.close()
+            self.scenes.clear()
             self.scenes[key] = Scene(
                 scene_state["source"], bands=scene_state["bands"], stretch=scene_state["stretch"]
             )
@@ -93,12 +97,12 @@ class RayRunner:
         actors = self._actors()
         queue = list(tiles)
         attempts: dict[int, int] = {}
-        running: dict[Any, tuple[int, Tile]] = {}  # task -> (actor slot, tile)
+        running: dict[Any, tuple[int, Any, Tile]] = {}  # task -> (slot, actor, tile)
 
         def submit(slot: int) -> None:
             tile = queue.pop(0)
             ref = actors[slot].run.remote(self.scene_state, self.vocabulary, tile)
-            running[ref] = (slot, tile)
+            running[ref] = (slot, actors[slot], tile)
 
         for _ in range(IN_FLIGHT_PER_ACTOR):
             for slot in range(len(actors)):
@@ -106,7 +110,7 @@ class RayRunner:
                     submit(slot)
         while running:
             ready, _ = ray.wait(list(running), num_returns=1)
-            slot, tile = running.pop(ready[0])
+            slot, actor, tile = running.pop(ready[0])
             try:
                 result = ray.get(ready[0])
             except ray.exceptions.RayTaskError as exc:
@@ -122,7 +126,7 @@ class RayRunner:
                         "running out of memory; finished tiles are kept, so re-running resumes."
                     ) from None
                 queue.insert(0, tile)
-                self._replace(slot, actors)
+                self._replace(slot, actors, actor)
             else:
                 yield result
             if queue:
@@ -149,7 +153,12 @@ class RayRunner:
         if key not in _POOLS:
             release_workers()  # one pool at a time: an idle pool would hold the resources
             actors = [self._new_actor() for _ in range(count)]
-            _wait_ready(ray, actors)
+            try:
+                _wait_ready(ray, actors)
+            except BaseException:  # models that cannot load: free what the actors hold
+                for actor in actors:
+                    ray.kill(actor)
+                raise
             _POOLS[key] = actors
         return _POOLS[key]
 
@@ -159,11 +168,11 @@ class RayRunner:
         )
         return remote.options(**self._options).remote(self.spec)
 
-    def _replace(self, slot: int, actors: list[Any]) -> None:
-        """An actor whose restarts are used up is swapped for a fresh one (once per death)."""
-        try:
-            self.ray.get(actors[slot].ready.remote(), timeout=60)
-        except Exception:  # dead for good (or hung): replace it
+    def _replace(self, slot: int, actors: list[Any], dead: Any) -> None:
+        """An actor whose restarts are used up is swapped for a fresh one, once per death
+        (its other tasks fail too, but by then the slot holds the replacement)."""
+        if actors[slot] is dead:
+            self.ray.kill(dead)
             actors[slot] = self._new_actor()
 
 

@@ -34,6 +34,7 @@ from terramask.pipeline.segment_tiles import (
     NO_CLASS_VALUE,
     TileResult,
     compute_tile,
+    to_scene_crs,
 )
 from terramask.pipeline.tile_store import WORK_FOLDER, TileStore
 from terramask.scene import Feature, OutputSet, Scene, Tile, area_m2, plan_tiles
@@ -120,6 +121,8 @@ def run_segment(
 ) -> SegmentResult:
     """Compute the tiles not yet in the store, then assemble every output from the store."""
     started = time.perf_counter()
+    if outputs.overwrite:  # the report marks a finished scene: not while outputs are replaced
+        outputs.path("report").unlink(missing_ok=True)
     plan = plan_tiles(scene.width, scene.height, tile_size, overlap)
     store = TileStore(
         outputs.directory / WORK_FOLDER / outputs.stem,
@@ -211,6 +214,7 @@ def _fingerprint(
         "classes": [list(c) for c in vocabulary.classes],
         "background": vocabulary.background,
         "tiling": [tile_size, overlap],
+        "store_format": 2,  # 2: polygons kept in scene pixel coordinates
         "engine": runner.description,
     }
 
@@ -243,8 +247,10 @@ def _assemble(
         overwrite=outputs.overwrite,
     )
 
-    def add(features: list[Feature]) -> None:
-        finished = finish_polygons(features, scene, simplify=simplify, min_area_px=min_area_px)
+    def add(features: list[Feature]) -> None:  # pixel coordinates in, scene CRS out
+        finished = finish_polygons(
+            to_scene_crs(features, scene), scene, simplify=simplify, min_area_px=min_area_px
+        )
         polygons.update(f.label for f in finished)
         vectors.add(finished)
 
@@ -272,7 +278,7 @@ def _assemble(
             pieces = list(zip(result.features, result.on_seam, strict=True))
             add([f for f, on_seam in pieces if not on_seam])
             seam_pieces += [f for f, on_seam in pieces if on_seam]
-        add(merge_across_seams(seam_pieces, scene.crs))
+        add(merge_across_seams(seam_pieces, None))  # exact: shared edges coincide
     return _Assembled(pixels, polygons, skipped)
 
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
+import shapely.affinity
+from affine import Affine
 from rasterio.windows import Window
 
 from terramask.methods.ovss import OvssPredictor
 from terramask.methods.vocabulary import ClassVocabulary
-from terramask.scene import Feature, Scene, Tile, polygonize
+from terramask.scene import Feature, Scene, Tile, area_m2, polygonize
 
 LABEL_NODATA = 255
 NO_CLASS_VALUE = 0
@@ -24,8 +26,9 @@ NO_CLASS_VALUE = 0
 class TileResult:
     """A finished tile: core label values and scores (None when it had no data), its polygons.
 
-    `on_seam[i]` says whether `features[i]` touches a core edge shared with another tile
-    (such pieces are merged with their neighbours' once all tiles are done).
+    Features are in scene pixel coordinates. `on_seam[i]` says whether `features[i]` touches
+    a core edge shared with another tile (such pieces are merged with their neighbours' once
+    all tiles are done).
     """
 
     index: int
@@ -61,18 +64,34 @@ def compute_tile(
     values = np.where(valid, values, LABEL_NODATA).astype(np.uint8)
     score = np.where(valid, confidence[core], np.nan).astype(np.float32)
     pixels += np.bincount(values[valid].ravel(), minlength=len(pixels))[: len(pixels)]
-    transform = scene.window_transform(tile.core)
+    # Polygons in scene pixel coordinates (exact for integer offsets): edges that two tiles
+    # share then coincide exactly, which merging across seams relies on. `to_scene_crs`
+    # maps them once merged.
+    transform = Affine.translation(tile.core.col_off, tile.core.row_off)
     features = polygonize(
         values,
         transform,
         names=class_names(vocabulary),
-        crs=scene.crs,
         score_map=np.nan_to_num(score),
         valid=valid,
     )
     seams = _inner_seams(scene, tile.core, transform)
     on_seam = [seams is not None and f.geometry.intersects(seams) for f in features]
     return TileResult(tile.index, tile.core, values, score, pixels, features, on_seam)
+
+
+def to_scene_crs(features: list[Feature], scene: Scene) -> list[Feature]:
+    """Pixel-coordinate features on the scene's grid, with their ground areas."""
+    from terramask.scene.vectors import to_pyproj
+
+    t = scene.transform
+    crs = to_pyproj(scene.crs) if scene.georeferenced else None
+    moved = []
+    for f in features:
+        geometry = shapely.affinity.affine_transform(f.geometry, [t.a, t.b, t.d, t.e, t.c, t.f])
+        area = area_m2(geometry, crs) if crs is not None else None
+        moved.append(Feature(geometry, f.label, f.score, area, f.properties))
+    return moved
 
 
 def _core_slices(window: Window, core: Window) -> tuple[slice, slice]:

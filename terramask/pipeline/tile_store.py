@@ -37,8 +37,10 @@ class TileStore:
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
         marker = self.folder / _FINGERPRINT
         try:
-            if marker.exists() and json.loads(marker.read_text()) != self.fingerprint:
-                shutil.rmtree(self.folder)  # another run's tiles: never mix them in
+            if self.folder.exists() and (
+                not marker.exists() or json.loads(marker.read_text()) != self.fingerprint
+            ):
+                shutil.rmtree(self.folder)  # another run's tiles, or unknown ones: never mix
             self.folder.mkdir(parents=True, exist_ok=True)
             if not marker.exists():
                 _write_atomic(marker, json.dumps(self.fingerprint, indent=2).encode())
@@ -132,7 +134,7 @@ def _from_arrays(index: int, data) -> TileResult:
         return TileResult(index, core, None, None, pixels)
     blob = data["wkb"].tobytes()
     ends = data["wkb_ends"].tolist()
-    starts = [0, *ends[:-1]]
+    starts = [0, *ends[:-1]] if ends else []
     features = [
         Feature(
             shapely.from_wkb(blob[s:e]),
