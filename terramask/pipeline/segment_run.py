@@ -278,16 +278,17 @@ def _assemble(
             pieces = list(zip(result.features, result.on_seam, strict=True))
             add([f for f, on_seam in pieces if not on_seam])
             seam_pieces += [f for f, on_seam in pieces if on_seam]
-        add(merge_across_seams(seam_pieces, None))  # exact: shared edges coincide
+        add(merge_across_seams(seam_pieces))
     return _Assembled(pixels, polygons, skipped)
 
 
-def merge_across_seams(pieces: list[Feature], crs) -> list[Feature]:
+def merge_across_seams(pieces: list[Feature]) -> list[Feature]:
     """Join pieces (all touching a seam) of one class that share an edge across a seam.
 
-    The merged feature's score is the area-weighted mean of its pieces' scores.
+    Pieces are in pixel coordinates, where shared edges coincide exactly; ground areas are
+    computed once features are mapped to the CRS. The merged feature's score is the
+    area-weighted mean of its pieces' scores.
     """
-    crs_proj = to_pyproj(crs)
     features: list[Feature] = []
     by_class: dict[str, list[Feature]] = {}
     for piece in pieces:
@@ -305,9 +306,7 @@ def merge_across_seams(pieces: list[Feature], crs) -> list[Feature]:
             weights = np.array([m.geometry.area for m in members])
             scores = np.array([m.score for m in members])
             score = float(np.average(scores, weights=weights)) if weights.sum() else float("nan")
-            features.append(
-                Feature(part, label, score, area_m2(part, crs_proj) if crs_proj else None)
-            )
+            features.append(Feature(part, label, score, None))
     return features
 
 

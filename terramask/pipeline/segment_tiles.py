@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from terramask.methods.ovss import OvssPredictor
 from terramask.methods.vocabulary import ClassVocabulary
 from terramask.scene import Feature, Scene, Tile, area_m2, polygonize
+from terramask.scene.vectors import to_pyproj
 
 LABEL_NODATA = 255
 NO_CLASS_VALUE = 0
@@ -82,8 +83,6 @@ def compute_tile(
 
 def to_scene_crs(features: list[Feature], scene: Scene) -> list[Feature]:
     """Pixel-coordinate features on the scene's grid, with their ground areas."""
-    from terramask.scene.vectors import to_pyproj
-
     t = scene.transform
     crs = to_pyproj(scene.crs) if scene.georeferenced else None
     moved = []
