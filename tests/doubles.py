@@ -141,3 +141,17 @@ class ColourEngine:
         logits -= logits.max(axis=0, keepdims=True)
         weights = np.exp(logits)
         return (weights / weights.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+class InterruptedColourEngine(ColourEngine):
+    """A ColourEngine that raises KeyboardInterrupt (a user's Ctrl-C) on call `stop_at`
+    (never when it is None)."""
+
+    def __init__(self, prototypes: np.ndarray, stop_at: int | None = None) -> None:
+        super().__init__(prototypes)
+        self.stop_at = stop_at
+
+    def probabilities(self, image: np.ndarray, vocabulary) -> np.ndarray:
+        if self.calls + 1 == self.stop_at:
+            raise KeyboardInterrupt
+        return super().probabilities(image, vocabulary)

@@ -14,7 +14,7 @@ from terramask.errors import InputError
 from terramask.methods.ovss import OvssPredictor
 from terramask.scene import expand_inputs
 from terramask.testing.scenes import write_synthetic_scene
-from tests.doubles import ColourEngine
+from tests.doubles import ColourEngine, InterruptedColourEngine
 
 CLASSES = ["bright", "dark"]
 PROTOTYPES = [(220, 220, 220), (40, 40, 40)]
@@ -133,18 +133,6 @@ def test_cli_runs_a_folder_with_a_tiny_clip(tmp_path):
 def test_a_batch_interrupted_inside_a_scene_resumes_to_identical_outputs(tmp_path):
     import hashlib
 
-    class StopAt(ColourEngine):
-        """Ctrl-C on call `stop_at` (counted over the whole batch)."""
-
-        def __init__(self, stop_at=None):
-            super().__init__(PROTOTYPES)
-            self.stop_at = stop_at
-
-        def probabilities(self, image, vocabulary):
-            if self.calls + 1 == self.stop_at:
-                raise KeyboardInterrupt
-            return super().probabilities(image, vocabulary)
-
     scenes = tmp_path / "scenes"
     for i in range(3):
         write_synthetic_scene(scenes / f"s{i}.tif", width=200, height=150, seed=i)
@@ -153,10 +141,11 @@ def test_a_batch_interrupted_inside_a_scene_resumes_to_identical_outputs(tmp_pat
         return api.segment_many(scenes, CLASSES, output=out, tile_size=64, overlap=16,
                                 predictor=OvssPredictor(engine))  # fmt: skip
 
-    run(tmp_path / "whole", StopAt())
+    run(tmp_path / "whole", InterruptedColourEngine(PROTOTYPES))
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "resumed", StopAt(stop_at=22))  # scene s0 has 12 tiles: inside s1
-    engine = StopAt()
+        # scene s0 has 12 tiles: call 22 is inside s1
+        run(tmp_path / "resumed", InterruptedColourEngine(PROTOTYPES, stop_at=22))
+    engine = InterruptedColourEngine(PROTOTYPES)
     summary = run(tmp_path / "resumed", engine)
     assert [s.rsplit("/", 1)[-1] for s in summary.already_done] == ["s0.tif"]
     assert engine.calls == 2 * 12 - 9  # s1's 9 finished tiles are not redone

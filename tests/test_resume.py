@@ -12,7 +12,7 @@ from terramask.errors import OutputError
 from terramask.methods.ovss import OvssPredictor
 from terramask.pipeline.tile_store import WORK_FOLDER
 from terramask.testing.scenes import write_geotiff_from_image
-from tests.doubles import ColourEngine
+from tests.doubles import ColourEngine, InterruptedColourEngine
 
 CLASSES = ["impervious surface,road", "building,roof", "low vegetation", "tree"]
 PROTOTYPES = [(150, 150, 150), (200, 90, 70), (90, 130, 70), (40, 70, 40)]
@@ -23,19 +23,6 @@ FILES = ("_labels.tif", "_score.tif", ".gpkg", ".geojson", "_preview.png", ".jso
 def potsdam(rs_samples, tmp_path_factory):
     image = rs_samples / "potsdam" / "img_dir" / "2_10_0_0_512_512.png"
     return write_geotiff_from_image(image, tmp_path_factory.mktemp("p") / "potsdam.tif")
-
-
-class StopAfter(ColourEngine):
-    """Raises KeyboardInterrupt (a user's Ctrl-C) on call number `stop_at`."""
-
-    def __init__(self, stop_at: int) -> None:
-        super().__init__(PROTOTYPES)
-        self.stop_at = stop_at
-
-    def probabilities(self, image, vocabulary):
-        if self.calls + 1 == self.stop_at:
-            raise KeyboardInterrupt
-        return super().probabilities(image, vocabulary)
 
 
 def digests(folder, stem="potsdam"):
@@ -54,7 +41,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(potsdam, tmp_p
 
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        segment(potsdam, out, StopAfter(stop_at=7))
+        segment(potsdam, out, InterruptedColourEngine(PROTOTYPES, stop_at=7))
     assert sorted(p.name for p in out.iterdir()) == [WORK_FOLDER]  # no output, only tiles
     kept = list((out / WORK_FOLDER / "potsdam").glob("*.npz"))
     assert len(kept) == 6
@@ -69,7 +56,8 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(potsdam, tmp_p
 def test_a_store_from_other_settings_is_discarded(potsdam, tmp_path):
     out = tmp_path / "o"
     with pytest.raises(KeyboardInterrupt):
-        segment(potsdam, out, StopAfter(stop_at=5), classes=["pavement", *CLASSES[1:]])
+        segment(potsdam, out, InterruptedColourEngine(PROTOTYPES, stop_at=5),
+                classes=["pavement", *CLASSES[1:]])  # fmt: skip
     engine = ColourEngine(PROTOTYPES)
     segment(potsdam, out, engine)  # other classes: every tile again
     assert engine.calls == 25
@@ -87,7 +75,7 @@ def test_identical_reruns_are_byte_identical(potsdam, tmp_path):
 def test_a_corrupt_tile_file_is_recomputed_not_trusted(potsdam, tmp_path):
     out = tmp_path / "o"
     with pytest.raises(KeyboardInterrupt):
-        segment(potsdam, out, StopAfter(stop_at=4))
+        segment(potsdam, out, InterruptedColourEngine(PROTOTYPES, stop_at=4))
     store = out / WORK_FOLDER / "potsdam"
     (store / "1.npz").write_bytes(b"truncated")
     engine = ColourEngine(PROTOTYPES)
