@@ -172,10 +172,11 @@ def run_ours(sam: str, clip: str, grid: int, pred_iou: float, stability: float,
     """TerraMask's per-tile OVSS path, stage by stage, through the real adapters."""
     from terramask.methods.dense_clip import DenseClip
     from terramask.methods.labels import labels_from_probabilities
-    from terramask.methods.mask_generation import GenerationSettings, generate_masks
+    from terramask.methods.mask_generation import generate_masks
     from terramask.methods.vocabulary import ClassVocabulary
     from terramask.methods.voting import vote_masks
     from terramask.models import load_image_text, load_segmenter
+    from terramask.options import GenerationSettings
     from terramask.testing.counting import CountingSegmenter
 
     watch = Stopwatch()
@@ -377,8 +378,9 @@ def label_map_pruning(grid: int) -> None:
     of the patches set to a random class.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from terramask.methods.mask_generation import GenerationSettings, generate_masks
+    from terramask.methods.mask_generation import generate_masks
     from terramask.methods.voting import vote_masks
+    from terramask.options import GenerationSettings
     from terramask.testing.counting import CountingSegmenter
     from tests.doubles import ComponentSegmenter
     from tests.methods.test_mask_pruning import GranularSegmenter, patchy

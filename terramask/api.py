@@ -12,11 +12,11 @@ from terramask.errors import InputError
 if TYPE_CHECKING:
     from terramask.methods.geoseg import BoxRefinement
     from terramask.methods.ovss import OvssPredictor
-    from terramask.methods.protocols import MLLM, Segmenter, SemanticEngine
     from terramask.pipeline.ask_run import AskResult
     from terramask.pipeline.batch import BatchSummary
     from terramask.pipeline.prompt_run import PromptResult
     from terramask.pipeline.segment_run import SegmentResult
+    from terramask.protocols import MLLM, Segmenter, SemanticEngine
     from terramask.scene import OutputSet, PromptFile
 
 Progress = Callable[[str, int, int], None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from terramask.methods.protocols import ImageEmbedding, MaskPrediction
+from terramask.protocols import ImageEmbedding, MaskPrediction
 
 
 class ShapeSegmenter:

@@ -14,10 +14,9 @@ from terramask.eval.datasets import find_samples, read_image, read_label
 from terramask.eval.metrics import SegmentationScores
 from terramask.eval.presets import OvssPreset
 from terramask.eval.report import prepare_output, published_rows, write_report
-from terramask.methods.protocols import SemanticEngine
 from terramask.methods.vocabulary import ClassVocabulary
+from terramask.protocols import Progress, SemanticEngine
 
-Progress = Callable[[str, int, int], None]
 Labeller = Callable[[np.ndarray], np.ndarray]
 
 #: Pixel value of "no class" in the saved prediction PNGs (outside every class id).
@@ -116,7 +115,7 @@ def evaluate_ovss(
 def _save_prediction(labels: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    from terramask.scene.writers import atomic_output
+    from terramask.atomic import atomic_output
 
     pixels = np.where(labels < 0, NO_CLASS_VALUE, labels).astype(np.uint8)
     with atomic_output(path, overwrite=True) as temp:

@@ -19,8 +19,8 @@ from terramask.eval.referring_datasets import (
 )
 from terramask.eval.referring_metrics import ReferringScores
 from terramask.eval.report import prepare_output, render_referring_markdown, write_report_files
+from terramask.protocols import Progress
 
-Progress = Callable[[str, int, int], None]
 Predict = Callable[[np.ndarray, str], tuple[np.ndarray, str]]
 
 #: Published results (real weights) to print beside ours, from DESIGN.md §1.4.
@@ -227,7 +227,7 @@ def _file_names(samples: list[ReferringSample]) -> dict[str, str]:
 def _save_mask(mask: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    from terramask.scene.writers import atomic_output
+    from terramask.atomic import atomic_output
 
     with atomic_output(path, overwrite=True) as temp:
         Image.fromarray(mask.astype(np.uint8) * 255).save(temp, format="PNG")

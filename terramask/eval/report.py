@@ -9,8 +9,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from terramask.atomic import atomic_output
 from terramask.eval.presets import published_numbers
-from terramask.scene.writers import atomic_output
 
 
 def published_rows(engine: str | None = None) -> list[dict[str, Any]]:
@@ -102,7 +102,7 @@ def class_table(result: dict[str, Any], title: str) -> Table:
 
 def prepare_output(output_dir: Path, overwrite: bool) -> Path:
     """Create `output_dir/predictions`; fail first if a report would be replaced silently."""
-    from terramask.errors import OutputError
+    from terramask.errors import OutputError, OutputExistsError
 
     predictions = output_dir / "predictions"
     existing = [p for p in (output_dir / "report.json", output_dir / "report.md") if p.exists()]
@@ -110,7 +110,7 @@ def prepare_output(output_dir: Path, overwrite: bool) -> Path:
         existing.append(predictions)
     if existing and not overwrite:
         names = ", ".join(str(p) for p in existing)
-        raise OutputError(
+        raise OutputExistsError(
             f"An earlier evaluation is already in {output_dir} ({names}). Nothing was changed; "
             "pass --overwrite to replace it, or choose another folder with --output."
         )

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from terramask.errors import InputError
 from terramask.eval.datasets import label_files, read_label
 from terramask.eval.metrics import SegmentationScores
-
-Progress = Callable[[str, int, int], None]
+from terramask.protocols import Progress
 
 
 def score_folders(

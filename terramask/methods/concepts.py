@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from terramask.errors import InputError
-from terramask.methods.protocols import ConceptResult, ConceptSegmenter
 from terramask.methods.vocabulary import ClassVocabulary
+from terramask.protocols import ConceptResult, ConceptSegmenter
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from terramask.errors import InputError
-from terramask.methods.protocols import ImageText
 from terramask.methods.templates import IMAGENET_TEMPLATES
 from terramask.methods.vocabulary import ClassVocabulary
+from terramask.protocols import ImageText
 
 
 class DenseClip:

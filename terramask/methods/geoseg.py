@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from terramask.methods.interactive import PointBoxPrompt, segment_prompts
-from terramask.methods.protocols import ConceptSegmenter, ImageText, Segmenter
 from terramask.methods.templates import SIMPLE_TEMPLATES
+from terramask.protocols import ConceptSegmenter, ImageText, Segmenter
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from terramask.methods.protocols import ImageEmbedding, Segmenter
+from terramask.protocols import ImageEmbedding, Segmenter
 
 PAD_LABEL = -1
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from terramask.methods.protocols import ImageEmbedding, Segmenter
+from terramask.options import GenerationSettings
+from terramask.protocols import ImageEmbedding, Segmenter
 
 
 @dataclass(frozen=True)
@@ -52,25 +53,6 @@ class MaskProposal:
         r0, c0, r1, c1 = self.bbox
         out[r0:r1, c0:c1] = self.mask
         return out
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """SAM's automatic-mask-generator defaults, with the grid of the SAM+CLIP paper (29)."""
-
-    grid: int = 29
-    points_per_batch: int = 16
-    pred_iou_thresh: float = 0.88
-    stability_thresh: float = 0.95
-    stability_offset: float = 1.0
-    nms_iou: float = 0.7
-    min_region_area: int = 100
-    #: decode coarse to fine, skipping points settled by dense labels (see the module doc)
-    prune: bool = True
-    #: strides of the passes before the full grid: every 8th point of each axis, then every
-    #: 4th, then every 2nd. On masks from real label maps, (2,) decoded ~40% of a 29 grid and
-    #: (8, 4, 2) ~20-30% at about the same label-map agreement (benchmarks/README.md)
-    coarse_strides: tuple[int, ...] = (8, 4, 2)
 
 
 def point_grid(n: int, height: int, width: int) -> np.ndarray:

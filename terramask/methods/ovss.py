@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from terramask.methods.mask_generation import GenerationSettings, generate_masks
-from terramask.methods.protocols import Segmenter, SemanticEngine
+from terramask.methods.mask_generation import generate_masks
 from terramask.methods.vocabulary import NO_CLASS, ClassVocabulary
 from terramask.methods.voting import vote_masks
+from terramask.options import GenerationSettings
+from terramask.protocols import Segmenter, SemanticEngine
 
 
 @dataclass

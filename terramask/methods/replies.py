@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from terramask.errors import InputError, MLLMError
-from terramask.methods.protocols import COORDINATE_CONVENTIONS, MLLMReply
+from terramask.protocols import COORDINATE_CONVENTIONS, MLLMReply
 
 _BOX_KEYS = ("bbox", "box", "bbox_2d", "box_2d")
 _BOX_LIST_KEYS = ("bboxes", "boxes")

@@ -104,11 +104,3 @@ REMOTE_SENSING_TEMPLATES: tuple[str, ...] = (
     "a high resolution satellite photo of {}.",
     "{} seen from above.",
 )
-
-# The identity template: texts are used exactly as written.
-RAW_TEMPLATE: tuple[str, ...] = ("{}",)
-
-
-def fill(template: str, text: str) -> str:
-    """Put `text` into a template's `{}`; literal braces in the class name stay as they are."""
-    return template.replace("{}", text)

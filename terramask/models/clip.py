@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from terramask.errors import InputError
-from terramask.methods.templates import RAW_TEMPLATE, fill
 from terramask.models.registry import ResolvedModel
 from terramask.models.weights import load_pretrained
+from terramask.protocols import RAW_TEMPLATE, fill_template
 
 CLIP_FAMILIES = ("clip", "siglip")
 
@@ -111,7 +111,7 @@ class ClipImageText:
             )
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        prompts = [fill(t, text) for text in texts for t in templates]
+        prompts = [fill_template(t, text) for text in texts for t in templates]
         embeddings = torch.cat([
             self._text_features(prompts[i:i + self.text_batch_size])
             for i in range(0, len(prompts), self.text_batch_size)

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from terramask.errors import ModelLoadError, TerraMaskError
-from terramask.methods.protocols import ConceptSegmenter, ImageText, Segmenter
 from terramask.models.device import choose_device, choose_dtype
 from terramask.models.registry import DEFAULT_MODELS, ResolvedModel, resolve_model
+from terramask.protocols import ConceptSegmenter, ImageText, Segmenter
 
 _LOADED: dict[tuple[str, str, str, str], Any] = {}
 _LOCK = threading.Lock()

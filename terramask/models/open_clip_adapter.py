@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from terramask.errors import InputError, ModelLoadError
-from terramask.methods.templates import RAW_TEMPLATE, fill
 from terramask.models.clip import _check_images, _check_texts, _normalise
 from terramask.models.device import choose_device, choose_dtype
 from terramask.models.registry import ResolvedModel
+from terramask.protocols import RAW_TEMPLATE, fill_template
 
 _ARCH = re.compile(r"(ViT-[A-Za-z]+-\d+(?:-\d+)?(?:-quickgelu)?|RN50x\d+|RN101|RN50)")
 _SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -114,7 +114,7 @@ class OpenClipImageText:
         templates = tuple(templates) if templates is not None else RAW_TEMPLATE
         if not templates or any("{}" not in t for t in templates):
             raise InputError("Every prompt template needs a '{}' where the class name goes.")
-        prompts = [fill(t, text) for text in texts for t in templates]
+        prompts = [fill_template(t, text) for text in texts for t in templates]
         with torch.inference_mode():
             features = self.model.encode_text(self.tokenizer(prompts).to(self.device)).float()
         features = _normalise(features).reshape(len(texts), len(templates), -1)

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from terramask.errors import InputError
-from terramask.methods.protocols import ImageEmbedding, MaskPrediction
 from terramask.models.registry import ResolvedModel
 from terramask.models.weights import load_pretrained
+from terramask.protocols import ImageEmbedding, MaskPrediction
 
 SAM_FAMILIES = ("sam", "sam_hq", "sam2")
 

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from terramask.errors import InputError
-from terramask.methods.protocols import ConceptResult
 from terramask.models.registry import ResolvedModel
 from terramask.models.sam import _check_image, image_key
 from terramask.models.weights import load_pretrained
+from terramask.protocols import ConceptResult
 
 #: SAM 3's tokenizer pads every phrase to this many tokens (Sam3Processor does the same).
 TEXT_LENGTH = 32

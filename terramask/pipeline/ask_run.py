@@ -9,7 +9,7 @@ MLLM clicks into SAM, or the MLLM box straight into SAM (the ablation baseline).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from rasterio.windows import Window
 from terramask.errors import TerraMaskError
 from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement, DualRoute, refine_box
 from terramask.methods.interactive import ObjectMask, PointBoxPrompt, segment_prompts
-from terramask.methods.protocols import MLLM, Segmenter
 from terramask.pipeline.object_outputs import (
     OBJECT_OUTPUTS,
     scene_summary,
@@ -28,9 +27,8 @@ from terramask.pipeline.object_outputs import (
 )
 from terramask.pipeline.objects import FoundObject, crop_object, paint_block
 from terramask.pipeline.routing import WindowJob, job_for_bounds
+from terramask.protocols import MLLM, Progress, Segmenter
 from terramask.scene import OutputSet, Scene
-
-Progress = Callable[[str, int, int], None]
 
 ASK_ENGINES = ("geoseg", "clicks", "box")
 ASK_OUTPUTS = OBJECT_OUTPUTS

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pyogrio.raw
 
+from terramask.atomic import atomic_output
 from terramask.errors import InputError, NothingToDo, TerraMaskError
-from terramask.scene import OutputSet, atomic_output, scene_name
+from terramask.protocols import Progress
+from terramask.scene import OutputSet, scene_name
 
-Progress = Callable[[str, int, int], None]
 RunOne = Callable[[str], dict]
 Prepare = Callable[[list[str]], None]
 

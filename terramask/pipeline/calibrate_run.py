@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from terramask.errors import InputError, MLLMError
 from terramask.methods.calibration import fit_refinement
-from terramask.methods.protocols import MLLM
-
-Progress = Callable[[str, int, int], None]
+from terramask.protocols import MLLM, Progress
 
 
 def mask_box(mask: np.ndarray) -> list[float] | None:
@@ -38,9 +35,9 @@ def run_calibration(
 
     Samples without a target, or whose reply has no box, are left out (and counted).
     """
+    from terramask.atomic import atomic_output
     from terramask.eval.referring_datasets import load_referring_dataset
     from terramask.methods.replies import box_prompt, parse_reply
-    from terramask.scene import atomic_output
 
     output = Path(output)
     if output.exists() and not overwrite:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from terramask.errors import InputError
-from terramask.methods.mask_generation import GenerationSettings
 from terramask.methods.ovss import OvssPredictor
+from terramask.options import GenerationSettings
 
 ENGINES = ("clip", "sam+clip", "sam3")
 

@@ -8,26 +8,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from terramask.atomic import atomic_output
 from terramask.pipeline.objects import FoundObject, paint_block
+from terramask.protocols import Progress
 from terramask.scene import (
     Feature,
     OutputSet,
     RasterWriter,
     Scene,
-    atomic_output,
     polygonize,
     write_preview,
     write_vectors,
 )
-
-Progress = Callable[[str, int, int], None]
 
 #: What an object run writes, in order.
 OBJECT_OUTPUTS = ("mask", "score", "gpkg", "geojson", "preview", "report")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from terramask.methods.interactive import segment_prompts
-from terramask.methods.protocols import Segmenter
 from terramask.pipeline.object_outputs import (
     OBJECT_OUTPUTS,
     scene_summary,
@@ -19,9 +18,8 @@ from terramask.pipeline.object_outputs import (
 )
 from terramask.pipeline.objects import FoundObject, crop_object
 from terramask.pipeline.routing import route_prompts
+from terramask.protocols import Progress, Segmenter
 from terramask.scene import ObjectPrompt, OutputSet, Scene, plan_tiles
-
-Progress = Callable[[str, int, int], None]
 
 PROMPT_OUTPUTS = OBJECT_OUTPUTS
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -37,11 +37,10 @@ from terramask.pipeline.segment_tiles import (
     to_scene_crs,
 )
 from terramask.pipeline.tile_store import WORK_FOLDER, TileStore
+from terramask.protocols import Progress
 from terramask.scene import Feature, OutputSet, Scene, Tile, area_m2, plan_tiles
 from terramask.scene.vectors import VectorWriter, to_pyproj
 from terramask.scene.writers import PALETTE, write_preview
-
-Progress = Callable[[str, int, int], None]
 
 SEGMENT_OUTPUTS = ("labels", "score", "gpkg", "geojson", "preview", "report")
 

@@ -21,6 +21,7 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
+from terramask.atomic import atomic_output, write_atomic
 from terramask.errors import OutputError
 from terramask.pipeline.segment_tiles import TileResult
 from terramask.scene import Feature
@@ -43,7 +44,7 @@ class TileStore:
                 shutil.rmtree(self.folder)  # another run's tiles, or unknown ones: never mix
             self.folder.mkdir(parents=True, exist_ok=True)
             if not marker.exists():
-                _write_atomic(marker, json.dumps(self.fingerprint, indent=2).encode())
+                write_atomic(marker, json.dumps(self.fingerprint, indent=2))
         except (OSError, ValueError) as exc:
             raise OutputError(
                 f"The work folder {self.folder} (where finished tiles are kept so a run can "
@@ -69,14 +70,10 @@ class TileStore:
 
     def save(self, result: TileResult) -> None:
         arrays = _to_arrays(result)
-        path = self.folder / f"{result.index}.npz"
-        temp = path.with_name(f".{path.stem}.tmp.npz")
         try:
-            with open(temp, "wb") as f:
-                np.savez_compressed(f, **arrays)
-            os.replace(temp, path)
+            with atomic_output(self.folder / f"{result.index}.npz", overwrite=True) as temp:
+                np.savez_compressed(temp, **arrays)
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             raise OutputError(
                 f"Keeping finished tile {result.index} in {self.folder} failed ({exc}). Check "
                 "free disk space there; re-running the same command resumes."
@@ -96,12 +93,6 @@ class TileStore:
         shutil.rmtree(self.folder, ignore_errors=True)
         with suppress(OSError):
             self.folder.parent.rmdir()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(data)
-    os.replace(temp, path)
 
 
 def _to_arrays(result: TileResult) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from terramask.scene.raster import (
 from terramask.scene.stretch import Stretch
 from terramask.scene.tiling import Tile, TilePlan, plan_tiles
 from terramask.scene.vectors import Feature, area_m2, polygonize, write_vectors
-from terramask.scene.writers import RasterWriter, atomic_output, write_preview
+from terramask.scene.writers import RasterWriter, write_preview
 
 __all__ = [
     "Feature",
@@ -39,7 +39,6 @@ __all__ = [
     "Tile",
     "TilePlan",
     "area_m2",
-    "atomic_output",
     "check_prompt_options",
     "describe_extent",
     "expand_inputs",

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from terramask.errors import OutputError
+from terramask.errors import OutputError, OutputExistsError
 
 SUFFIXES = {
     "mask": "_mask.tif",
@@ -54,7 +54,7 @@ class OutputSet:
         existing = [p for p in paths if p.exists()]
         if existing and not self.overwrite:
             names = ", ".join(p.name for p in existing)
-            raise OutputError(
+            raise OutputExistsError(
                 f"These outputs already exist in {self.directory}: {names}. Nothing was "
                 "changed; pass --overwrite to replace them, or choose another output folder."
             )

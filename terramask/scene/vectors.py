@@ -23,9 +23,9 @@ from scipy import ndimage
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from terramask.atomic import atomic_output, exists_error
 from terramask.errors import OutputError
 from terramask.scene.raster import GeoreferenceWarning
-from terramask.scene.writers import _exists_error, atomic_output
 
 BASE_FIELDS = ("label", "score", "area_m2")
 
@@ -246,7 +246,7 @@ class VectorWriter:
         if not overwrite:
             for target in self.paths:
                 if target.exists():
-                    raise _exists_error(target)
+                    raise exists_error(target)
         self.overwrite = overwrite
         self.layer = layer
         self.fields = list(fields)

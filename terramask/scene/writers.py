@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import secrets
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -21,53 +18,13 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from terramask.atomic import atomic_output, remove_with_sidecars, temp_sibling
 from terramask.errors import OutputError
 
 if TYPE_CHECKING:
     from terramask.scene.raster import Scene
 
 Color = tuple[int, int, int] | tuple[int, int, int, int]
-
-
-def _exists_error(path: Path) -> OutputError:
-    return OutputError(
-        f"The output {path} already exists and was left untouched. Pass --overwrite to replace "
-        "it, or choose another output folder."
-    )
-
-
-def _remove_with_sidecars(path: Path) -> None:
-    """Remove a file and whatever GDAL/SQLite put beside it (.aux.xml, -journal, .ovr …)."""
-    for name in glob.glob(glob.escape(str(path)) + "*"):
-        with suppress(OSError):
-            os.remove(name)
-
-
-def _temp_sibling(path: Path, tag: str = "tmp") -> Path:
-    # Same folder (so the final rename is atomic), hidden, and keeping the suffix so GDAL and
-    # OGR pick the right driver from the name.
-    return path.parent / f".{path.stem}.{tag}-{secrets.token_hex(4)}{path.suffix}"
-
-
-@contextmanager
-def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
-
-    On an exception the temporary file (and any sidecar) is removed and `path` is untouched.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise _exists_error(path)
-    temp = _temp_sibling(path)
-    try:
-        yield temp
-        if not temp.exists():
-            raise FileNotFoundError(f"nothing was written to the temporary file {temp}")
-        if path.exists() and not overwrite:
-            raise _exists_error(path)
-        os.replace(temp, path)
-    finally:
-        _remove_with_sidecars(temp)
 
 
 def block_windows(width: int, height: int, block_size: int) -> Iterator[Window]:
@@ -116,7 +73,7 @@ class RasterWriter:
     def __enter__(self) -> RasterWriter:
         self._atomic = atomic_output(self.path, overwrite=self.overwrite)
         self._final_temp = self._atomic.__enter__()
-        self._work = _temp_sibling(self.path, "work")
+        self._work = temp_sibling(self.path, "work")
         profile = {
             "driver": "GTiff",
             "width": self.width,
@@ -199,7 +156,7 @@ class RasterWriter:
         tb: TracebackType | None,
     ) -> None:
         if self._work is not None:
-            _remove_with_sidecars(self._work)
+            remove_with_sidecars(self._work)
         self._atomic.__exit__(exc_type, exc, tb)
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from terramask.errors import InputError
 from terramask.methods.concepts import ConceptEngine, fuse_concept, sigmoid
-from terramask.methods.protocols import ConceptResult, ConceptSegmenter, SemanticEngine
 from terramask.methods.vocabulary import ClassVocabulary
+from terramask.protocols import ConceptResult, ConceptSegmenter, SemanticEngine
 
 H, W = 3, 4
 INF = np.inf  # sigmoid(+inf) = 1, sigmoid(-inf) = 0, sigmoid(0) = 0.5: exact expectations

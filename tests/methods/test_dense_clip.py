@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from terramask.methods.dense_clip import DenseClip, resize_short_side, window_starts
 from terramask.methods.labels import labels_from_probabilities
-from terramask.methods.protocols import ImageText, SemanticEngine
 from terramask.methods.vocabulary import NO_CLASS, ClassVocabulary
+from terramask.protocols import ImageText, SemanticEngine
 
 TEMPLATES = ("a photo of a {}.", "a satellite image of a {}.")
 VOCABULARY = ClassVocabulary((("building", "roof"), ("road",), ("water", "river")))

@@ -15,7 +15,7 @@ from terramask.methods.geoseg import (
     select_points,
     surgery_similarity,
 )
-from terramask.methods.protocols import ConceptResult
+from terramask.protocols import ConceptResult
 from tests.doubles import ShapeSegmenter
 
 

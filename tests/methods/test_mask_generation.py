@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from terramask.methods.mask_generation import (
-    GenerationSettings,
     MaskProposal,
     generate_masks,
     mask_iou,
@@ -14,6 +13,7 @@ from terramask.methods.mask_generation import (
     point_grid,
     stability_scores,
 )
+from terramask.options import GenerationSettings
 from tests.doubles import ComponentSegmenter, ShapeSegmenter
 
 IMAGE = np.zeros((60, 90, 3), np.uint8)

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from terramask.methods.mask_generation import GenerationSettings, generate_masks, grid_passes
-from terramask.methods.protocols import MaskPrediction
+from terramask.methods.mask_generation import generate_masks, grid_passes
 from terramask.methods.voting import vote_masks
+from terramask.options import GenerationSettings
+from terramask.protocols import MaskPrediction
 from terramask.testing.counting import CountingSegmenter as Counting
 from tests.doubles import ComponentSegmenter
 

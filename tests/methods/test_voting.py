@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from terramask.methods.mask_generation import GenerationSettings, MaskProposal, generate_masks
+from terramask.methods.mask_generation import MaskProposal, generate_masks
 from terramask.methods.vocabulary import NO_CLASS
 from terramask.methods.voting import majority_class, vote_masks
+from terramask.options import GenerationSettings
 from tests.doubles import ComponentSegmenter
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from terramask.errors import InputError, MLLMError
-from terramask.methods.protocols import MLLMReply
 from terramask.methods.replies import box_prompt, clicks_prompt, parse_reply
+from terramask.protocols import MLLMReply
 
 # The caller's image is 1000x2000 (H, W); the client showed it at 500x1000, a factor of 2.
 ORIGINAL = (1000, 2000)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from terramask.errors import InputError
-from terramask.methods.protocols import ImageText
 from terramask.methods.templates import IMAGENET_TEMPLATES, REMOTE_SENSING_TEMPLATES
 from terramask.models import load_image_text
 from terramask.models.clip import ClipImageText
+from terramask.protocols import ImageText
 
 
 @pytest.fixture(params=["clip", "siglip"])

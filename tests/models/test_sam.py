@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from terramask.errors import InputError
-from terramask.methods.protocols import ImageEmbedding, Segmenter
 from terramask.models import load_segmenter
 from terramask.models.sam import SamSegmenter
+from terramask.protocols import ImageEmbedding, Segmenter
 
 FAMILIES = ["sam", "sam_hq", "sam2"]
 H, W = 100, 150  # not square and not the model's size: exercises resize, pad and crop-back

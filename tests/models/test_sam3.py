@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from terramask.errors import InputError, ModelLoadError, ModelNotFoundError
 from terramask.methods.concepts import ConceptEngine, fuse_concept
-from terramask.methods.protocols import ConceptSegmenter
 from terramask.methods.vocabulary import ClassVocabulary
 from terramask.models import load_concept_segmenter
 from terramask.models.sam3 import Sam3ConceptSegmenter
+from terramask.protocols import ConceptSegmenter
 from terramask.testing.tiny_models import save_tiny_sam3
 
 QUERIES = 8  # the tiny model's object queries

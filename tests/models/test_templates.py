@@ -6,8 +6,8 @@ from terramask.methods.templates import (
     IMAGENET_TEMPLATES,
     REMOTE_SENSING_TEMPLATES,
     SIMPLE_TEMPLATES,
-    fill,
 )
+from terramask.protocols import fill_template
 
 
 def test_imagenet_templates_are_the_published_80():
@@ -23,4 +23,4 @@ def test_every_template_has_one_slot():
 
 
 def test_fill_keeps_literal_braces():
-    assert fill("a photo of a {}.", "road {paved}") == "a photo of a road {paved}."
+    assert fill_template("a photo of a {}.", "road {paved}") == "a photo of a road {paved}."

@@ -13,7 +13,6 @@ import shapely
 from affine import Affine
 from shapely.geometry import box
 
-from terramask.errors import OutputError
 from terramask.scene import Feature, GeoreferenceWarning, area_m2, polygonize, write_vectors
 from terramask.scene.vectors import VectorWriter
 
@@ -116,7 +115,7 @@ def test_no_crs_skips_geojson_and_refuses_overwrite(tmp_path):
         written = write_vectors(features, crs=None, gpkg_path=gpkg, geojson_path=geojson)
     assert written == [gpkg] and not geojson.exists()
     assert pyogrio.read_info(gpkg)["crs"] is None
-    with pytest.raises(OutputError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="`overwrite`"):
         write_vectors(features, crs="EPSG:32633", gpkg_path=gpkg, geojson_path=None)
     write_vectors(features, crs="EPSG:32633", gpkg_path=gpkg, geojson_path=None, overwrite=True)
     assert pyogrio.read_info(gpkg)["crs"] == "EPSG:32633"

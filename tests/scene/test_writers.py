@@ -10,8 +10,9 @@ import rasterio
 from affine import Affine
 from PIL import Image
 
+from terramask.atomic import atomic_output
 from terramask.errors import OutputError
-from terramask.scene import OutputSet, RasterWriter, atomic_output, open_scene, write_preview
+from terramask.scene import OutputSet, RasterWriter, open_scene, write_preview
 
 ROTATED = Affine.translation(500000, 4650000) @ Affine.rotation(20) @ Affine.scale(0.5, -0.5)
 COLORS = {0: (0, 0, 0, 0), 1: (255, 0, 0, 255), 2: (0, 0, 255, 255)}
@@ -71,7 +72,7 @@ def test_failure_mid_write_leaves_nothing(tmp_path):
 def test_existing_output_is_kept_without_overwrite(tmp_path):
     path = tmp_path / "keep.tif"
     path.write_bytes(b"precious")
-    with pytest.raises(OutputError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="`overwrite`"):
         _write(path)
     assert path.read_bytes() == b"precious"
     assert os.listdir(tmp_path) == ["keep.tif"]

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from terramask.errors import InputError, TerraMaskError
-from terramask.methods.protocols import MLLMReply
+from terramask.protocols import MLLMReply
 
 #: An `ask_many` item: (image, prompt) or (image, prompt, system).
 AskItem = tuple[np.ndarray, str] | tuple[np.ndarray, str, str | None]

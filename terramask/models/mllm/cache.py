@@ -12,13 +12,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from terramask.atomic import write_atomic
 from terramask.errors import OutputError
-from terramask.methods.protocols import MLLMReply
+from terramask.protocols import MLLMReply
 
 
 def default_cache_folder() -> Path:
@@ -75,14 +75,7 @@ class ReplyCache:
         record.pop("cached", None)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                    json.dump(record, stream)
-                os.replace(temporary, path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            write_atomic(path, json.dumps(record))
         except OSError as exc:
             raise OutputError(
                 f"The multimodal LLM reply cache at {self.folder} cannot be written ({exc}). "

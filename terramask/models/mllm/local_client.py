@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from terramask.errors import InputError, MLLMError, ModelLoadError, TerraMaskError
-from terramask.methods.protocols import MLLMReply
 from terramask.models.device import choose_device, choose_dtype
 from terramask.models.loader import load_once
 from terramask.models.mllm.asking import AskItem, ask_each, check_prompt
 from terramask.models.mllm.cache import ReplyCache, cached
 from terramask.models.mllm.images import as_rgb, fit_long_side, image_digest
 from terramask.models.registry import ResolvedModel, resolve_model
+from terramask.protocols import MLLMReply
 
 #: How each local family writes coordinates (see openai_client's table).
 FAMILY_CONVENTION = {"qwen2_5_vl": "pixels", "qwen3_vl": "0-1000"}

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from terramask.errors import InputError, MLLMError, TerraMaskError
-from terramask.methods.protocols import COORDINATE_CONVENTIONS, MLLMReply
 from terramask.models.mllm.asking import AskItem, ask_each, check_prompt
 from terramask.models.mllm.cache import ReplyCache, cached
 from terramask.models.mllm.images import (
@@ -47,6 +46,7 @@ from terramask.models.mllm.images import (
     fit_long_side,
     image_digest,
 )
+from terramask.protocols import COORDINATE_CONVENTIONS, MLLMReply
 
 _CONVENTION_BY_NAME = (
     (re.compile(r"qwen3[\w.\-]*vl"), "0-1000"),

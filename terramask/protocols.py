@@ -1,12 +1,68 @@
-"""The small protocols every algorithm talks to: a promptable segmenter and an image-text model."""
+"""The small protocols every layer talks through: models, scenes and progress reports.
+
+This module sits at the bottom of the import graph (it imports only numpy): `methods/`
+writes algorithms against it, `models/` implements the model protocols, `scene/` the
+`SceneReader`, and pipelines pass a `Progress` callback down without knowing who listens.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from terramask.scene.raster import SceneWindow
+
+#: Reports progress as (stage, done, total); a stage restarts when `done` goes back down.
+Progress = Callable[[str, int, int], None]
+
+#: The identity template of `ImageText.encode_text`: texts are encoded exactly as written.
+RAW_TEMPLATE: tuple[str, ...] = ("{}",)
+
+
+def fill_template(template: str, text: str) -> str:
+    """Put `text` into a template's `{}`; literal braces in the class name stay as they are."""
+    return template.replace("{}", text)
+
+
+@runtime_checkable
+class SceneReader(Protocol):
+    """Anything the runs read imagery from: a raster `Scene` or an in-memory `ArrayScene`.
+
+    Coordinates are scene pixels (column, row; (0, 0) the top-left corner); `transform` maps
+    them to the map (identity and `crs` None for scenes without georeferencing).
+    """
+
+    name: str
+    source: str
+    width: int
+    height: int
+    crs: Any
+    georeferenced: bool
+    transform: Affine
+    bands: tuple[int, ...]
+
+    def read(self, window: Window, out_shape: tuple[int, int] | None = None) -> SceneWindow:
+        """A window as stretched (H, W, 3) uint8 RGB with its validity, optionally resized."""
+        ...
+
+    def read_valid(self, window: Window) -> np.ndarray:
+        """Only the (H, W) validity of a full-resolution window."""
+        ...
+
+    def overview(self, max_size: int = 2048) -> SceneWindow:
+        """The whole scene decimated so that its long side is at most `max_size`."""
+        ...
+
+    def window_transform(self, window: Window) -> Affine:
+        """The map transform of a full-resolution window."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +138,11 @@ class ImageText(Protocol):
     def encode_text(
         self, texts: Sequence[str], templates: Sequence[str] | None = None
     ) -> np.ndarray:
-        """(K, D) L2-normalised text embeddings, each averaged over the templates."""
+        """(K, D) L2-normalised text embeddings, each averaged over the templates.
+
+        Each template holds one `{}` that `fill_template` replaces with the text; without
+        templates the texts are encoded as written (`RAW_TEMPLATE`).
+        """
         ...
 
     def encode_image(self, images: Sequence[np.ndarray]) -> np.ndarray:
