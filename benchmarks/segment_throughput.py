@@ -208,14 +208,14 @@ def write_labels(labels: np.ndarray, vocabulary) -> None:
     from affine import Affine
     from rasterio.windows import Window
 
-    from terramask.pipeline.segment_run import LABEL_NODATA, class_colormap
+    from terramask.pipeline.segment_run import LABEL_RASTER_NODATA, class_colormap
     from terramask.scene import RasterWriter
 
     height, width = labels.shape
     with tempfile.TemporaryDirectory() as folder, RasterWriter(
         Path(folder) / "labels.tif", width=width, height=height, dtype="uint8",
         crs="EPSG:32650", transform=Affine(0.3, 0, 500000, 0, -0.3, 3300000),
-        nodata=LABEL_NODATA, colormap=class_colormap(vocabulary),
+        nodata=LABEL_RASTER_NODATA, colormap=class_colormap(vocabulary),
     ) as writer:
         writer.write((labels + 1).astype(np.uint8), Window(0, 0, width, height))
 

@@ -1,81 +1,142 @@
-"""The public verbs: prompt, segment, ask, evaluate, score. The CLI mirrors these one to one."""
+"""The public verbs: prompt, segment, ask (each with a `*_many` twin), evaluate, score, calibrate.
+
+The command line mirrors these one to one. Each verb checks its options before any file is
+read or model loaded, refuses options that would be ignored by the chosen engine or data set
+(`terramask.rules`), and delegates: scenes to `scene/`, models to `models/` and
+`pipeline/engines.py`, the work to `pipeline/` and `eval/`. Options travel as the frozen
+objects of `terramask.options`, each default written there once.
+
+    from terramask import api
+    from terramask.options import ModelOptions, Tiling
+
+    result = api.segment("scene.tif", ["building", "road,street", "water"],
+                         models=ModelOptions(segmenter="sam-vit-large"),
+                         tiling=Tiling(tile=1024, overlap=128), output="out")
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from terramask import rules
 from terramask.errors import InputError
+from terramask.options import (
+    INDEX_CRS,
+    PROMPT_TILING,
+    AskEngine,
+    AskOptions,
+    GenerationSettings,
+    MLLMOptions,
+    ModelOptions,
+    Outside,
+    PolygonOptions,
+    RasterOptions,
+    RayOptions,
+    SegmentEngine,
+    Tiling,
+    changed,
+)
+from terramask.protocols import MLLM, Progress
 
 if TYPE_CHECKING:
-    from terramask.methods.geoseg import BoxRefinement
     from terramask.methods.ovss import OvssPredictor
     from terramask.pipeline.ask_run import AskResult
     from terramask.pipeline.batch import BatchSummary
     from terramask.pipeline.prompt_run import PromptResult
     from terramask.pipeline.segment_run import SegmentResult
-    from terramask.protocols import MLLM, Segmenter, SemanticEngine
-    from terramask.scene import OutputSet, PromptFile
+    from terramask.protocols import SemanticEngine
+    from terramask.scene import OutputSet, PromptFile, SceneReader
 
-Progress = Callable[[str, int, int], None]
-
+#: A click, (x, y): scene pixels, or map coordinates in `crs`.
 Point = tuple[float, float]
+#: A box, (x1, y1, x2, y2): left, top, right, bottom in pixels; min x, min y, max x, max y on a map.
 Box = tuple[float, float, float, float]
+PathLike = str | os.PathLike
+
+_NO_PROMPT = (
+    "No prompt was given: add at least one click (`points`) or box (`boxes`), in pixels or "
+    "in map coordinates with `crs`, or a vector file of prompts (`prompt_file`)."
+)
+
+
+# ----------------------------------------------------------------------------------- prompt
 
 
 def prompt(
-    scene: str | os.PathLike,
+    scene: PathLike,
     *,
     points: Sequence[Point] = (),
     negatives: Sequence[Point] = (),
     boxes: Sequence[Box] = (),
     crs: str | None = None,
-    prompt_file: str | os.PathLike | PromptFile | None = None,
+    prompt_file: PathLike | PromptFile | None = None,
     prompt_layer: str | None = None,
-    segmenter: str | Segmenter | None = None,
-    output: str | os.PathLike = "terramask-out",
-    bands: Sequence[int] | None = None,
-    stretch: str = "auto",
-    tile_size: int = 1024,
-    overlap: int = 256,
-    simplify: float | None = None,
-    device: str = "auto",
+    models: ModelOptions = ModelOptions(),
+    raster: RasterOptions = RasterOptions(),
+    tiling: Tiling = PROMPT_TILING,
+    polygons: PolygonOptions = PolygonOptions(),
+    output: PathLike = "terramask-out",
     overwrite: bool = False,
-    outside: str = "error",
+    outside: Outside = "error",
     progress: Progress | None = None,
 ) -> PromptResult:
     """Segment the objects under clicks and boxes; write mask, scores, polygons and preview.
 
-    Points and boxes are in pixels of the scene, or in map coordinates of `crs`; a vector
-    file of prompts (`prompt_file`, a path or a `PromptFile` already read) may add more. All
-    positive and negative clicks form one object; each box is its own object (a single box
-    joins the clicks). A prompt outside the scene is an error, unless `outside="drop"`: then
-    it is left out (boxes are clipped), and a scene left with no prompt raises `NothingToDo`.
-    Outputs go to `output`, named after the scene, and are never overwritten unless
-    `overwrite`. `segmenter` is a model id, alias or folder, or an already loaded `Segmenter`.
+    All positive and negative clicks form one object; each box is its own object (a single
+    box joins the clicks). Each prompt is segmented on the tile that holds it, so a scene of
+    any size is never read whole.
+
+    Args:
+        scene: A raster path or URL (GeoTIFF, COG, any GDAL raster).
+        points: Positive clicks, (x, y) each.
+        negatives: Negative clicks: where the object is not.
+        boxes: Boxes, one object each.
+        crs: The CRS of `points` and `boxes` (e.g. "EPSG:4326"); None means scene pixels.
+        prompt_file: A vector file of prompts (points with `positive`/`group`/`name` fields,
+            polygons as boxes), or one already read with `scene.read_prompt_file`.
+        prompt_layer: The layer of `prompt_file` to read.
+        models: The segmenter (`ModelOptions.segmenter`) and device.
+        raster: Bands and stretch.
+        tiling: The windows prompts are routed to.
+        polygons: Simplification of the outlines.
+        output: The folder outputs go to, named after the scene.
+        overwrite: Replace outputs of the same name.
+        outside: "error": a prompt outside the scene is refused; "drop": it is left out
+            (boxes clipped), and a scene left with no prompt raises `NothingToDo`.
+        progress: Called with (stage, done, total).
+
+    Returns:
+        The files written and one summary per object (score, area, box, prompts).
+
+    Raises:
+        InputError: Bad options or prompts (before any work), an unreadable raster.
+        OutputExistsError: Outputs exist and `overwrite` is false.
+        ModelNotFoundError, ModelLoadError: The segmenter cannot be found or loaded.
     """
     from terramask.errors import NothingToDo
     from terramask.models import load_segmenter
     from terramask.pipeline.prompt_run import PROMPT_OUTPUTS, run_prompts
     from terramask.scene import (
-        PromptFile,
         describe_extent,
         open_scene,
         prompts_from_options,
         prompts_from_vector,
-        read_prompt_file,
     )
 
-    if not (points or negatives or boxes or prompt_file is not None):
-        raise InputError(_NO_PROMPT)
-    if prompt_file is not None and not isinstance(prompt_file, PromptFile):
-        prompt_file = read_prompt_file(prompt_file, layer=prompt_layer)
-    with open_scene(scene, bands=bands, stretch=stretch) as opened:
+    _one_scene(scene, "prompt_many", raster)
+    has_coordinates = bool(points or negatives or boxes)
+    rules.refuse(
+        _given(models, polygons, crs=crs is not None),
+        rules.prompt_rules(has_coordinates=has_coordinates),
+    )
+    prompt_file = _prompt_file(has_coordinates, prompt_file, prompt_layer)
+    with open_scene(scene, raster) as opened:
         outputs = _checked_outputs(opened, output, overwrite, PROMPT_OUTPUTS)
         object_prompts = []
-        if points or negatives or boxes:
+        if has_coordinates:
             object_prompts += prompts_from_options(
                 opened, points=points, negatives=negatives, boxes=boxes, crs=crs,
                 outside=outside,
@@ -87,144 +148,159 @@ def prompt(
             raise NothingToDo(
                 f"No prompt falls inside this scene: {describe_extent(opened, prompt_crs)}."
             )
-        model = (
-            load_segmenter(None if segmenter is None else str(segmenter), device=device)
-            if segmenter is None or isinstance(segmenter, str | os.PathLike)
-            else segmenter
-        )
+        segmenter = load_segmenter(models.segmenter, device=models.device)
         return run_prompts(
-            opened,
-            object_prompts,
-            model,
-            outputs,
-            tile_size=tile_size,
-            overlap=overlap,
-            simplify=simplify,
+            opened, object_prompts, segmenter, outputs, tiling=tiling, polygons=polygons,
             progress=progress,
-        )
-
-
-_NO_PROMPT = (
-    "No prompt was given: add at least one --point X,Y or --box X1,Y1,X2,Y2 (pixels, or map "
-    "coordinates with --crs), or a vector file with --prompts."
-)
+        )  # fmt: skip
 
 
 def prompt_many(
-    inputs: str | os.PathLike,
+    inputs: PathLike,
     *,
     points: Sequence[Point] = (),
     negatives: Sequence[Point] = (),
     boxes: Sequence[Box] = (),
     crs: str | None = None,
-    prompt_file: str | os.PathLike | PromptFile | None = None,
+    prompt_file: PathLike | PromptFile | None = None,
     prompt_layer: str | None = None,
-    asset: str | None = None,
-    output: str | os.PathLike = "terramask-out",
+    models: ModelOptions = ModelOptions(),
+    raster: RasterOptions = RasterOptions(),
+    tiling: Tiling = PROMPT_TILING,
+    polygons: PolygonOptions = PolygonOptions(),
+    output: PathLike = "terramask-out",
     overwrite: bool = False,
+    index_crs: str = INDEX_CRS,
     progress: Progress | None = None,
-    **options: object,
 ) -> BatchSummary:
     """`prompt` over many scenes: a folder, a glob, a .txt list or a STAC item/collection.
 
     The same prompts go to every scene. Each prompt reaches the scenes it falls in: a point
     outside a scene is left out for that scene, a box is clipped to it or left out, and an
-    object left with no positive point and no box is left out (`outside="drop"` of `prompt`).
-    Pixel coordinates (no `crs`) mean the same pixels in every scene. A scene with no prompt
-    inside is *skipped*, not failed: nothing is segmented, its report says why (so a re-run
-    skips it too), and the summary lists it under `skipped`. Prompts are checked, and a prompt
-    file read, once before the first scene. Outputs, index, summary and resuming are as for
-    `segment_many`; a scene left without its report by an interrupted run is redone, replacing
-    the outputs it had written. `options` are `prompt`'s (segmenter, tile_size, device, ...).
+    object left with no positive point and no box is left out. Pixel coordinates (no `crs`)
+    mean the same pixels in every scene. A scene with no prompt inside is *skipped*, not
+    failed: nothing is segmented, its report says why (so a re-run skips it too). Prompts
+    are checked, and a prompt file read, once before the first scene.
+
+    Args:
+        inputs: The scenes (see `scene.expand_inputs`); `raster.asset` picks a STAC asset.
+        index_crs: The CRS of `output/index.gpkg`, which holds every scene's polygons.
+        Others: as for `prompt`.
+
+    Returns:
+        What happened to each scene, the index and the summary file (`output/summary.json`).
+        A scene already done (its report exists) is skipped; one left without its report by
+        an interrupted run is redone. One scene's failure is recorded and the others go on.
+
+    Raises:
+        InputError: Bad options or prompts, or no scene found (before any scene runs).
     """
     from terramask.pipeline.batch import run_batch
-    from terramask.scene import PromptFile, check_prompt_options, expand_inputs, read_prompt_file
+    from terramask.scene import check_prompt_options, expand_inputs
 
-    sources = expand_inputs(inputs, asset=asset)
-    points, negatives, boxes = list(points), list(negatives), list(boxes)
-    if not (points or negatives or boxes or prompt_file is not None):
-        raise InputError(_NO_PROMPT)
+    sources = expand_inputs(inputs, asset=raster.asset)
+    has_coordinates = bool(points or negatives or boxes)
+    rules.refuse(
+        _given(models, polygons, crs=crs is not None),
+        rules.prompt_rules(has_coordinates=has_coordinates),
+    )
     check_prompt_options(points=points, negatives=negatives, boxes=boxes, crs=crs)
-    if prompt_file is not None and not isinstance(prompt_file, PromptFile):
-        prompt_file = read_prompt_file(prompt_file, layer=prompt_layer)
+    prompt_file = _prompt_file(has_coordinates, prompt_file, prompt_layer)
 
     def run_one(source: str) -> dict:
         result = prompt(
             source, points=points, negatives=negatives, boxes=boxes, crs=crs,
-            prompt_file=prompt_file, output=output, overwrite=True, outside="drop", **options,
+            prompt_file=prompt_file, models=models, raster=_without_asset(raster),
+            tiling=tiling, polygons=polygons, output=output, overwrite=True, outside="drop",
         )  # fmt: skip
         return {**result.to_dict(), "found": any(not o["empty"] for o in result.objects)}
 
-    return run_batch(sources, run_one, output, overwrite=overwrite, progress=progress)
+    return run_batch(
+        sources, run_one, output, overwrite=overwrite, progress=progress, index_crs=index_crs
+    )
 
 
-def _checked_outputs(
-    scene: object, output: str | os.PathLike, overwrite: bool, kinds: Sequence[str]
-) -> OutputSet:
-    """The scene's output set, checked before any model work (no GeoJSON without a CRS)."""
-    from terramask.scene import OutputSet
+def _prompt_file(
+    has_coordinates: bool, prompt_file: PathLike | PromptFile | None, layer: str | None
+) -> PromptFile | None:
+    """The prompt file read and checked once; an InputError when there is no prompt at all."""
+    from terramask.scene import PromptFile, read_prompt_file
 
-    outputs = OutputSet(output, scene.name, overwrite=overwrite)
-    outputs.check([k for k in kinds if scene.georeferenced or k != "geojson"])
-    return outputs
+    if not has_coordinates and prompt_file is None:
+        raise InputError(_NO_PROMPT)
+    if prompt_file is None or isinstance(prompt_file, PromptFile):
+        return prompt_file
+    return read_prompt_file(prompt_file, layer=layer)
+
+
+# ----------------------------------------------------------------------------------- segment
 
 
 def segment(
-    scene: str | os.PathLike,
+    scene: PathLike,
     classes: Sequence[str],
     *,
-    engine: str = "sam+clip",
-    segmenter: str | None = None,
-    image_text: str | None = None,
-    sam3: str | None = None,
-    grid: int = 29,
-    prune: bool = True,
+    engine: SegmentEngine = "sam+clip",
     threshold: float | None = None,
     background: str | None = None,
-    output: str | os.PathLike = "terramask-out",
-    bands: Sequence[int] | None = None,
-    stretch: str = "auto",
-    tile_size: int = 1024,
-    overlap: int = 128,
-    simplify: float | None = None,
-    min_area_px: int = 0,
-    device: str = "auto",
-    overwrite: bool = False,
+    generation: GenerationSettings = GenerationSettings(),
+    models: ModelOptions = ModelOptions(),
+    raster: RasterOptions = RasterOptions(),
+    tiling: Tiling = Tiling(),
+    polygons: PolygonOptions = PolygonOptions(),
+    ray: RayOptions | None = None,
     predictor: OvssPredictor | None = None,
-    ray: str | None = None,
-    ray_workers: int | None = None,
+    output: PathLike = "terramask-out",
+    overwrite: bool = False,
     progress: Progress | None = None,
 ) -> SegmentResult:
     """Label every pixel of a scene with one of `classes` (open vocabulary, no training).
 
-    Each class is "name" or "name,synonym,..."; the first name names it in the outputs.
-    Pixels whose best probability is below `threshold` become the `background` class (added
-    if not among the classes) or "no class" (0). Engines: "clip" (dense CLIP), "sam+clip"
-    (dense CLIP voted by SAM masks from a `grid` x `grid` point grid, decoded coarse to fine
-    unless `prune` is False: points inside a mask already found whose dense class is that
-    mask's are skipped), "sam3" (SAM 3 concepts). A ready `predictor` replaces the engine and
-    model options.
+    The scene is processed tile by tile; finished tiles are kept under
+    `output/.terramask-work/` until the outputs are written, so re-running the same call
+    after a crash or Ctrl-C resumes (a store left by other settings is discarded).
 
-    Finished tiles are kept under `output/.terramask-work/` until the outputs are written, so
-    re-running after a crash or Ctrl-C resumes. `ray` ("local" or a cluster address) runs
-    tiles on Ray actors (`ray_workers` of them) instead of in this process; outputs are the
-    same.
+    Args:
+        scene: A raster path or URL.
+        classes: Each "name" or "name,synonym,..."; the first name names the class.
+        engine: "clip" (dense CLIP), "sam+clip" (dense CLIP voted by SAM's automatic
+            masks) or "sam3" (SAM 3 concepts).
+        threshold: Pixels whose best class probability is below it become `background`.
+        background: The class name below-threshold pixels get (added if not among
+            `classes`); without it they get value 0, "no class".
+        generation: SAM's automatic mask generation (sam+clip): grid, pruning, filters.
+        models: The models the engine uses, and the device.
+        raster: Bands and stretch.
+        tiling: Tile size and overlap (see the seam rule in README).
+        polygons: Simplification and the smallest polygon kept.
+        ray: Run tiles on Ray actors instead of in this process; outputs are the same.
+        predictor: A ready predictor, replacing `engine`, `models` and `generation`.
+        output: The folder outputs go to, named after the scene.
+        overwrite: Replace outputs of the same name.
+        progress: Called with (stage, done, total).
+
+    Returns:
+        The files written, pixels, area and polygons per class, tiles, timings.
+
+    Raises:
+        InputError: Bad options or classes (before any work), an unreadable raster.
+        OutputExistsError: Outputs exist and `overwrite` is false.
+        ModelNotFoundError, ModelLoadError: A model cannot be found or loaded.
     """
     from terramask.methods.vocabulary import ClassVocabulary
     from terramask.pipeline.engines import PredictorSpec
     from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, InProcessRunner, run_segment
-    from terramask.pipeline.tile_store import WORK_FOLDER
+    from terramask.pipeline.tile_store import TileStore
     from terramask.scene import OutputSet, open_scene
 
+    _one_scene(scene, "segment_many", raster)
+    _check_segment(engine, threshold, generation, models, ray, predictor)
     vocabulary = ClassVocabulary.parse(classes, background=background)
-    spec = PredictorSpec.of(
-        engine, segmenter=segmenter, image_text=image_text, sam3=sam3, device=device,
-        threshold=threshold, grid=grid, prune=prune,
-    )  # fmt: skip
-    with open_scene(scene, bands=bands, stretch=stretch) as opened:
+    spec = PredictorSpec(engine, models, generation, threshold)
+    with open_scene(scene, raster) as opened:
         # Outputs without the report (written last) beside kept tiles are what an interrupted
-        # run left: the same command replaces them, as it resumes.
-        left_over = (Path(output) / WORK_FOLDER / opened.name).is_dir() and not (
+        # run left: the same call replaces them, as it resumes.
+        left_over = TileStore.has_tiles(output, opened.name) and not (
             OutputSet(output, opened.name).path("report").exists()
         )
         outputs = _checked_outputs(opened, output, overwrite or left_over, SEGMENT_OUTPUTS)
@@ -233,146 +309,149 @@ def segment(
         elif ray is not None:
             from terramask.pipeline.ray_backend import RayRunner
 
-            runner = RayRunner(ray, spec, opened, vocabulary, workers=ray_workers)
+            runner = RayRunner(ray, spec, opened, vocabulary)
         else:
             runner = InProcessRunner(opened, spec.build(), vocabulary, spec.description)
         return run_segment(
-            opened,
-            vocabulary,
-            runner,
-            outputs,
-            tile_size=tile_size,
-            overlap=overlap,
-            simplify=simplify,
-            min_area_px=min_area_px,
+            opened, vocabulary, runner, outputs, tiling=tiling, polygons=polygons,
             progress=progress,
-        )
+        )  # fmt: skip
 
 
 def segment_many(
-    inputs: str | os.PathLike,
+    inputs: PathLike,
     classes: Sequence[str],
     *,
-    asset: str | None = None,
-    output: str | os.PathLike = "terramask-out",
-    overwrite: bool = False,
-    engine: str = "sam+clip",
-    segmenter: str | None = None,
-    image_text: str | None = None,
-    sam3: str | None = None,
-    grid: int = 29,
-    prune: bool = True,
+    engine: SegmentEngine = "sam+clip",
     threshold: float | None = None,
-    device: str = "auto",
+    background: str | None = None,
+    generation: GenerationSettings = GenerationSettings(),
+    models: ModelOptions = ModelOptions(),
+    raster: RasterOptions = RasterOptions(),
+    tiling: Tiling = Tiling(),
+    polygons: PolygonOptions = PolygonOptions(),
+    ray: RayOptions | None = None,
     predictor: OvssPredictor | None = None,
+    output: PathLike = "terramask-out",
+    overwrite: bool = False,
+    index_crs: str = INDEX_CRS,
     progress: Progress | None = None,
-    **options: object,
 ) -> BatchSummary:
     """`segment` over many scenes: a folder, a glob, a .txt list or a STAC item/collection.
 
-    Models load once. Each scene gets its own result set in `output`, all polygons also go to
-    `output/index.gpkg` (field `scene`), and `output/summary.json` records what happened.
-    Scenes already done (their report exists) are skipped, and a scene interrupted midway
-    resumes from its finished tiles (outputs it left without a report are replaced), so
-    re-running the same command resumes.
+    Models load once. Each scene gets its own result set in `output`, all polygons also go
+    to `output/index.gpkg` (field `scene`, in `index_crs`), and `output/summary.json`
+    records what happened. Scenes already done (their report exists) are skipped, and a
+    scene interrupted midway resumes from its finished tiles, so re-running the same call
+    resumes. Arguments are `segment`'s, plus `index_crs`; `raster.asset` picks a STAC asset.
+
+    Raises:
+        InputError: Bad options or classes, or no scene found (before any scene runs).
     """
+    from terramask.methods.vocabulary import ClassVocabulary
     from terramask.pipeline.batch import run_batch
     from terramask.scene import expand_inputs
 
-    sources = expand_inputs(inputs, asset=asset)
+    sources = expand_inputs(inputs, asset=raster.asset)
+    _check_segment(engine, threshold, generation, models, ray, predictor)
+    ClassVocabulary.parse(classes, background=background)
 
     def run_one(source: str) -> dict:
         result = segment(
-            source, classes, engine=engine, segmenter=segmenter, image_text=image_text,
-            sam3=sam3, grid=grid, prune=prune, threshold=threshold, device=device,
-            predictor=predictor, output=output, overwrite=True, **options,
+            source, classes, engine=engine, threshold=threshold, background=background,
+            generation=generation, models=models, raster=_without_asset(raster), tiling=tiling,
+            polygons=polygons, ray=ray, predictor=predictor, output=output, overwrite=True,
         )  # fmt: skip
         return result.to_dict()
 
-    return run_batch(sources, run_one, output, overwrite=overwrite, progress=progress)
+    return run_batch(
+        sources, run_one, output, overwrite=overwrite, progress=progress, index_crs=index_crs
+    )
+
+
+def _check_segment(
+    engine: str,
+    threshold: float | None,
+    generation: GenerationSettings,
+    models: ModelOptions,
+    ray: RayOptions | None,
+    predictor: object,
+) -> None:
+    from terramask.options import SEGMENT_ENGINES, check_choice
+
+    check_choice(engine, SEGMENT_ENGINES, "engine")
+    given = _given(
+        models, generation, ray, engine=engine != "sam+clip", threshold=threshold is not None
+    )
+    rules.refuse(
+        given, rules.segment_rules(engine, ray=ray is not None, predictor=predictor is not None)
+    )
+
+
+# ----------------------------------------------------------------------------------- ask
 
 
 def ask(
-    scene: str | os.PathLike,
+    scene: PathLike,
     question: str,
     *,
-    engine: str = "geoseg",
-    mllm_url: str | None = None,
-    mllm_model: str | None = None,
-    mllm_key: str | None = None,
-    mllm_timeout: float = 60.0,
-    mllm_retries: int = 4,
-    mllm_cache: bool = True,
-    mllm_concurrency: int = 4,
-    segmenter: str | None = None,
-    image_text: str | None = None,
-    sam3: str | None = None,
-    refine: str = "geoseg",
-    calibration: str | os.PathLike | None = None,
-    output: str | os.PathLike = "terramask-out",
-    bands: Sequence[int] | None = None,
-    stretch: str = "auto",
-    tile_size: int = 1024,
-    overview_size: int = 2048,
-    simplify: float | None = None,
-    device: str = "auto",
+    engine: AskEngine = "geoseg",
+    mllm: MLLMOptions | MLLM = MLLMOptions(),
+    models: ModelOptions = ModelOptions(),
+    ask_options: AskOptions = AskOptions(),
+    raster: RasterOptions = RasterOptions(),
+    tiling: Tiling = Tiling(),
+    polygons: PolygonOptions = PolygonOptions(),
+    output: PathLike = "terramask-out",
     overwrite: bool = False,
-    mllm: MLLM | None = None,
     progress: Progress | None = None,
 ) -> AskResult:
     """Answer a question about a scene with a mask, polygons and the model's words.
 
-    The multimodal LLM is an OpenAI-compatible endpoint (`mllm_url` + `mllm_model`, key from
-    `mllm_key` or $OPENAI_API_KEY), a local Qwen-VL (`mllm_model` alone: hub id or folder),
-    or a ready `mllm`. Engines: "geoseg" (refined box, CLIP-Surgery clicks and SAM 3 or dense
-    CLIP, fused), "clicks" (the MLLM's clicks into SAM), "box" (its box into SAM). `refine`
-    is "geoseg" (published), "none", or "calibrated" (the file `calibration` that
-    `terramask calibrate` wrote). `mllm_concurrency` bounds requests in flight (`ask_many`).
+    The MLLM sees an overview of the scene; the boxes or clicks it answers with are mapped
+    to scene pixels and segmented at full resolution on the windows they cover. "Nothing
+    found" is an answer (an empty mask and the model's words), not an error.
+
+    Args:
+        scene: A raster path or URL.
+        question: What to find, in words.
+        engine: "geoseg" (refined box, CLIP-Surgery clicks and SAM 3 or dense CLIP, fused),
+            "clicks" (the MLLM's clicks into SAM) or "box" (its box into SAM).
+        mllm: The multimodal LLM: an endpoint or local model to connect to, or a ready
+            client (anything with the `MLLM` protocol).
+        models: The segmenter, CLIP and SAM 3 (geoseg's semantic route), and the device.
+        ask_options: Box refinement and the overview size.
+        raster: Bands and stretch.
+        tiling: `Tiling.tile` is the largest window segmented at full resolution.
+        polygons: Simplification of the outline.
+        output: The folder outputs go to, named after the scene.
+        overwrite: Replace outputs of the same name.
+        progress: Called with (stage, done, total).
+
+    Returns:
+        The answer, whether something was found, the files written, the raw reply and how
+        it was read (boxes and clicks in pixel and map coordinates).
+
+    Raises:
+        InputError: Bad options or an empty question (before any work).
+        MLLMError: The endpoint failed after its retries, or the reply cannot be used.
+        OutputExistsError: Outputs exist and `overwrite` is false.
     """
-    from terramask import models
-    from terramask.methods.geoseg import DualRoute
     from terramask.pipeline.ask_run import ASK_OUTPUTS, run_ask
+    from terramask.pipeline.engines import box_refinement, build_ask_models
     from terramask.scene import open_scene
 
-    _check_question(engine, question)
-    refinement = _refinement(refine, calibration)
-    with open_scene(scene, bands=bands, stretch=stretch) as opened:
+    _one_scene(scene, "ask_many", raster)
+    _check_ask(engine, question, mllm, models, ask_options, tiling, polygons)
+    refinement = box_refinement(ask_options)
+    with open_scene(scene, raster) as opened:
         outputs = _checked_outputs(opened, output, overwrite, ASK_OUTPUTS)
-        model = mllm or _mllm(
-            mllm_url, mllm_model, mllm_key, device, timeout_s=mllm_timeout,
-            retries=mllm_retries, cache=mllm_cache, concurrency=mllm_concurrency,
-        )  # fmt: skip
-        sam = models.load_segmenter(segmenter, device=device)
-        route = None
-        if engine == "geoseg":
-            route = DualRoute(
-                sam,
-                image_text=models.load_image_text(image_text, device=device),
-                concept=models.load_concept_segmenter(sam3, device=device) if sam3 else None,
-            )
+        client = _client(mllm, models.device)
         return run_ask(
-            opened,
-            question,
-            model,
-            sam,
-            outputs,
-            engine=engine,
-            route=route,
-            refinement=refinement,
-            overview_size=overview_size,
-            tile_size=tile_size,
-            simplify=simplify,
+            opened, question, client, build_ask_models(engine, models), outputs, engine=engine,
+            refinement=refinement, ask_options=ask_options, tiling=tiling, polygons=polygons,
             progress=progress,
-        )
-
-
-def _check_question(engine: str, question: str) -> None:
-    from terramask.pipeline.ask_run import ASK_ENGINES
-
-    if engine not in ASK_ENGINES:
-        raise InputError(f"Unknown engine {engine!r} for ask: choose {', '.join(ASK_ENGINES)}.")
-    if not question or not question.strip():
-        raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
+        )  # fmt: skip
 
 
 #: Scenes whose overviews are held at once while their replies are fetched (bounds memory).
@@ -380,53 +459,46 @@ _ASK_AHEAD = 8
 
 
 def ask_many(
-    inputs: str | os.PathLike,
+    inputs: PathLike,
     question: str,
     *,
-    asset: str | None = None,
-    output: str | os.PathLike = "terramask-out",
+    engine: AskEngine = "geoseg",
+    mllm: MLLMOptions | MLLM = MLLMOptions(),
+    models: ModelOptions = ModelOptions(),
+    ask_options: AskOptions = AskOptions(),
+    raster: RasterOptions = RasterOptions(),
+    tiling: Tiling = Tiling(),
+    polygons: PolygonOptions = PolygonOptions(),
+    output: PathLike = "terramask-out",
     overwrite: bool = False,
-    engine: str = "geoseg",
-    mllm_url: str | None = None,
-    mllm_model: str | None = None,
-    mllm_key: str | None = None,
-    mllm_timeout: float = 60.0,
-    mllm_retries: int = 4,
-    mllm_cache: bool = True,
-    mllm_concurrency: int = 4,
-    refine: str = "geoseg",
-    calibration: str | os.PathLike | None = None,
-    bands: Sequence[int] | None = None,
-    stretch: str = "auto",
-    overview_size: int = 2048,
-    device: str = "auto",
-    mllm: MLLM | None = None,
+    index_crs: str = INDEX_CRS,
     progress: Progress | None = None,
-    **options: object,
 ) -> BatchSummary:
     """`ask` over many scenes: the same question about each scene of a folder, glob, list or STAC.
 
-    The MLLM client is made once and models load once. With a reply cache (the default) and a
-    client that can ask concurrently (an endpoint), the overviews of all scenes not yet done
-    are first sent `mllm_concurrency` at a time, a few scenes ahead; the scenes are then
-    segmented one by one and meet their replies in the cache. A scene whose request failed
-    there is recorded as failed without being asked again. "Nothing found" is an answer: the
-    scene is processed (its report holds the model's words) and listed under `nothing_found`.
-    Outputs, index, summary and resuming are as for `segment_many`; a scene left without its
-    report by an interrupted run is redone. `options` are `ask`'s (segmenter, tile_size, ...).
+    The MLLM client is made once and models load once. With a reply cache (the default) and
+    a client that can ask concurrently (an endpoint), the overviews of all scenes not yet
+    done are first sent `MLLMOptions.concurrency` at a time, a few scenes ahead; the scenes
+    are then segmented one by one and meet their replies in the cache. A scene whose request
+    failed there is recorded as failed without being asked again. "Nothing found" is an
+    answer: the scene is processed (its report holds the model's words) and listed under
+    `nothing_found`. Outputs, index, summary and resuming are as for `segment_many`.
+    Arguments are `ask`'s, plus `index_crs`; `raster.asset` picks a STAC asset.
+
+    Raises:
+        InputError: Bad options, an empty question, or no scene found (before any scene runs).
     """
     from terramask.errors import TerraMaskError
     from terramask.pipeline.ask_run import mllm_request, warm_replies
     from terramask.pipeline.batch import run_batch
+    from terramask.pipeline.engines import box_refinement
     from terramask.scene import expand_inputs, open_scene
 
-    sources = expand_inputs(inputs, asset=asset)
-    _check_question(engine, question)
-    _refinement(refine, calibration)
-    model = mllm or _mllm(
-        mllm_url, mllm_model, mllm_key, device, timeout_s=mllm_timeout, retries=mllm_retries,
-        cache=mllm_cache, concurrency=mllm_concurrency,
-    )  # fmt: skip
+    sources = expand_inputs(inputs, asset=raster.asset)
+    _check_ask(engine, question, mllm, models, ask_options, tiling, polygons)
+    box_refinement(ask_options)
+    client = _client(mllm, models.device)
+    one_raster = _without_asset(raster)
     failed_asking: dict[str, TerraMaskError] = {}
 
     def prepare(pending: list[str]) -> None:
@@ -435,304 +507,271 @@ def ask_many(
         def requests():
             for source in pending:
                 try:
-                    with open_scene(source, bands=bands, stretch=stretch) as opened:
+                    with open_scene(source, one_raster) as opened:
                         request = mllm_request(
-                            opened, question, engine=engine, overview_size=overview_size
+                            opened, question, engine=engine, ask_options=ask_options
                         )
                 except TerraMaskError:
                     continue  # the scene's own run records why
                 asked.append(source)
                 yield request
 
+        chunk = max(_ASK_AHEAD, getattr(client, "max_concurrency", 1))
         failures = warm_replies(
-            model, requests(), chunk=max(_ASK_AHEAD, mllm_concurrency), progress=progress,
-            total=len(pending),
-        )  # fmt: skip
+            client, requests(), chunk=chunk, progress=progress, total=len(pending)
+        )
         failed_asking.update({asked[i]: error for i, error in failures.items()})
 
     def run_one(source: str) -> dict:
         if source in failed_asking:
             raise failed_asking.pop(source)
         result = ask(
-            source, question, engine=engine, mllm=model, refine=refine, calibration=calibration,
-            bands=bands, stretch=stretch, overview_size=overview_size, device=device,
-            output=output, overwrite=True, **options,
+            source, question, engine=engine, mllm=client, models=models,
+            ask_options=ask_options, raster=one_raster, tiling=tiling, polygons=polygons,
+            output=output, overwrite=True,
         )  # fmt: skip
         return result.to_dict()
 
     return run_batch(
-        sources, run_one, output, overwrite=overwrite, progress=progress, prepare=prepare
+        sources, run_one, output, overwrite=overwrite, progress=progress, prepare=prepare,
+        index_crs=index_crs,
+    )  # fmt: skip
+
+
+def _check_ask(
+    engine: str,
+    question: str,
+    mllm: MLLMOptions | MLLM,
+    models: ModelOptions,
+    ask_options: AskOptions,
+    tiling: Tiling,
+    polygons: PolygonOptions,
+) -> None:
+    from terramask.options import ASK_ENGINES, check_choice
+
+    check_choice(engine, ASK_ENGINES, "engine")
+    if not question or not question.strip():
+        raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
+    rules.refuse(
+        _given(models, ask_options, tiling, polygons, mllm),
+        rules.ask_rules(engine, local_mllm=_is_local(mllm)),
     )
+
+
+def _is_local(mllm: object) -> bool:
+    """Options naming a local model (no endpoint URL)."""
+    return isinstance(mllm, MLLMOptions) and not mllm.url and bool(mllm.model)
+
+
+def _client(mllm: MLLMOptions | MLLM, device: str) -> MLLM:
+    from terramask.models.mllm.factory import make_mllm
+
+    return make_mllm(mllm, device=device) if isinstance(mllm, MLLMOptions) else mllm
+
+
+# ----------------------------------------------------------------------------------- calibrate
 
 
 def calibrate(
     dataset: str,
-    root: str | os.PathLike,
+    root: PathLike,
     *,
-    output: str | os.PathLike = "refine.json",
+    mllm: MLLMOptions | MLLM = MLLMOptions(),
+    output: PathLike = "refine.json",
     split: str | None = None,
     limit: int | None = 50,
-    mllm_url: str | None = None,
-    mllm_model: str | None = None,
-    mllm_key: str | None = None,
     device: str = "auto",
     overwrite: bool = False,
-    mllm: MLLM | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Fit the box refinement for an MLLM on a labelled referring/reasoning data set.
+    """Fit how an MLLM's boxes are corrected, on a labelled referring/reasoning data set.
 
-    Writes the refinement to `output` for `ask --refine calibrated --calibration FILE` and
-    returns mean box IoU with no refinement, GeoSeg's, and the fitted one.
+    Args:
+        dataset: rrsis-d, earthreason, geoseg-bench or unigeoseg-bench.
+        root: The data set's folder.
+        mllm: The multimodal LLM to fit the correction for.
+        output: Where the fit is saved, for `AskOptions(refine="calibrated", calibration=...)`.
+        split: The split to use (default: the data set's).
+        limit: Use the first N samples (at least 3).
+        device: Where a local MLLM runs.
+        overwrite: Replace an existing `output`.
+        progress: Called with (stage, done, total).
+
+    Returns:
+        Mean box IoU with no refinement, GeoSeg's, and the fitted one; the fit; skipped counts.
+
+    Raises:
+        InputError: Bad options or data set layout (before any request).
+        OutputExistsError: `output` exists and `overwrite` is false.
     """
     from terramask.pipeline.calibrate_run import run_calibration
 
-    model = mllm or _mllm(mllm_url, mllm_model, mllm_key, device)
+    ModelOptions(device=device)  # checks the device's name
+    if limit is not None and limit < 3:
+        raise InputError(f"`limit` must be at least 3 to fit a refinement, not {limit}.")
+    rules.refuse(_given(mllm), rules.calibrate_rules(local_mllm=_is_local(mllm)))
     return run_calibration(
-        dataset, root, model, output, split=split, limit=limit, overwrite=overwrite,
-        progress=progress,
+        dataset, root, _client(mllm, device), output, split=split, limit=limit,
+        overwrite=overwrite, progress=progress,
     )  # fmt: skip
 
 
-def _mllm(
-    url: str | None,
-    model: str | None,
-    key: str | None,
-    device: str,
-    *,
-    timeout_s: float = 60.0,
-    retries: int = 4,
-    cache: bool = True,
-    concurrency: int = 4,
-) -> MLLM:
-    """An OpenAI-compatible client when a URL is given, else a local Qwen-VL.
-
-    Replies are cached (keyed by image, prompt, model and settings) unless `cache` is off,
-    so re-running a question or an evaluation costs nothing.
-    """
-    if url:
-        from terramask.models.mllm import OpenAIChatMLLM, ReplyCache
-
-        if not model:
-            raise InputError(
-                f"--mllm-url {url} needs --mllm-model: the model name that endpoint serves "
-                "(e.g. gpt-5, or the name a vLLM/Ollama server was started with)."
-            )
-        return OpenAIChatMLLM(
-            url,
-            model,
-            api_key=key,
-            timeout_s=timeout_s,
-            max_retries=retries,
-            max_concurrency=concurrency,
-            cache=ReplyCache() if cache else None,
-        )
-    if model:
-        from terramask.models.mllm import ReplyCache, load_mllm
-
-        return load_mllm(model, device=device, cache=ReplyCache() if cache else None)
-    raise InputError(
-        "ask needs a multimodal LLM: --mllm-url URL --mllm-model NAME for an OpenAI-compatible "
-        "endpoint (GPT-5, vLLM, SGLang, Ollama), or --mllm-model FOLDER_OR_HUB_ID for a local "
-        "Qwen2.5-VL / Qwen3-VL."
-    )
-
-
-def _refinement(refine: str, calibration: str | os.PathLike | None) -> BoxRefinement:
-    from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement
-
-    if refine == "geoseg":
-        return GEOSEG_REFINEMENT
-    if refine == "none":
-        return BoxRefinement.none()
-    if refine == "calibrated":
-        if calibration is None or not os.path.isfile(calibration):
-            raise InputError(
-                f"--refine calibrated needs the file `terramask calibrate` wrote, passed with "
-                f"--calibration FILE (got {calibration!r})."
-            )
-        try:
-            return BoxRefinement.load(calibration)
-        except (ValueError, TypeError) as exc:
-            raise InputError(
-                f"The calibration file {calibration} is not one `terramask calibrate` wrote "
-                f"({exc}); run calibrate again."
-            ) from exc
-    raise InputError(f"--refine must be geoseg, none or calibrated, not {refine!r}.")
+# ----------------------------------------------------------------------------------- evaluate
 
 
 def evaluate(
     dataset: str,
-    root: str | os.PathLike,
+    root: PathLike,
     *,
     split: str | None = None,
     limit: int | None = None,
     engine: str | OvssPredictor | SemanticEngine | None = None,
     threshold: float | None = None,
-    output: str | os.PathLike = "terramask-out",
-    device: str = "auto",
+    generation: GenerationSettings | None = None,
+    models: ModelOptions = ModelOptions(),
+    mllm: MLLMOptions | MLLM | None = None,
+    ask_options: AskOptions | None = None,
+    output: PathLike = "terramask-out",
     overwrite: bool = False,
     progress: Progress | None = None,
-    **model_options: str | int | None,
 ) -> dict:
-    """Run a method on an OVSS benchmark and report its metrics beside the published numbers.
+    """Run a method on a benchmark and report its metrics beside the published numbers.
 
-    `dataset` names a preset (`terramask.eval.presets.list_presets()`); `root` is the data
-    set's folder in the preset's layout. `split` defaults to the preset's (e.g. val), `limit`
-    takes the first N images by name. `engine` is an engine name (clip, sam+clip, sam3; the
-    default is sam+clip, as for `segment`) built with `model_options` (segmenter, image_text,
-    sam3, grid, prune), or a ready `OvssPredictor` / `SemanticEngine`. `threshold` overrides the
-    preset's. Writes predictions, report.json and report.md to `output/<dataset>_<split>`
-    and returns the report.
+    OVSS sets (`terramask.eval.presets.list_presets()`) are scored by mIoU with `segment`'s
+    engines; referring/reasoning sets (rrsis-d, earthreason, geoseg-bench, unigeoseg-bench)
+    by gIoU, cIoU and Pr@t with `ask`'s engines. Options of the other kind are refused.
+
+    Args:
+        dataset: The data set's name.
+        root: Its folder, in the layout the preset describes (`terramask eval --list`).
+        split: The split (default: the data set's).
+        limit: Evaluate the first N images (OVSS: by name) or samples only.
+        engine: An engine name (OVSS: clip, sam+clip, sam3, default sam+clip; referring:
+            geoseg, clicks, box, default geoseg), or for OVSS a ready `OvssPredictor` or
+            `SemanticEngine`.
+        threshold: OVSS: overrides the preset's background threshold.
+        generation: OVSS with sam+clip: SAM's automatic mask generation.
+        models: The models the engine uses, and the device.
+        mllm: Referring: the multimodal LLM (options, or a ready client).
+        ask_options: Referring: box refinement and overview size.
+        output: Predictions, report.json and report.md go to `output/<dataset>_<split>`.
+        overwrite: Replace an earlier evaluation in that folder.
+        progress: Called with (stage, done, total).
+
+    Returns:
+        The report: metrics overall and per class or group, the published numbers, outputs.
+
+    Raises:
+        InputError: Unknown data set, a layout that does not match, options that do not
+            apply (all before any model loads).
+        OutputExistsError: An earlier evaluation is in the folder and `overwrite` is false.
     """
-    from pathlib import Path
-
-    from terramask.eval.ovss import evaluate_ovss
-    from terramask.eval.presets import load_preset
     from terramask.eval.referring_datasets import referring_dataset_names
 
-    if dataset.strip().lower().replace("_", "-") in referring_dataset_names():
+    name = dataset.strip().lower().replace("_", "-")
+    if name in referring_dataset_names():
         return _evaluate_referring(
-            dataset, root, split=split, limit=limit, engine=engine, output=output,
-            device=device, overwrite=overwrite, progress=progress, **model_options,
+            dataset, root, split=split, limit=limit, engine=engine, threshold=threshold,
+            generation=generation, models=models, mllm=mllm, ask_options=ask_options,
+            output=output, overwrite=overwrite, progress=progress,
         )  # fmt: skip
+    return _evaluate_ovss(
+        dataset, root, split=split, limit=limit, engine=engine, threshold=threshold,
+        generation=generation, models=models, mllm=mllm, ask_options=ask_options,
+        output=output, overwrite=overwrite, progress=progress,
+    )  # fmt: skip
+
+
+def _evaluate_ovss(
+    dataset: str,
+    root: PathLike,
+    *,
+    engine: str | OvssPredictor | SemanticEngine | None,
+    threshold: float | None,
+    generation: GenerationSettings | None,
+    models: ModelOptions,
+    mllm: MLLMOptions | MLLM | None,
+    ask_options: AskOptions | None,
+    split: str | None,
+    output: PathLike,
+    **run: Any,
+) -> dict:
+    from terramask.eval.ovss import evaluate_ovss
+    from terramask.eval.presets import load_preset
+    from terramask.options import SEGMENT_ENGINES, check_choice
+    from terramask.pipeline.engines import PredictorSpec
+
     preset = load_preset(dataset)
-    chosen_split = split or preset.layout.split
-    built_here = engine is None or isinstance(engine, str)
-    method = (engine or "sam+clip") if built_here else None
-    given = {k: v for k, v in model_options.items() if v is not None}
-
-    def build() -> OvssPredictor:
-        from terramask.pipeline.engines import build_predictor
-
-        return build_predictor(
+    method = engine or "sam+clip" if engine is None or isinstance(engine, str) else None
+    if method is not None:
+        check_choice(method, SEGMENT_ENGINES, "engine")
+    given = _given(models, generation, ask_options, mllm, threshold=threshold is not None)
+    rules.refuse(
+        given, rules.evaluate_rules("ovss", method, local_mllm=False, predictor=engine)
+    )
+    spec = None
+    if method is not None:
+        spec = PredictorSpec(
             method,
-            device=device,
+            models,
+            generation or GenerationSettings(),
             threshold=preset.threshold if threshold is None else threshold,
             # the SAM-voting paper keeps masks per target class on single-class sets
             single_class=1 if preset.kind == "single-class" else None,
-            **given,
         )
-
-    folder = preset.name if not preset.layout.has_split else f"{preset.name}_{chosen_split}"
+    split = split or preset.layout.split
+    folder = preset.name if not preset.layout.has_split else f"{preset.name}_{split}"
     return evaluate_ovss(
         preset,
         root,
-        split=chosen_split,
-        limit=limit,
-        engine=build if built_here else engine,
+        split=split,
+        engine=spec.build if spec is not None else engine,
         threshold=threshold,
         output_dir=Path(output) / folder,
-        overwrite=overwrite,
-        progress=progress,
-        models={k: str(v) for k, v in given.items()},
+        models={} if spec is None else spec.models_used,
         method=method,
+        **run,
     )
 
 
 def _evaluate_referring(
     dataset: str,
-    root: str | os.PathLike,
+    root: PathLike,
     *,
-    split: str | None,
-    limit: int | None,
-    engine: object,
-    output: str | os.PathLike,
-    device: str,
-    overwrite: bool,
-    progress: Progress | None,
-    mllm: MLLM | None = None,
-    mllm_url: str | None = None,
-    mllm_model: str | None = None,
-    mllm_key: str | None = None,
-    segmenter: str | None = None,
-    image_text: str | None = None,
-    sam3: str | None = None,
-    refine: str = "geoseg",
-    calibration: str | os.PathLike | None = None,
-    overview_size: int = 2048,
-    mllm_timeout: float = 60.0,
-    mllm_retries: int = 4,
-    mllm_concurrency: int = 4,
-    **ignored: object,
+    engine: str | OvssPredictor | SemanticEngine | None,
+    threshold: float | None,
+    generation: GenerationSettings | None,
+    models: ModelOptions,
+    mllm: MLLMOptions | MLLM | None,
+    ask_options: AskOptions | None,
+    **run: Any,
 ) -> dict:
-    """A referring/reasoning benchmark: every sample through the `ask` engines, in memory.
+    from terramask.eval.referring import evaluate_asking
+    from terramask.options import ASK_ENGINES, check_choice
 
-    With an endpoint, replies are first fetched `mllm_concurrency` at a time into the reply
-    cache; the evaluation then meets them as cache hits and segments one sample at a time.
-    """
-    from pathlib import Path
-
-    from terramask import models
-    from terramask.eval.referring import evaluate_referring
-    from terramask.eval.referring_datasets import load_referring_dataset
-    from terramask.methods.geoseg import DualRoute
-    from terramask.pipeline.ask_run import (
-        ASK_ENGINES,
-        locate,
-        located_mask,
-        mllm_request,
-        warm_replies,
-    )
-    from terramask.scene.memory import ArrayScene
-
-    method = engine if isinstance(engine, str) else "geoseg"
-    if method not in ASK_ENGINES:
+    engine = "geoseg" if engine is None else engine
+    if not isinstance(engine, str):
         raise InputError(
-            f"Unknown engine {method!r} for {dataset}: choose {', '.join(ASK_ENGINES)}."
+            f"`engine` for {dataset} must be an engine name ({', '.join(ASK_ENGINES)}); a "
+            "ready predictor applies to OVSS data sets only."
         )
-    refinement = _refinement(refine or "geoseg", calibration)
-    model = mllm or _mllm(
-        mllm_url, mllm_model, mllm_key, device,
-        timeout_s=mllm_timeout, retries=mllm_retries, concurrency=mllm_concurrency,
+    check_choice(engine, ASK_ENGINES, "engine")
+    mllm = MLLMOptions() if mllm is None else mllm
+    ask_options = ask_options or AskOptions()
+    given = _given(models, ask_options, mllm, generation, threshold=threshold is not None)
+    rules.refuse(given, rules.evaluate_rules("referring", engine, local_mllm=_is_local(mllm)))
+    return evaluate_asking(
+        dataset, root, engine=engine, mllm=lambda: _client(mllm, models.device),
+        models=models, ask_options=ask_options, **run,
     )  # fmt: skip
-    samples = load_referring_dataset(dataset, root, split=split, limit=limit).samples
 
-    def request(sample):  # what `locate` will show the MLLM for this sample
-        scene = ArrayScene(sample.load_image())
-        return mllm_request(scene, sample.question, engine=method, overview_size=overview_size)
 
-    warm_replies(model, map(request, samples))
-    loaded: dict = {}  # models load at the first sample, after the data set was checked
-
-    def predict(image, question: str):
-        if not loaded:
-            loaded["sam"] = models.load_segmenter(segmenter, device=device)
-            loaded["route"] = (
-                DualRoute(
-                    loaded["sam"],
-                    image_text=models.load_image_text(image_text, device=device),
-                    concept=models.load_concept_segmenter(sam3, device=device) if sam3 else None,
-                )
-                if method == "geoseg"
-                else None
-            )
-        located = locate(
-            ArrayScene(image), question, model, loaded["sam"], engine=method,
-            route=loaded["route"], refinement=refinement, overview_size=overview_size,
-        )  # fmt: skip
-        height, width = image.shape[:2]
-        return located_mask(located, height, width), located.answer or ""
-
-    name = dataset.strip().lower().replace("_", "-")
-    folder = name if split is None else f"{name}_{split}"
-    return evaluate_referring(
-        dataset,
-        root,
-        split=split,
-        limit=limit,
-        predict=predict,
-        output_dir=Path(output) / folder,
-        overwrite=overwrite,
-        progress=progress,
-        method=method,
-        models={"mllm": model.name, "segmenter": segmenter or "default"},
-    )
+# ----------------------------------------------------------------------------------- score
 
 
 def score(
-    pred_dir: str | os.PathLike,
-    gt_dir: str | os.PathLike,
+    pred_dir: PathLike,
+    gt_dir: PathLike,
     *,
     classes: str | Sequence[str],
     ignore_index: int = 255,
@@ -741,9 +780,20 @@ def score(
 ) -> dict:
     """Score a folder of predicted label maps against ground truth (mIoU, aAcc, per class).
 
-    `classes` are the names in index order, a list or one comma-separated string; files are
-    paired by name without extension. With `reduce_zero_label` ground truth 0 is ignored and
-    other ids move down one (LoveDA, ISPRS).
+    Args:
+        pred_dir: Predicted label maps (PNG or TIFF), class indices in `classes` order.
+        gt_dir: Ground truth of the same names (without extension).
+        classes: The class names in index order, a list or one comma-separated string.
+        ignore_index: Ground-truth value left out of the scores.
+        reduce_zero_label: Ground truth 0 is ignored and other ids move down one (LoveDA,
+            ISPRS).
+        progress: Called with (stage, done, total).
+
+    Returns:
+        mIoU, aAcc and per-class IoU (percent), and the files with no partner.
+
+    Raises:
+        InputError: Missing folders, no pairs, or sizes that differ.
     """
     from terramask.eval.score import score_folders
 
@@ -762,10 +812,67 @@ def score(
     )
 
 
+# ----------------------------------------------------------------------------------- shared
+
+
+#: Parameters that are options objects or ready models, by the types they accept.
+_OBJECT_PARAMS = {
+    ModelOptions: "models", GenerationSettings: "generation", AskOptions: "ask_options",
+    MLLMOptions: "mllm", RayOptions: "ray", Tiling: "tiling", PolygonOptions: "polygons",
+}  # fmt: skip
+
+
+def _given(*objects: object, **plain: bool) -> list[str]:
+    """The option names a caller set: the changed fields of options `objects` (None skipped),
+    a ready model given for `mllm`, and the plain options marked True in `plain`.
+
+    An options object passed where the default is None counts as given by its parameter
+    name too (e.g. `generation`), so that even one at its defaults can be refused.
+    """
+    names: list[str] = []
+    for options in objects:
+        if options is None:
+            continue
+        if type(options) in _OBJECT_PARAMS:
+            names += changed(options)
+            names.append(_OBJECT_PARAMS[type(options)])
+        else:  # a ready client in the place of MLLMOptions
+            names.append("mllm")
+    return names + [name for name, given in plain.items() if given]
+
+
+def _one_scene(scene: PathLike, twin: str, raster: RasterOptions) -> None:
+    """Refuse a set of scenes (or a STAC asset choice) where one scene is expected."""
+    from terramask.scene import names_many
+
+    if names_many(scene) or raster.asset is not None:
+        raise InputError(
+            f"{os.fspath(scene)} names a set of scenes (a folder, glob, .txt list or STAC "
+            f"JSON){' with `RasterOptions.asset`' if raster.asset else ''}; this function "
+            f"takes one raster. Use `{twin}` for a set of scenes."
+        )
+
+
+def _without_asset(raster: RasterOptions) -> RasterOptions:
+    """The raster options one scene of a set is opened with (the asset chose the scenes)."""
+    return RasterOptions(bands=raster.bands, stretch=raster.stretch)
+
+
+def _checked_outputs(
+    scene: SceneReader, output: PathLike, overwrite: bool, kinds: Sequence[str]
+) -> OutputSet:
+    """The scene's output set, checked before any model work (no GeoJSON without a CRS)."""
+    from terramask.scene import OutputSet
+
+    outputs = OutputSet(output, scene.name, overwrite=overwrite)
+    outputs.check([k for k in kinds if scene.georeferenced or k != "geojson"])
+    return outputs
+
+
 __all__ = [
-    "PromptResult",
     "ask",
     "ask_many",
+    "calibrate",
     "evaluate",
     "prompt",
     "prompt_many",

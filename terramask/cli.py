@@ -1,16 +1,25 @@
-"""The `terramask` command line: one command per verb of `terramask.api`."""
+"""The `terramask` command line: one command per verb of `terramask.api`.
+
+Flags are declared with the Python option they set (`Tiling.tile` for --tile), so the
+command line builds the options objects of `terramask.options` from what was typed, checks
+with `terramask.rules` that every flag typed applies, and shows library messages with its
+own flag names in place of the Python ones.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -26,6 +35,21 @@ from rich.text import Text
 
 from terramask import __version__
 from terramask.errors import TerraMaskError
+from terramask.options import (
+    ASK_ENGINES,
+    INDEX_CRS,
+    PROMPT_TILING,
+    REFINEMENTS,
+    SEGMENT_ENGINES,
+    AskOptions,
+    GenerationSettings,
+    MLLMOptions,
+    ModelOptions,
+    PolygonOptions,
+    RasterOptions,
+    RayOptions,
+    Tiling,
+)
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -33,6 +57,77 @@ stdout = Console()
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
+
+
+# ---------------------------------------------------------------- flags and Python names
+
+
+class NamedOption(click.Option):
+    """A click option that knows the Python option it sets (`Tiling.tile`, `output`)."""
+
+    def __init__(self, *args: Any, python_name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.python_name = python_name
+
+    @property
+    def flag(self) -> str:
+        """How messages name it: its long form (both forms for on/off flags)."""
+        long = [o for o in self.opts if o.startswith("--")] or self.opts
+        flag = max(long, key=len)
+        return f"{flag}/{self.secondary_opts[0]}" if self.secondary_opts else flag
+
+
+def option(python_name: str, *decls: str, **attrs: Any) -> Callable[[Any], Any]:
+    """`click.option` for the Python option `python_name`."""
+    return click.option(*decls, cls=NamedOption, python_name=python_name, **attrs)
+
+
+def default_of(options_class: type, name: str, obj: object | None = None) -> str:
+    """An options class's default for a field, as help text shows it ([default: ...])."""
+    value = getattr(obj if obj is not None else options_class(), name)
+    return str(value)
+
+
+def _named_options(command: click.Command | None) -> list[NamedOption]:
+    return [p for p in getattr(command, "params", []) if isinstance(p, NamedOption)]
+
+
+def _flags() -> dict[str, str]:
+    """Python option name -> flag: the current command's first, then every command's."""
+    table: dict[str, str] = {}
+    ctx = click.get_current_context(silent=True)
+    current = ctx.command if ctx else None
+    for command in [current, *cli.commands.values(), *models.commands.values()]:
+        for param in _named_options(command):
+            table.setdefault(param.python_name, param.flag)
+    return table
+
+
+_PYTHON_NAME = re.compile(r"`([A-Za-z_][\w.]*)`")
+
+
+def for_cli(message: str) -> str:
+    """A library message with each Python option name replaced by its flag."""
+    flags = _flags()
+    return _PYTHON_NAME.sub(lambda m: flags.get(m[1], m[0]), message)
+
+
+def typed(ctx: click.Context) -> list[str]:
+    """The Python names of the options the user typed (not left at their defaults)."""
+    return [
+        p.python_name
+        for p in _named_options(ctx.command)
+        if ctx.get_parameter_source(p.name)
+        in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ]
+
+
+def built(options_class: type, values: dict[str, Any], base: object | None = None) -> Any:
+    """An options object from the flags given (None: not given, the default stands)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    if base is not None:
+        given = {f: getattr(base, f) for f in base.__dataclass_fields__} | given  # type: ignore[attr-defined]
+    return options_class(**given)
 
 
 # ---------------------------------------------------------------- option parsing
@@ -57,11 +152,11 @@ def _boxes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     return [_floats(v, 4, "a box (X1,Y1,X2,Y2)") for v in values]
 
 
-def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
     if value is None:
         return None
     try:
-        bands = [int(b) for b in value.split(",") if b.strip()]
+        bands = tuple(int(b) for b in value.split(",") if b.strip())
     except ValueError:
         raise click.BadParameter(f"bands are 1-based integers like 4,3,2, got {value!r}") from None
     if not bands:
@@ -73,43 +168,54 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 
 
 def _run_safely(func: Callable[..., Any]) -> Callable[..., Any]:
-    """User errors print one paragraph and exit 2; bugs say how to see the traceback."""
+    """User errors print one paragraph and exit 2; bugs say how to see the traceback.
+
+    With --json, a failure also prints a JSON object {"error": {...}} on stdout.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         debug = kwargs.get("debug") or (ctx.obj or {}).get("debug", False)
+        as_json = kwargs.get("as_json", False)
         try:
             return func(*args, **kwargs)
         except TerraMaskError as exc:
             if debug:
                 raise
-            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(EXIT_USER_ERROR)
+            _fail(type(exc).__name__, for_cli(str(exc)), "error", EXIT_USER_ERROR, as_json)
         except KeyboardInterrupt:
-            stderr.print(
-                "[yellow]interrupted[/]: no incomplete output file was left. Finished scenes "
-                "and tiles are kept: run the same command again to continue where it stopped.",
-                highlight=False,
-                soft_wrap=True,
+            _fail(
+                "KeyboardInterrupt",
+                "no incomplete output file was left. Finished scenes and tiles are kept: run "
+                "the same command again to continue where it stopped.",
+                "interrupted",
+                EXIT_INTERRUPTED,
+                as_json,
             )
-            sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:
             if debug:
                 raise
-            stderr.print(
-                f"[bold red]unexpected error[/] ({type(exc).__name__}: {escape(str(exc))}). "
-                "This is a bug in "
-                "TerraMask, not in your input; run again with --debug for the traceback and "
-                "report it.",
-                highlight=False,
-                soft_wrap=True,
+            _fail(
+                type(exc).__name__,
+                f"unexpected error ({type(exc).__name__}: {exc}). This is a bug in TerraMask, "
+                "not in your input; run again with --debug for the traceback and report it.",
+                "error",
+                EXIT_BUG,
+                as_json,
             )
-            sys.exit(EXIT_BUG)
 
     return wrapper
+
+
+def _fail(kind: str, message: str, label: str, code: int, as_json: bool) -> None:
+    colour = "yellow" if label == "interrupted" else "bold red"
+    stderr.print(f"[{colour}]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if as_json:
+        click.echo(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}}))
+    sys.exit(code)
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,62 +225,148 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return _run_safely(func)
 
 
-def tiling_options(default_overlap: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def tiling_options(default: Tiling = Tiling()) -> Callable[[Callable[..., Any]], Any]:
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        func = click.option(
-            "--overlap",
-            type=click.IntRange(min=0),
-            default=default_overlap,
-            show_default=True,
-            help="Overlap between tiles, pixels.",
-        )(func)
-        return click.option(
-            "--tile",
-            "tile_size",
-            type=click.IntRange(min=64),
-            default=1024,
-            show_default=True,
-            help="Tile size, pixels.",
-        )(func)
+        func = option(
+            "Tiling.overlap", "--overlap", type=int,
+            help=f"Overlap between tiles, pixels [default: {default.overlap}].",
+        )(func)  # fmt: skip
+        return option(
+            "Tiling.tile", "--tile", type=int,
+            help=f"Tile size, pixels [default: {default.tile}].",
+        )(func)  # fmt: skip
 
     return decorate
 
 
 def raster_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option(
-        "--stretch",
-        default="auto",
-        show_default=True,
-        help="auto (8-bit as is, else 2-98 percentiles per scene), none, or P1,P2.",
-    )(func)
-    return click.option(
-        "--bands", callback=_bands, help="1-based bands to use as R,G,B, e.g. 4,3,2."
-    )(func)
+    func = option(
+        "RasterOptions.stretch", "--stretch",
+        help="auto (8-bit as is, else 2-98 percentiles per scene), none, or P1,P2 "
+        f"[default: {default_of(RasterOptions, 'stretch')}].",
+    )(func)  # fmt: skip
+    func = option(
+        "RasterOptions.asset", "--asset",
+        help="STAC asset to read when SCENE is a STAC item or item collection JSON.",
+    )(func)  # fmt: skip
+    return option("RasterOptions.bands", "--bands", callback=_bands,
+                  help="1-based bands to use as R,G,B, e.g. 4,3,2.")(func)  # fmt: skip
+
+
+def raster_from(kw: dict[str, Any]) -> RasterOptions:
+    return built(RasterOptions, {k: kw.pop(k) for k in ("bands", "stretch", "asset")})
 
 
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option(
-        "--overwrite", is_flag=True, help="Replace existing outputs of the same name."
-    )(func)
-    return click.option(
-        "-o",
-        "--output",
-        default="terramask-out",
-        show_default=True,
-        help="Output folder; files are named after the input.",
-    )(func)
+    func = option("overwrite", "--overwrite", is_flag=True,
+                  help="Replace existing outputs of the same name.")(func)  # fmt: skip
+    return option("output", "-o", "--output", default="terramask-out", show_default=True,
+                  help="Output folder; files are named after the input.")(func)  # fmt: skip
 
 
-def asset_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--asset", help="STAC asset to read when SCENE is a STAC item or item collection JSON."
-    )(func)
+def many_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    return option(
+        "index_crs", "--index-crs", default=INDEX_CRS, show_default=True,
+        help="Many scenes: the CRS of index.gpkg, which holds every scene's polygons.",
+    )(func)  # fmt: skip
 
 
-def device_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps."
-    )(func)
+def model_options(*roles: str) -> Callable[[Callable[..., Any]], Any]:
+    """--segmenter, --clip, --sam3 (those named) and --device."""
+    helps = {
+        "segmenter": "SAM-family model: hub id, alias or local folder.",
+        "clip": "CLIP-family model: hub id, alias or local folder.",
+        "sam3": "SAM 3 model (facebook/sam3, gated): hub id or local folder.",
+    }
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = option("ModelOptions.device", "--device",
+                      help="auto, cpu, cuda, cuda:1, mps [default: auto].")(func)  # fmt: skip
+        for role in reversed(roles):
+            func = option(f"ModelOptions.{role}", f"--{role}", help=helps[role])(func)
+        return func
+
+    return decorate
+
+
+def models_from(kw: dict[str, Any]) -> ModelOptions:
+    roles = ("segmenter", "clip", "sam3", "device")
+    return built(ModelOptions, {k: kw.pop(k, None) for k in roles})
+
+
+def mllm_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    d = MLLMOptions()
+    for decorator in reversed([
+        option("MLLMOptions.url", "--mllm-url",
+               help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
+        option("MLLMOptions.model", "--mllm-model",
+               help="Model name at that endpoint, or a local Qwen-VL (alias, hub id, folder)."),
+        option("MLLMOptions.key", "--mllm-key", help="API key [default: $OPENAI_API_KEY]."),
+        option("MLLMOptions.timeout", "--mllm-timeout", type=float,
+               help=f"Seconds to wait for one reply [default: {d.timeout:g}]."),
+        option("MLLMOptions.retries", "--mllm-retries", type=int,
+               help="Retries on timeouts, 429 and 5xx (exponential back-off with jitter) "
+               f"[default: {d.retries}]."),
+        option("MLLMOptions.concurrency", "--mllm-concurrency", type=int,
+               help="Requests in flight at once (many scenes or samples: replies are fetched "
+               f"ahead, concurrently) [default: {d.concurrency}]."),
+        option("MLLMOptions.cache", "--mllm-cache/--no-mllm-cache", default=None,
+               help="Reuse earlier replies to the same image, prompt and model "
+               "($TERRAMASK_CACHE) [default: on]."),
+    ]):  # fmt: skip
+        func = decorator(func)
+    return func
+
+
+def mllm_from(kw: dict[str, Any]) -> MLLMOptions:
+    names = ("url", "model", "key", "timeout", "retries", "concurrency", "cache")
+    return built(MLLMOptions, {n: kw.pop(f"mllm_{n}") for n in names})
+
+
+def ask_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    d = AskOptions()
+    for decorator in reversed([
+        option("AskOptions.refine", "--refine", type=click.Choice(REFINEMENTS),
+               help=f"How MLLM boxes are corrected before segmenting [default: {d.refine}]."),
+        option("AskOptions.calibration", "--calibration", type=click.Path(dir_okay=False),
+               help="The file `terramask calibrate` wrote (with --refine calibrated)."),
+        option("AskOptions.overview_size", "--overview-size", type=int,
+               help="Long side of the scene overview the MLLM is shown (clients may shrink "
+               f"it further) [default: {d.overview_size}]."),
+    ]):  # fmt: skip
+        func = decorator(func)
+    return func
+
+
+def ask_options_from(kw: dict[str, Any]) -> AskOptions:
+    names = ("refine", "calibration", "overview_size")
+    return built(AskOptions, {n: kw.pop(n) for n in names})
+
+
+def generation_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    d = GenerationSettings()
+    func = option(
+        "GenerationSettings.prune", "--prune/--no-prune", default=None,
+        help="sam+clip: decode the point grid coarse to fine, skipping points inside a mask "
+        "already found whose dense class is the mask's; --no-prune decodes every point "
+        "[default: --prune].",
+    )(func)  # fmt: skip
+    return option(
+        "GenerationSettings.grid", "--grid", type=int,
+        help=f"sam+clip: SAM point grid, N x N points [default: {d.grid}].",
+    )(func)  # fmt: skip
+
+
+def generation_from(kw: dict[str, Any]) -> GenerationSettings | None:
+    values = {"grid": kw.pop("grid"), "prune": kw.pop("prune")}
+    if all(v is None for v in values.values()):
+        return None
+    return built(GenerationSettings, values)
+
+
+def simplify_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return option("PolygonOptions.simplify", "--simplify", type=float,
+                  help="Simplify polygons by this tolerance (CRS units).")(func)  # fmt: skip
 
 
 @contextmanager
@@ -234,6 +426,21 @@ def emit(result: dict, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def _many_scenes(scene: str, raster: RasterOptions) -> bool:
+    """Whether SCENE names a set of scenes (folder, glob, list, STAC), as every verb decides:
+    a set holding one scene is still a set."""
+    from terramask.scene import names_many
+
+    return raster.asset is not None or names_many(scene)
+
+
+def _check_typed(ctx: click.Context, table: dict[str, str]) -> None:
+    """Refuse every flag typed that does not apply (see `terramask.rules`)."""
+    from terramask import rules
+
+    rules.refuse(typed(ctx), table)
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -249,35 +456,27 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @click.argument("scene")
-@click.option("--point", "points", multiple=True, callback=_points, help="Positive click X,Y.")
-@click.option(
-    "--negative", "negatives", multiple=True, callback=_points, help="Negative click X,Y."
-)
-@click.option("--box", "boxes", multiple=True, callback=_boxes, help="Box X1,Y1,X2,Y2.")
-@click.option(
-    "--crs", help="CRS of the coordinates (e.g. EPSG:4326); without it they are scene pixels."
-)
-@click.option(
-    "--prompts",
-    "prompt_file",
-    type=click.Path(dir_okay=False),
+@option("points", "--point", "points", multiple=True, callback=_points, help="Positive click X,Y.")
+@option("negatives", "--negative", "negatives", multiple=True, callback=_points,
+        help="Negative click X,Y.")  # fmt: skip
+@option("boxes", "--box", "boxes", multiple=True, callback=_boxes, help="Box X1,Y1,X2,Y2.")
+@option("crs", "--crs",
+        help="CRS of the --point/--box coordinates (e.g. EPSG:4326); without it they are "
+        "scene pixels.")  # fmt: skip
+@option(
+    "prompt_file", "--prompts", "prompt_file", type=click.Path(dir_okay=False),
     help="Vector file of prompts: points (field `positive`, `group`) and polygons (boxes).",
-)
-@click.option("--prompts-layer", "prompt_layer", help="Layer of the prompts file.")
-@click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
-@click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
-@asset_option
+)  # fmt: skip
+@option("prompt_layer", "--prompts-layer", "prompt_layer", help="Layer of the prompts file.")
+@model_options("segmenter")
+@simplify_option
 @raster_options
-@tiling_options(default_overlap=256)
+@tiling_options(PROMPT_TILING)
 @output_options
-@device_option
+@many_options
 @common_options
-def prompt(
-    scene: str,
-    as_json: bool,
-    debug: bool,
-    **options: Any,
-) -> None:
+@click.pass_context
+def prompt(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: Any) -> None:
     """Segment the objects under clicks and boxes on SCENE (any GDAL raster, any size).
 
     All --point/--negative clicks form one object; each --box is its own object (a single
@@ -289,17 +488,29 @@ def prompt(
     in; pixel prompts mean the same pixels in every scene. A scene with no prompt inside is
     skipped (its report says why), not failed.
     """
-    from terramask import api
+    from terramask import api, rules
 
-    asset = options.pop("asset")
-    if _many_scenes(scene, asset):
+    has_coordinates = bool(kw["points"] or kw["negatives"] or kw["boxes"])
+    _check_typed(ctx, rules.prompt_rules(has_coordinates=has_coordinates))
+    raster = raster_from(kw)
+    options = dict(
+        models=models_from(kw),
+        raster=raster,
+        tiling=built(
+            Tiling, {"tile": kw.pop("tile"), "overlap": kw.pop("overlap")}, PROMPT_TILING
+        ),
+        polygons=built(PolygonOptions, {"simplify": kw.pop("simplify")}),
+    )
+    index_crs = kw.pop("index_crs")
+    if _many_scenes(scene, raster):
         with progress_reporter(not as_json) as report:
-            summary = api.prompt_many(scene, asset=asset, progress=report, **options)
+            summary = api.prompt_many(
+                scene, index_crs=index_crs, progress=report, **options, **kw
+            )
         _finish_batch(summary, as_json)
         return
     with progress_reporter(not as_json) as report:
-        result = api.prompt(scene, progress=report, **options)
-    data = result.to_dict()
+        result = api.prompt(scene, progress=report, **options, **kw)
 
     def human() -> None:
         rows = table("id", "name", "score", "area m²", "empty", title="objects")
@@ -316,65 +527,37 @@ def prompt(
         for kind, path in result.outputs.items():
             stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
 
-    emit(data, as_json, human)
+    emit(result.to_dict(), as_json, human)
 
 
 @cli.command()
 @click.argument("scene")
-@click.option(
-    "-c",
-    "--class",
-    "classes",
-    multiple=True,
-    required=True,
-    help="Class, with synonyms: road,street",
-)
-@click.option("--engine", type=click.Choice(["clip", "sam+clip", "sam3"]), default="sam+clip")
-@click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
-@click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
-@click.option("--sam3", help="SAM 3 model: hub id or local folder.")
-@click.option("--grid", type=click.IntRange(min=1), default=29, show_default=True)
-@click.option(
-    "--prune/--no-prune",
-    default=True,
-    show_default=True,
-    help="sam+clip: decode the point grid coarse to fine, skipping points inside a mask "
-    "already found whose dense class is the mask's; --no-prune decodes every point.",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    help="Probability below which a pixel is background (or 'no class').",
-)
-@click.option("--background", help="Name of the background class (added if not a class).")
-@click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
-@click.option(
-    "--asset", help="STAC asset to read when SCENE is a STAC item or item collection JSON."
-)
-@click.option(
-    "--min-area",
-    "min_area_px",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Drop polygons smaller than this many pixels.",
-)
-@click.option(
-    "--ray",
-    metavar="local|ADDRESS",
+@option("classes", "-c", "--class", "classes", multiple=True, required=True,
+        help="Class, with synonyms: road,street")  # fmt: skip
+@option("engine", "--engine", type=click.Choice(SEGMENT_ENGINES), default="sam+clip",
+        show_default=True)  # fmt: skip
+@model_options("segmenter", "clip", "sam3")
+@generation_options
+@option("threshold", "--threshold", type=float,
+        help="Probability (0-1) below which a pixel is background (or 'no class').")  # fmt: skip
+@option("background", "--background", help="Name of the background class (added if not a class).")
+@simplify_option
+@option("PolygonOptions.min_area", "--min-area", type=int,
+        help="Drop polygons smaller than this many pixels [default: 0].")  # fmt: skip
+@option(
+    "RayOptions.address", "--ray", metavar="local|ADDRESS",
     help="Run tiles on Ray actors: 'local' starts Ray here, ADDRESS joins a cluster "
     "(needs pip install 'terramask[ray]'). Outputs are the same as without it.",
-)
-@click.option(
-    "--ray-workers",
-    type=click.IntRange(min=1),
-    help="Model-holding Ray actors [default: one per GPU, else one per 2 CPUs].",
-)
+)  # fmt: skip
+@option("RayOptions.workers", "--ray-workers", type=int,
+        help="Model-holding Ray actors [default: one per GPU, else one per 2 CPUs].")  # fmt: skip
 @raster_options
-@tiling_options(default_overlap=128)
+@tiling_options()
 @output_options
-@device_option
+@many_options
 @common_options
-def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **options: Any):
+@click.pass_context
+def segment(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: Any) -> None:
     """Label every pixel of SCENE with one of the given classes (open vocabulary).
 
     SCENE may also be a folder, a glob ("tiles/*.tif"), a .txt list of paths/URLs or a STAC
@@ -390,18 +573,36 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
     it. Writes SCENE_labels.tif (class values 1..K, 0 no class, colour table), SCENE_score.tif,
     SCENE.gpkg / SCENE.geojson (polygons merged across tiles), SCENE_preview.png, SCENE.json.
     """
-    from terramask import api
+    from terramask import api, rules
 
-    asset = options.pop("asset")
-    if _many_scenes(scene, asset):
+    address, workers = kw.pop("ray"), kw.pop("ray_workers")
+    _check_typed(ctx, rules.segment_rules(kw["engine"], ray=address is not None))
+    raster = raster_from(kw)
+    options = dict(
+        models=models_from(kw),
+        generation=generation_from(kw) or GenerationSettings(),
+        raster=raster,
+        tiling=built(Tiling, {"tile": kw.pop("tile"), "overlap": kw.pop("overlap")}),
+        polygons=built(
+            PolygonOptions, {"simplify": kw.pop("simplify"), "min_area": kw.pop("min_area")}
+        ),
+        ray=None if address is None else RayOptions(address, workers),
+    )
+    index_crs = kw.pop("index_crs")
+    classes = kw.pop("classes")
+    if _many_scenes(scene, raster):
         with progress_reporter(not as_json) as report:
-            summary = api.segment_many(scene, classes, asset=asset, progress=report, **options)
+            summary = api.segment_many(
+                scene, classes, index_crs=index_crs, progress=report, **options, **kw
+            )
         _finish_batch(summary, as_json)
         return
     with progress_reporter(not as_json) as report:
-        result = api.segment(scene, classes, progress=report, **options)
+        result = api.segment(scene, classes, progress=report, **options, **kw)
 
     def human() -> None:
+        from terramask.pipeline.batch import peak_rss_mib
+
         rows = table("value", "class", "synonyms", "pixels", "area m²", "polygons")
         for c in result.classes:
             area = "-" if c["area_m2"] is None else f"{c['area_m2']:,.1f}"
@@ -413,8 +614,6 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
                 area,
                 str(c["polygons"]),
             )
-        from terramask.pipeline.batch import peak_rss_mib
-
         stdout.print(rows)
         tiles = result.tiles
         resumed = f", {tiles['resumed']} finished before and kept" if tiles["resumed"] else ""
@@ -427,13 +626,6 @@ def segment(scene: str, classes: tuple[str, ...], as_json: bool, debug: bool, **
             stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
 
     emit(result.to_dict(), as_json, human)
-
-
-def _many_scenes(scene: str, asset: str | None) -> bool:
-    """Whether SCENE names several scenes (folder, glob, list, STAC), as every verb decides."""
-    from terramask.scene import expand_inputs
-
-    return bool(asset) or len(expand_inputs(scene, asset=asset)) > 1
 
 
 def _finish_batch(summary: Any, as_json: bool) -> None:
@@ -464,74 +656,42 @@ def _batch_summary(summary: Any) -> None:
             highlight=False,
         )
     for failure in summary.failed:
-        stderr.print(f"[red]failed[/] {escape(failure['scene'])}: {escape(failure['reason'])}")
+        stderr.print(
+            f"[red]failed[/] {escape(failure['scene'])}: {escape(for_cli(failure['reason']))}"
+        )
+    for left in summary.index_left_out:
+        stdout.print(
+            f"[yellow]not in the index[/] {escape(left['scene'])}: {escape(left['reason'])}",
+            highlight=False,
+        )
     if summary.index:
-        stdout.print(f"  index    {escape(summary.index)}", highlight=False)
+        stdout.print(f"  index    {escape(summary.index)} ({summary.index_crs})", highlight=False)
     stdout.print(f"  summary  {escape(str(summary.summary))}", highlight=False)
 
 
 @cli.command()
 @click.argument("scene")
 @click.argument("question")
-@click.option(
-    "--engine",
-    type=click.Choice(["geoseg", "clicks", "box"]),
-    default="geoseg",
-    show_default=True,
+@option(
+    "engine", "--engine", type=click.Choice(ASK_ENGINES), default="geoseg", show_default=True,
     help="geoseg: refined box + dual routes; clicks: MLLM clicks into SAM; box: MLLM box.",
-)
-@click.option("--mllm-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
-@click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
-@click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
-@click.option(
-    "--mllm-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
-    help="Seconds to wait for one reply.",
 )  # fmt: skip
-@click.option(
-    "--mllm-retries", type=click.IntRange(min=0), default=4, show_default=True,
-    help="Retries on timeouts, 429 and 5xx (exponential back-off with jitter).",
-)  # fmt: skip
-@click.option(
-    "--mllm-concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-    help="Requests in flight at once (many scenes: replies are fetched ahead, concurrently).",
-)  # fmt: skip
-@click.option(
-    "--mllm-cache/--no-mllm-cache", default=True, show_default=True,
-    help="Reuse earlier replies to the same image, prompt and model ($TERRAMASK_CACHE).",
-)  # fmt: skip
-@click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
-@click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
-@click.option("--sam3", help="SAM 3 model for GeoSeg's semantic route (else dense CLIP).")
-@click.option(
-    "--refine",
-    type=click.Choice(["geoseg", "none", "calibrated"]),
-    default="geoseg",
-    show_default=True,
-    help="How MLLM boxes are corrected before segmenting.",
-)
-@click.option("--calibration", type=click.Path(dir_okay=False), help="File from `calibrate`.")
-@click.option(
-    "--overview-size",
-    type=click.IntRange(min=64),
-    default=2048,
-    show_default=True,
-    help="Long side of the scene overview the MLLM is shown (clients may shrink it further).",
-)
-@click.option("--simplify", type=float, help="Simplify polygons by this tolerance (CRS units).")
-@asset_option
+@mllm_options
+@model_options("segmenter", "clip", "sam3")
+@ask_options
+@simplify_option
 @raster_options
-@click.option(
-    "--tile",
-    "tile_size",
-    type=click.IntRange(min=64),
-    default=1024,
-    show_default=True,
-    help="Largest window segmented at full resolution, pixels.",
-)
+@option(
+    "Tiling.tile", "--tile", type=int,
+    help=f"Largest window segmented at full resolution, pixels [default: {Tiling().tile}].",
+)  # fmt: skip
 @output_options
-@device_option
+@many_options
 @common_options
-def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -> None:
+@click.pass_context
+def ask(
+    ctx: click.Context, scene: str, question: str, as_json: bool, debug: bool, **kw: Any
+) -> None:
     """Answer QUESTION about SCENE with a mask, polygons and the model's words.
 
     Writes SCENE_mask.tif, SCENE_score.tif, SCENE.gpkg / SCENE.geojson, SCENE_preview.png
@@ -541,21 +701,35 @@ def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -
     SCENE may also be many scenes (a folder, glob, .txt list or STAC JSON, as for segment):
     the same question for each, replies fetched --mllm-concurrency at a time into the cache.
     """
-    from terramask import api
+    from terramask import api, rules
 
-    asset = options.pop("asset")
-    if _many_scenes(scene, asset):
+    mllm = mllm_from(kw)
+    local = not mllm.url and bool(mllm.model)
+    _check_typed(ctx, rules.ask_rules(kw["engine"], local_mllm=local))
+    raster = raster_from(kw)
+    options = dict(
+        mllm=mllm,
+        models=models_from(kw),
+        ask_options=ask_options_from(kw),
+        raster=raster,
+        tiling=built(Tiling, {"tile": kw.pop("tile")}),
+        polygons=built(PolygonOptions, {"simplify": kw.pop("simplify")}),
+    )
+    index_crs = kw.pop("index_crs")
+    if _many_scenes(scene, raster):
         with progress_reporter(not as_json) as report:
-            summary = api.ask_many(scene, question, asset=asset, progress=report, **options)
+            summary = api.ask_many(
+                scene, question, index_crs=index_crs, progress=report, **options, **kw
+            )
         _finish_batch(summary, as_json)
         return
     with progress_reporter(not as_json) as report:
-        result = api.ask(scene, question, progress=report, **options)
+        result = api.ask(scene, question, progress=report, **options, **kw)
 
     def human() -> None:
-        stdout.print(f"[bold]{escape(result.answer)}[/]")
+        stdout.print(Text(result.answer, style="bold"))
         for warning in result.details.get("warnings", []):
-            stdout.print(f"  [yellow]note:[/] {escape(warning)}")
+            stdout.print(Text.assemble(("  note: ", "yellow"), warning))
         for kind, path in result.outputs.items():
             stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
 
@@ -564,44 +738,27 @@ def ask(scene: str, question: str, as_json: bool, debug: bool, **options: Any) -
 
 @cli.command("eval")
 @click.argument("dataset")
-@click.option("--root", required=True, type=click.Path(file_okay=False), help="Data set folder.")
-@click.option("--split", default=None, help="Split folder to score (default: the preset's).")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images only.")
-@click.option(
-    "--engine",
-    default=None,
+@option("root", "--root", required=True, type=click.Path(file_okay=False),
+        help="Data set folder.")  # fmt: skip
+@option("split", "--split", default=None, help="Split folder to score (default: the preset's).")
+@option("limit", "--limit", type=int, help="Evaluate the first N images only.")
+@option(
+    "engine", "--engine", default=None,
     help="OVSS sets: clip, sam+clip or sam3 [sam+clip]; referring/reasoning sets: geoseg, "
     "clicks or box [geoseg].",
-)
-@click.option("--threshold", type=float, help="Override the preset's background threshold.")
-@click.option("--segmenter", help="SAM-family model: hub id, alias or local folder.")
-@click.option("--clip", "image_text", help="CLIP-family model: hub id, alias or local folder.")
-@click.option("--sam3", help="SAM 3 model: hub id or local folder.")
-@click.option("--grid", type=click.IntRange(min=1), help="SAM point grid for sam+clip [29].")
-@click.option(
-    "--prune/--no-prune",
-    default=None,
-    help="sam+clip: decode the grid coarse to fine, skipping settled points [--prune].",
-)
-@click.option("--mllm-url", help="Referring/reasoning sets: OpenAI-compatible endpoint.")
-@click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
-@click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
-@click.option("--mllm-timeout", type=click.FloatRange(min=0.1), help="Seconds per reply [60].")
-@click.option("--mllm-retries", type=click.IntRange(min=0), help="Retries per request [4].")
-@click.option(
-    "--mllm-concurrency", type=click.IntRange(min=1), help="Requests in flight at once [4]."
-)
-@click.option(
-    "--refine",
-    type=click.Choice(["geoseg", "none", "calibrated"]),
-    default=None,
-    help="Box correction for geoseg [geoseg].",
-)
-@click.option("--calibration", type=click.Path(dir_okay=False), help="File from `calibrate`.")
+)  # fmt: skip
+@option("threshold", "--threshold", type=float,
+        help="OVSS sets: override the preset's background threshold.")  # fmt: skip
+@model_options("segmenter", "clip", "sam3")
+@generation_options
+@mllm_options
+@ask_options
 @output_options
-@device_option
 @common_options
-def eval_command(dataset: str, root: str, as_json: bool, debug: bool, **options: Any) -> None:
+@click.pass_context
+def eval_command(
+    ctx: click.Context, dataset: str, root: str, as_json: bool, debug: bool, **kw: Any
+) -> None:
     """Evaluate a method on the benchmark DATASET found under --root.
 
     OVSS sets (mIoU): openearthmap, loveda, isaid, potsdam, vaihingen, uavid, udd5, vdd,
@@ -610,17 +767,35 @@ def eval_command(dataset: str, root: str, as_json: bool, debug: bool, **options:
     rrsis-d, earthreason, geoseg-bench, unigeoseg-bench. Writes predictions, report.json and
     report.md under OUTPUT/DATASET_SPLIT and prints ours beside the published numbers.
     """
-    from terramask import api
-    from terramask.eval.report import class_table
+    from terramask import api, rules
+    from terramask.eval.referring_datasets import referring_dataset_names
 
-    options = {k: v for k, v in options.items() if v is not None}
+    referring = dataset.strip().lower().replace("_", "-") in referring_dataset_names()
+    mllm = mllm_from(kw)
+    local = not mllm.url and bool(mllm.model)
+    engine = kw.pop("engine")
+    _check_typed(
+        ctx,
+        rules.evaluate_rules(
+            "referring" if referring else "ovss",
+            engine or ("geoseg" if referring else "sam+clip"),
+            local_mllm=local,
+        ),
+    )
+    asking = ask_options_from(kw)
     with progress_reporter(not as_json) as report:
-        result = api.evaluate(dataset, root, progress=report, **options)
+        result = api.evaluate(
+            dataset, root, engine=engine, models=models_from(kw),
+            generation=generation_from(kw), mllm=mllm if referring else None,
+            ask_options=asking if referring else None, progress=report, **kw,
+        )  # fmt: skip
     if "giou" in result:
         emit(result, as_json, lambda: _referring_summary(result))
         return
 
     def human() -> None:
+        from terramask.eval.report import class_table
+
         scope = f"{result['display_name']}, {result['split'] or 'all'} split, "
         scope += f"{result['images']} images, engine {result['engine']}"
         stdout.print(class_table(result, scope))
@@ -672,21 +847,18 @@ def _referring_summary(result: dict) -> None:
 @cli.command()
 @click.argument("pred_dir", type=click.Path(file_okay=False))
 @click.argument("gt_dir", type=click.Path(file_okay=False))
-@click.option("--classes", required=True, help="Class names in index order: a,b,c.")
-@click.option("--ignore-index", type=int, default=255, show_default=True)
-@click.option(
-    "--reduce-zero-label",
-    is_flag=True,
-    help="Ground truth 0 is no-data and ids start at 1 (LoveDA, ISPRS).",
-)
+@option("classes", "--classes", required=True, help="Class names in index order: a,b,c.")
+@option("ignore_index", "--ignore-index", type=int, default=255, show_default=True)
+@option("reduce_zero_label", "--reduce-zero-label", is_flag=True,
+        help="Ground truth 0 is no-data and ids start at 1 (LoveDA, ISPRS).")  # fmt: skip
 @common_options
-def score(pred_dir: str, gt_dir: str, as_json: bool, debug: bool, **options: Any) -> None:
+def score(pred_dir: str, gt_dir: str, as_json: bool, debug: bool, **kw: Any) -> None:
     """Score predicted label maps in PRED_DIR against GT_DIR (matched by file name)."""
     from terramask import api
     from terramask.eval.report import class_table
 
     with progress_reporter(not as_json) as report:
-        result = api.score(pred_dir, gt_dir, progress=report, **options)
+        result = api.score(pred_dir, gt_dir, progress=report, **kw)
 
     def human() -> None:
         stdout.print(class_table(result, f"{result['images']} images"))
@@ -703,30 +875,31 @@ def score(pred_dir: str, gt_dir: str, as_json: bool, debug: bool, **options: Any
 
 @cli.command()
 @click.argument("dataset")
-@click.option("--root", required=True, help="Referring/reasoning data set folder.")
-@click.option("--split", default=None, help="Split (default: the data set's).")
-@click.option(
-    "--limit", type=click.IntRange(min=3), default=50, show_default=True, help="Samples to use."
-)
-@click.option("--mllm-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
-@click.option("--mllm-model", help="Model name at that endpoint, or a local Qwen-VL folder.")
-@click.option("--mllm-key", help="API key (default: $OPENAI_API_KEY).")
-@click.option(
-    "-o", "--output", default="refine.json", show_default=True, help="Where to save the fit."
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
-@device_option
+@option("root", "--root", required=True, help="Referring/reasoning data set folder.")
+@option("split", "--split", default=None, help="Split (default: the data set's).")
+@option("limit", "--limit", type=int, default=50, show_default=True, help="Samples to use.")
+@mllm_options
+@option("output", "-o", "--output", default="refine.json", show_default=True,
+        help="Where to save the fit.")  # fmt: skip
+@option("overwrite", "--overwrite", is_flag=True, help="Replace an existing file.")
+@option("ModelOptions.device", "--device", default="auto", show_default=True,
+        help="Where a local MLLM runs: auto, cpu, cuda, cuda:1, mps.")  # fmt: skip
 @common_options
-def calibrate(dataset: str, root: str, as_json: bool, debug: bool, **options: Any) -> None:
+@click.pass_context
+def calibrate(
+    ctx: click.Context, dataset: str, root: str, as_json: bool, debug: bool, **kw: Any
+) -> None:
     """Fit how MLLM boxes are corrected (per-side expansion, shift) on labelled DATASET.
 
     DATASET is a referring/reasoning set (rrsis-d, earthreason, geoseg-bench,
     unigeoseg-bench). Use the result with `ask --refine calibrated --calibration FILE`.
     """
-    from terramask import api
+    from terramask import api, rules
 
+    mllm = mllm_from(kw)
+    _check_typed(ctx, rules.calibrate_rules(local_mllm=not mllm.url and bool(mllm.model)))
     with progress_reporter(not as_json) as report:
-        result = api.calibrate(dataset, root, progress=report, **options)
+        result = api.calibrate(dataset, root, mllm=mllm, progress=report, **kw)
 
     def human() -> None:
         stdout.print(
@@ -823,6 +996,13 @@ def doctor(no_self_test: bool, as_json: bool, debug: bool) -> None:
         sys.exit(EXIT_USER_ERROR)
 
 
+def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+    """Warnings as one clean line (no source file and line), flags named as on the CLI."""
+    stderr.print(
+        f"[yellow]warning:[/] {escape(for_cli(str(message)))}", highlight=False, soft_wrap=True
+    )
+
+
 #: GDAL's block cache defaults to 5% of RAM and was the largest term of a run's peak memory;
 #: TerraMask reads each block about once, so a small cache costs no speed. Users may override.
 DEFAULT_GDAL_CACHEMAX_MB = "64"
@@ -835,6 +1015,7 @@ def main() -> None:
     from huggingface_hub.utils import logging as hub_logging
 
     hub_logging.set_verbosity_error()
+    warnings.showwarning = _show_warning
     cli(obj={})
 
 

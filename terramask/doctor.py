@@ -108,6 +108,7 @@ def self_test() -> list[dict]:
     import rasterio
 
     from terramask import api
+    from terramask.options import ModelOptions, Tiling
     from terramask.testing.scenes import write_synthetic_scene
     from terramask.testing.tiny_models import save_tiny_sam
 
@@ -129,10 +130,9 @@ def self_test() -> list[dict]:
             points=[point],
             crs=profile[0].to_string(),
             boxes=boxes,
-            segmenter=str(model),
+            models=ModelOptions(segmenter=str(model), device="cpu"),
+            tiling=Tiling(tile=128, overlap=32),
             output=root / "out",
-            tile_size=128,
-            overlap=32,
         )
         problems = []
         with rasterio.open(result.outputs["mask"]) as mask:

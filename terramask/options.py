@@ -28,6 +28,9 @@ Refine = Literal["geoseg", "none", "calibrated"]
 #: What to do with a prompt outside the scene: refuse the run, or leave the prompt out.
 Outside = Literal["error", "drop"]
 
+#: The CRS of the index of a run over many scenes: the one every georeferenced scene fits.
+INDEX_CRS = "EPSG:4326"
+
 SEGMENT_ENGINES: tuple[str, ...] = get_args(SegmentEngine)
 ASK_ENGINES: tuple[str, ...] = get_args(AskEngine)
 REFINEMENTS: tuple[str, ...] = get_args(Refine)
@@ -315,6 +318,7 @@ class GenerationSettings:
 
 __all__ = [
     "ASK_ENGINES",
+    "INDEX_CRS",
     "PROMPT_TILING",
     "REFINEMENTS",
     "SEGMENT_ENGINES",

@@ -11,6 +11,7 @@ import rasterio
 from click.testing import CliRunner
 
 from terramask.cli import cli
+from terramask.options import ModelOptions
 from terramask.testing.chat_server import ChatServer, Step
 from terramask.testing.scenes import write_synthetic_scene
 from terramask.testing.tiny_models import save_tiny_clip, save_tiny_sam
@@ -29,9 +30,11 @@ def scene(tmp_path, monkeypatch):
 
 
 def ask(scene, server, tiny, out, *extra):
+    """The CLI's ask; CLIP only for geoseg (the other engines refuse it: they use none)."""
+    clip = [] if "--engine" in extra else ["--clip", tiny["clip"]]
     args = [
         "ask", scene, "which building is the largest?", "--mllm-url", server.url,
-        "--mllm-model", "test-vlm", "--segmenter", tiny["sam"], "--clip", tiny["clip"],
+        "--mllm-model", "test-vlm", "--segmenter", tiny["sam"], *clip,
         "-o", out, "--json", "--mllm-retries", "1", "--mllm-timeout", "5", *extra,
     ]  # fmt: skip
     return CliRunner().invoke(cli, [str(a) for a in args], obj={})
@@ -138,8 +141,12 @@ def test_a_reasoning_benchmark_runs_through_the_ask_engines(tiny, tmp_path, monk
     with ChatServer(replies) as server:
         client = OpenAIChatMLLM(server.url, "test-vlm", max_retries=0, cache=None)
         report = api.evaluate(
-            "earthreason", tmp_path / "er", split="test", mllm=client,
-            segmenter=str(tiny["sam"]), image_text=str(tiny["clip"]), output=tmp_path / "out",
+            "earthreason",
+            tmp_path / "er",
+            split="test",
+            mllm=client,
+            output=tmp_path / "out",
+            models=ModelOptions(segmenter=str(tiny["sam"]), clip=str(tiny["clip"])),
         )  # fmt: skip
     assert report["samples"] == 4 and report["failed"] == 1
     assert 0 <= report["giou"] <= 100
@@ -183,8 +190,12 @@ def test_benchmark_replies_are_fetched_concurrently_then_met_in_the_cache(tiny, 
         client = OpenAIChatMLLM(server.url, "test-vlm", max_retries=0, max_concurrency=3,
                                 cache=ReplyCache(tmp_path / "cache"))  # fmt: skip
         report = api.evaluate(
-            "earthreason", tmp_path / "er", split="test", mllm=client,
-            segmenter=str(tiny["sam"]), image_text=str(tiny["clip"]), output=tmp_path / "out",
+            "earthreason",
+            tmp_path / "er",
+            split="test",
+            mllm=client,
+            output=tmp_path / "out",
+            models=ModelOptions(segmenter=str(tiny["sam"]), clip=str(tiny["clip"])),
         )  # fmt: skip
         asked = len(server.requests)
     assert report["samples"] == 4 and report["failed"] == 0, report["failures"]

@@ -12,6 +12,7 @@ import pytest
 from terramask import api
 from terramask.errors import InputError
 from terramask.methods.ovss import OvssPredictor
+from terramask.options import Tiling
 from terramask.scene import expand_inputs
 from terramask.testing.scenes import write_synthetic_scene
 from tests.doubles import ColourEngine, InterruptedColourEngine
@@ -67,8 +68,13 @@ def test_many_scenes_with_one_broken_then_resumed(tmp_path):
     out = tmp_path / "out"
     engine = ColourEngine(PROTOTYPES)
     predictor = OvssPredictor(engine)
-    summary = api.segment_many(scenes, CLASSES, predictor=predictor, output=out, tile_size=64,
-                               overlap=16)  # fmt: skip
+    summary = api.segment_many(
+        scenes,
+        CLASSES,
+        predictor=predictor,
+        output=out,
+        tiling=Tiling(tile=64, overlap=16),
+    )  # fmt: skip
     assert [s.rsplit("/", 1)[-1] for s in summary.processed] == ["north.tif", "south.tif"]
     assert len(summary.failed) == 1 and "broken.tif" in summary.failed[0]["reason"]
     assert summary.tiles > 2
@@ -81,8 +87,13 @@ def test_many_scenes_with_one_broken_then_resumed(tmp_path):
     before = {p.name: p.read_bytes() for p in out.glob("north*")}
     calls = engine.calls
 
-    again = api.segment_many(scenes, CLASSES, predictor=predictor, output=out, tile_size=64,
-                             overlap=16)  # fmt: skip
+    again = api.segment_many(
+        scenes,
+        CLASSES,
+        predictor=predictor,
+        output=out,
+        tiling=Tiling(tile=64, overlap=16),
+    )  # fmt: skip
     assert len(again.already_done) == 2 and not again.processed and len(again.failed) == 1
     assert engine.calls == calls  # nothing recomputed
     assert {p.name: p.read_bytes() for p in out.glob("north*")} == before
@@ -138,8 +149,13 @@ def test_a_batch_interrupted_inside_a_scene_resumes_to_identical_outputs(tmp_pat
         write_synthetic_scene(scenes / f"s{i}.tif", width=200, height=150, seed=i)
 
     def run(out, engine):
-        return api.segment_many(scenes, CLASSES, output=out, tile_size=64, overlap=16,
-                                predictor=OvssPredictor(engine))  # fmt: skip
+        return api.segment_many(
+            scenes,
+            CLASSES,
+            output=out,
+            predictor=OvssPredictor(engine),
+            tiling=Tiling(tile=64, overlap=16),
+        )  # fmt: skip
 
     run(tmp_path / "whole", InterruptedColourEngine(PROTOTYPES))
     with pytest.raises(KeyboardInterrupt):

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from terramask import api
 from terramask.cli import cli
 from terramask.errors import InputError, NothingToDo
+from terramask.options import ModelOptions
 from terramask.scene import open_scene, prompts_from_options, prompts_from_vector
 from terramask.testing.chat_server import ChatServer, Step
 from terramask.testing.scenes import DEFAULT_ORIGIN, default_transform, write_synthetic_scene
@@ -119,8 +120,8 @@ def test_prompt_many_routes_map_prompts_to_their_scenes_then_resumes(scenes, tin
     out = tmp_path / "out"
     west_point = map_xy("west", 60, 45)
     east_box = map_box("east", 20, 20, 70, 60)
-    options = dict(points=[west_point], boxes=[east_box, east_box],
-                   crs="EPSG:32633", segmenter=tiny["sam"], output=out, device="cpu")
+    options = dict(points=[west_point], boxes=[east_box, east_box], crs="EPSG:32633",
+                   models=ModelOptions(segmenter=tiny["sam"], device="cpu"), output=out)
     summary = api.prompt_many(scenes, **options)
     names = lambda sources: sorted(s.rsplit("/", 1)[-1] for s in sources)  # noqa: E731
     assert names(summary.processed) == ["east.tif", "west.tif"]
@@ -157,8 +158,13 @@ def test_prompt_many_routes_map_prompts_to_their_scenes_then_resumes(scenes, tin
 def test_pixel_prompts_apply_to_every_scene(scenes, tiny, tmp_path):
     out = tmp_path / "out"
     (scenes / "broken.tif").unlink()
-    summary = api.prompt_many(str(scenes / "*.tif"), points=[(10, 10)], boxes=[(5, 5, 40, 30)],
-                              segmenter=tiny["sam"], output=out, device="cpu")  # fmt: skip
+    summary = api.prompt_many(
+        str(scenes / "*.tif"),
+        points=[(10, 10)],
+        boxes=[(5, 5, 40, 30)],
+        output=out,
+        models=ModelOptions(segmenter=tiny["sam"], device="cpu"),
+    )  # fmt: skip
     assert len(summary.processed) == 3 and not summary.failed and not summary.skipped
     for name in ORIGINS:
         (obj,) = json.loads((out / f"{name}.json").read_text())["objects"]
@@ -168,7 +174,8 @@ def test_pixel_prompts_apply_to_every_scene(scenes, tiny, tmp_path):
 def test_a_scene_interrupted_before_its_report_is_redone(scenes, tiny, tmp_path):
     out = tmp_path / "out"
     (scenes / "broken.tif").unlink()
-    options = dict(points=[(10, 10)], segmenter=tiny["sam"], output=out, device="cpu")
+    options = dict(points=[(10, 10)], models=ModelOptions(segmenter=tiny["sam"], device="cpu"),
+                   output=out)
     api.prompt_many(scenes, **options)
     (out / "west.json").unlink()  # as if stopped after the rasters, before the report
     again = api.prompt_many(scenes, **options)
@@ -188,8 +195,14 @@ def test_prompt_many_refuses_bad_prompts_before_any_scene(scenes, tmp_path):
 
 def test_one_scene_with_no_prompt_inside_is_an_error_on_its_own(scenes, tiny, tmp_path):
     with pytest.raises(NothingToDo, match="No prompt falls inside"):
-        api.prompt(scenes / "far.tif", points=[map_xy("west", 5, 5)], crs="EPSG:32633",
-                   segmenter=tiny["sam"], output=tmp_path / "out", outside="drop")  # fmt: skip
+        api.prompt(
+            scenes / "far.tif",
+            points=[map_xy("west", 5, 5)],
+            crs="EPSG:32633",
+            output=tmp_path / "out",
+            outside="drop",
+            models=ModelOptions(segmenter=tiny["sam"]),
+        )  # fmt: skip
 
 
 def test_cli_prompt_on_a_list_prints_the_batch_summary(scenes, tiny, tmp_path):
@@ -285,8 +298,14 @@ def test_ask_many_in_python_with_a_refusal_and_a_ready_client(scenes, tiny, tmp_
     with ChatServer(answer) as server:
         client = OpenAIChatMLLM(server.url, "vlm", max_retries=0, max_concurrency=2,
                                 cache=ReplyCache(tmp_path / "cache"))  # fmt: skip
-        summary = api.ask_many(scenes, "the roof", mllm=client, engine="box",
-                               segmenter=tiny["sam"], device="cpu", output=tmp_path / "out")
+        summary = api.ask_many(
+            scenes,
+            "the roof",
+            mllm=client,
+            engine="box",
+            output=tmp_path / "out",
+            models=ModelOptions(segmenter=tiny["sam"], device="cpu"),
+        )
         assert len(server.requests) == 3
     assert len(summary.processed) == 3 and not summary.failed
     assert [s.rsplit("/", 1)[-1] for s in summary.nothing_found] == ["small.tif"]

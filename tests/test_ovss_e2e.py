@@ -41,10 +41,14 @@ def run(*args):
 @pytest.mark.parametrize("engine", ["clip", "sam+clip", "sam3"])
 def test_segment_every_engine_writes_a_georeferenced_label_map(engine, tiny, scene, tmp_path):
     out = tmp_path / "out"
+    models = {
+        "clip": ["--clip", tiny["clip"]],
+        "sam+clip": ["--segmenter", tiny["sam"], "--clip", tiny["clip"], "--grid", "6"],
+        "sam3": ["--sam3", tiny["sam3"]],
+    }[engine]
     result = run(
         "segment", scene, "-c", "building,roof", "-c", "road,street", "-c", "tree",
-        "--engine", engine, "--segmenter", tiny["sam"], "--clip", tiny["clip"],
-        "--sam3", tiny["sam3"], "--grid", "6", "--tile", "256", "--overlap", "64",
+        "--engine", engine, *models, "--tile", "256", "--overlap", "64",
         "--threshold", "0.2", "--background", "clutter", "-o", out, "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -61,7 +65,12 @@ def test_segment_every_engine_writes_a_georeferenced_label_map(engine, tiny, sce
     assert labels_written <= {"building", "road", "tree", "clutter"} and labels_written
     assert (out / "vaihingen_preview.png").stat().st_size > 1000
     report = json.loads((out / "vaihingen.json").read_text())
-    assert report["engine"]  # names the models used
+    assert report["engine"] == engine  # and names the models used:
+    assert {k: report[k] for k in ("segmenter", "clip", "sam3") if k in report} == {
+        {"--segmenter": "segmenter", "--clip": "clip", "--sam3": "sam3"}[flag]: str(path)
+        for flag, path in zip(models[::2], models[1::2], strict=True)
+        if flag != "--grid"
+    }
 
 
 @pytest.mark.slow

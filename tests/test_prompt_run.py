@@ -15,6 +15,7 @@ from pyproj import Transformer
 
 from terramask import api
 from terramask.errors import InputError, OutputError
+from terramask.options import ModelOptions, Tiling
 from terramask.testing.scenes import write_synthetic_scene
 from tests.doubles import ShapeSegmenter
 
@@ -51,8 +52,8 @@ def test_outputs_share_the_scene_grid_and_objects_are_where_the_clicks_are(scene
         points=[(x, y)],
         crs=grid[0].to_string(),
         boxes=[],
-        segmenter=seg,
         output=tmp_path / "out",
+        models=ModelOptions(segmenter=seg),
     )
     assert set(result.outputs) == {"mask", "score", "gpkg", "geojson", "preview", "report"}
     with rasterio.open(result.outputs["mask"]) as mask:
@@ -99,19 +100,17 @@ def test_tiles_do_not_show_in_the_result(tmp_path):
                 api.prompt(
                     scene,
                     points=[point],
-                    segmenter=ShapeSegmenter(),
                     output=out,
-                    tile_size=tile,
-                    overlap=overlap,
+                    models=ModelOptions(segmenter=ShapeSegmenter()),
+                    tiling=Tiling(tile=tile, overlap=overlap),
                 )
             )
         boxed = api.prompt(
             scene,
             boxes=boxes,
-            segmenter=ShapeSegmenter(),
             output=tmp_path / f"{name}-boxes",
-            tile_size=tile,
-            overlap=overlap,
+            models=ModelOptions(segmenter=ShapeSegmenter()),
+            tiling=Tiling(tile=tile, overlap=overlap),
         )
         return [read(r.outputs["mask"])[0] for r in [*results, boxed]]
 
@@ -125,10 +124,9 @@ def test_a_prompt_larger_than_a_tile_is_segmented_decimated_and_resampled(scene,
     result = api.prompt(
         scene,
         boxes=[(10, 20, 290, 200)],
-        segmenter=ShapeSegmenter(),
         output=tmp_path / "out",
-        tile_size=128,
-        overlap=32,
+        models=ModelOptions(segmenter=ShapeSegmenter()),
+        tiling=Tiling(tile=128, overlap=32),
     )
     ids = read(result.outputs["mask"])[0]
     expected = np.zeros_like(ids, dtype=bool)
@@ -144,7 +142,10 @@ def test_nodata_never_becomes_an_object(tmp_path):
         tmp_path / "nd.tif", width=200, height=200, dtype="uint16", nodata=0, nodata_border=20
     )
     result = api.prompt(
-        scene, boxes=[(0, 0, 120, 120)], segmenter=ShapeSegmenter(), output=tmp_path / "out"
+        scene,
+        boxes=[(0, 0, 120, 120)],
+        output=tmp_path / "out",
+        models=ModelOptions(segmenter=ShapeSegmenter()),
     )
     ids, profile, _ = read(result.outputs["mask"])
     assert profile["nodata"] == 255
@@ -158,7 +159,10 @@ def test_scene_without_georeferencing_works_in_pixels(tmp_path):
     scene = write_synthetic_scene(tmp_path / "plain.tif", width=120, height=90, crs=None)
     with pytest.warns(UserWarning):
         result = api.prompt(
-            scene, points=[(60, 40)], segmenter=ShapeSegmenter(), output=tmp_path / "out"
+            scene,
+            points=[(60, 40)],
+            output=tmp_path / "out",
+            models=ModelOptions(segmenter=ShapeSegmenter()),
         )
     assert "geojson" not in result.outputs
     assert result.objects[0]["area_m2"] is None
@@ -182,7 +186,10 @@ def test_prompts_from_a_vector_file_in_another_crs(scene, tmp_path):
         driver="GeoJSON",
     )
     result = api.prompt(
-        scene, prompt_file=path, segmenter=ShapeSegmenter(radius=5), output=tmp_path / "out"
+        scene,
+        prompt_file=path,
+        output=tmp_path / "out",
+        models=ModelOptions(segmenter=ShapeSegmenter(radius=5)),
     )
     ids = read(result.outputs["mask"])[0]
     assert ids[110, 150] == 1 and result.objects[0]["name"] == "well"
@@ -196,29 +203,43 @@ def test_existing_outputs_are_kept_and_the_run_refused(scene, tmp_path):
     (out / "scene_mask.tif").write_bytes(b"precious")
     seg = ShapeSegmenter()
     with pytest.raises(OutputError, match="overwrite"):
-        api.prompt(scene, points=[(50, 50)], segmenter=seg, output=out)
+        api.prompt(scene, points=[(50, 50)], output=out, models=ModelOptions(segmenter=seg))
     assert (out / "scene_mask.tif").read_bytes() == b"precious"
     assert seg.embed_calls == 0  # refused before any work
-    api.prompt(scene, points=[(50, 50)], segmenter=seg, output=out, overwrite=True)
+    api.prompt(
+        scene,
+        points=[(50, 50)],
+        output=out,
+        overwrite=True,
+        models=ModelOptions(segmenter=seg),
+    )
     assert read(out / "scene_mask.tif")[0][50, 50] == 1
 
 
 def test_prompts_outside_the_scene_are_refused_with_the_extent(scene, tmp_path):
     with pytest.raises(InputError) as err:
-        api.prompt(scene, points=[(5000, 10)], segmenter=ShapeSegmenter(), output=tmp_path / "o")
+        api.prompt(
+            scene,
+            points=[(5000, 10)],
+            output=tmp_path / "o",
+            models=ModelOptions(segmenter=ShapeSegmenter()),
+        )
     assert "300" in str(err.value) and "220" in str(err.value)
     assert not (tmp_path / "o" / "scene_mask.tif").exists()
 
 
 def test_no_prompt_is_an_input_error(scene, tmp_path):
     with pytest.raises(InputError, match="No prompt"):
-        api.prompt(scene, segmenter=ShapeSegmenter(), output=tmp_path / "o")
+        api.prompt(scene, output=tmp_path / "o", models=ModelOptions(segmenter=ShapeSegmenter()))
 
 
 def test_rotated_scene_keeps_its_transform(tmp_path):
     scene = write_synthetic_scene(tmp_path / "rot.tif", width=160, height=120, rotation_deg=20)
     result = api.prompt(
-        scene, points=[(80, 60)], segmenter=ShapeSegmenter(), output=tmp_path / "out"
+        scene,
+        points=[(80, 60)],
+        output=tmp_path / "out",
+        models=ModelOptions(segmenter=ShapeSegmenter()),
     )
     with rasterio.open(scene) as src, rasterio.open(result.outputs["mask"]) as mask:
         assert mask.transform == src.transform
@@ -234,10 +255,9 @@ def test_real_sample_as_geotiff(rs_samples, tmp_path):
     result = api.prompt(
         scene,
         points=[(256, 256)],
-        segmenter=ShapeSegmenter(radius=20),
         output=tmp_path / "out",
-        tile_size=256,
-        overlap=64,
+        models=ModelOptions(segmenter=ShapeSegmenter(radius=20)),
+        tiling=Tiling(tile=256, overlap=64),
     )
     with rasterio.open(scene) as src, rasterio.open(result.outputs["mask"]) as mask:
         assert (mask.crs, mask.transform, mask.shape) == (src.crs, src.transform, src.shape)

@@ -10,17 +10,19 @@ from click.testing import CliRunner
 from terramask import api, models
 from terramask.cli import cli
 from terramask.errors import InputError
-from terramask.pipeline import engines
+from terramask.options import GenerationSettings
+from terramask.pipeline.engines import PredictorSpec
 from terramask.testing.scenes import write_geotiff_from_image
 
 
-def test_build_predictor_passes_prune_to_the_generation_settings(monkeypatch):
+def test_the_predictor_gets_the_generation_settings_unchanged(monkeypatch):
     model = SimpleNamespace(name="stand-in")  # building the predictor only names the models
     monkeypatch.setattr(models, "load_image_text", lambda *a, **k: model)
     monkeypatch.setattr(models, "load_segmenter", lambda *a, **k: model)
-    assert engines.build_predictor("sam+clip", grid=12).generation.prune is True
-    settings = engines.build_predictor("sam+clip", grid=12, prune=False).generation
-    assert (settings.grid, settings.prune) == (12, False)
+    pruned = PredictorSpec("sam+clip", generation=GenerationSettings(grid=12)).build()
+    assert pruned.generation.prune is True
+    settings = GenerationSettings(grid=12, prune=False)
+    assert PredictorSpec("sam+clip", generation=settings).build().generation is settings
 
 
 @pytest.fixture
@@ -30,22 +32,24 @@ def scene(rs_samples, tmp_path):
 
 
 @pytest.mark.parametrize(("flag", "expected"), [([], True), (["--no-prune"], False)])
-def test_segment_flag_reaches_build_predictor(flag, expected, scene, tmp_path, monkeypatch):
-    seen = {}
+def test_segment_flag_reaches_the_predictor_spec(flag, expected, scene, tmp_path, monkeypatch):
+    seen = []
 
-    def build(engine, **options):
-        seen.update(options)
+    def build(spec):
+        seen.append(spec)
         raise InputError("stop here: only the options are under test")
 
-    monkeypatch.setattr(engines, "build_predictor", build)
+    monkeypatch.setattr(PredictorSpec, "build", build)
     args = ["segment", str(scene), "-c", "building", "-o", str(tmp_path / "out"), *flag]
     result = CliRunner().invoke(cli, args, obj={})
     assert "stop here" in result.output
-    assert seen["prune"] is expected and seen["grid"] == 29
+    assert seen[0].generation == GenerationSettings(grid=29, prune=expected)
 
 
-@pytest.mark.parametrize(("flag", "expected"), [([], None), (["--no-prune"], False)])
-def test_eval_flag_reaches_the_model_options(flag, expected, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("flag", "expected"), [([], None), (["--no-prune"], GenerationSettings(prune=False))]
+)
+def test_eval_flag_reaches_the_generation_settings(flag, expected, tmp_path, monkeypatch):
     seen = {}
 
     def evaluate(dataset, root, **options):
@@ -56,4 +60,4 @@ def test_eval_flag_reaches_the_model_options(flag, expected, tmp_path, monkeypat
     args = ["eval", "potsdam", "--root", str(tmp_path), *flag]
     result = CliRunner().invoke(cli, args, obj={})
     assert "stop here" in result.output
-    assert seen.get("prune") is expected  # unset: the preset build's default (on)
+    assert seen["generation"] == expected  # unset: the engine's default (on)

@@ -15,6 +15,7 @@ import torch
 from terramask import api
 from terramask.errors import InputError
 from terramask.methods.vocabulary import ClassVocabulary
+from terramask.options import ModelOptions, RayOptions, Tiling
 from terramask.pipeline.engines import PredictorSpec
 from terramask.pipeline.segment_run import run_segment
 from terramask.scene import OutputSet, open_scene
@@ -27,7 +28,7 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install '
 
 CLASSES = ["field", "road,street", "water"]
 FILES = ("_labels.tif", "_score.tif", ".gpkg", ".geojson", "_preview.png", ".json")
-TILING = {"tile_size": 128, "overlap": 32}
+TILING = {"tiling": Tiling(tile=128, overlap=32)}
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +53,26 @@ def test_ray_local_gives_the_same_outputs_as_in_process(setup, tmp_path):
     with fewer threads float sums are ordered differently: scores (after a softmax at logit
     scale 50, which amplifies) agree to about 1e-4, and labels except at near-ties."""
     scene, clip = setup
-    common = dict(engine="clip", image_text=str(clip), device="cpu", **TILING)
+    common = dict(engine="clip", models=ModelOptions(clip=str(clip), device="cpu"), **TILING)
     local = api.segment(scene, CLASSES, output=tmp_path / "local", **common)
-    one = api.segment(scene, CLASSES, output=tmp_path / "ray1", ray="local", ray_workers=1,
-                      **common)  # fmt: skip
+    one = api.segment(
+        scene,
+        CLASSES,
+        output=tmp_path / "ray1",
+        **common,
+        ray=RayOptions(address="local", workers=1),
+    )  # fmt: skip
     assert one.tiles == local.tiles == {"total": 9, "skipped_no_data": 0, "resumed": 0}
     assert ray.cluster_resources()["CPU"] == torch.get_num_threads()  # 1 worker: all of them
     assert digests(tmp_path / "ray1") == digests(tmp_path / "local")
 
-    api.segment(scene, CLASSES, output=tmp_path / "ray2", ray="local", ray_workers=2, **common)
+    api.segment(
+        scene,
+        CLASSES,
+        output=tmp_path / "ray2",
+        **common,
+        ray=RayOptions(address="local", workers=2),
+    )
     for kind in ("labels", "score"):
         with rasterio.open(tmp_path / "ray2" / f"scene_{kind}.tif") as a, rasterio.open(
             tmp_path / "local" / f"scene_{kind}.tif"
@@ -75,18 +87,24 @@ def test_a_worker_that_dies_has_its_tiles_retried(setup, tmp_path):
     from terramask.pipeline.ray_backend import RayRunner
 
     scene, clip = setup
-    spec = PredictorSpec.of("clip", image_text=str(clip), device="cpu")
+    spec = PredictorSpec("clip", ModelOptions(clip=str(clip), device="cpu"))
     vocabulary = ClassVocabulary.parse(CLASSES)
     marker = tmp_path / "died"
     with open_scene(scene) as opened:
-        runner = RayRunner("local", DieOnceSpec(spec, str(marker)), opened, vocabulary,
-                           workers=1)  # fmt: skip
+        runner = RayRunner(RayOptions("local", workers=1), DieOnceSpec(spec, str(marker)),
+                           opened, vocabulary)  # fmt: skip
         outputs = OutputSet(tmp_path / "flaky", opened.name)
         result = run_segment(opened, vocabulary, runner, outputs, **TILING)
     assert marker.exists()  # a worker really died midway
     assert result.tiles["total"] == 9
-    api.segment(scene, CLASSES, engine="clip", image_text=str(clip), device="cpu",
-                output=tmp_path / "local", **TILING)  # fmt: skip
+    api.segment(
+        scene,
+        CLASSES,
+        engine="clip",
+        output=tmp_path / "local",
+        **TILING,
+        models=ModelOptions(clip=str(clip), device="cpu"),
+    )  # fmt: skip
     flaky, local = digests(tmp_path / "flaky"), digests(tmp_path / "local")
     assert flaky.pop(".json") and local.pop(".json")  # the reports name other spec options
     assert flaky == local
@@ -97,10 +115,10 @@ def test_a_worker_dying_beyond_the_retries_stops_the_run_with_a_reason(setup, tm
     from terramask.pipeline.ray_backend import RayRunner
 
     scene, clip = setup
-    spec = DieOnceSpec(PredictorSpec.of("clip", image_text=str(clip)), str(tmp_path / "died"))
+    spec = DieOnceSpec(PredictorSpec("clip", ModelOptions(clip=str(clip))), str(tmp_path / "died"))
     vocabulary = ClassVocabulary.parse(CLASSES)
     with open_scene(scene) as opened:
-        runner = RayRunner("local", spec, opened, vocabulary, workers=1, retries=0)
+        runner = RayRunner(RayOptions("local", workers=1), spec, opened, vocabulary, retries=0)
         outputs = OutputSet(tmp_path / "o", opened.name)
         with pytest.raises(TerraMaskError, match=r"tried 1 times .* worker died"):
             run_segment(opened, vocabulary, runner, outputs, **TILING)
@@ -111,8 +129,14 @@ def test_without_ray_the_flag_says_how_to_install_it(setup, tmp_path, monkeypatc
     scene, clip = setup
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(InputError, match=r"pip install 'terramask\[ray\]'"):
-        api.segment(scene, CLASSES, engine="clip", image_text=str(clip), ray="local",
-                    output=tmp_path / "o")  # fmt: skip
+        api.segment(
+            scene,
+            CLASSES,
+            engine="clip",
+            output=tmp_path / "o",
+            models=ModelOptions(clip=str(clip)),
+            ray=RayOptions(address="local"),
+        )  # fmt: skip
     assert not (tmp_path / "o" / "scene_labels.tif").exists()
 
 
@@ -154,6 +178,12 @@ def test_ray_address_joins_a_running_cluster(setup, tmp_path):
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert joined.returncode == 0, joined.stderr[-2000:]
     assert json.loads(joined.stdout)["tiles"]["total"] == 9
-    api.segment(scene, CLASSES, output=tmp_path / "local", engine="clip", image_text=str(clip),
-                device="cpu", **TILING)  # fmt: skip
+    api.segment(
+        scene,
+        CLASSES,
+        output=tmp_path / "local",
+        engine="clip",
+        **TILING,
+        models=ModelOptions(clip=str(clip), device="cpu"),
+    )  # fmt: skip
     assert digests(tmp_path / "joined") == digests(tmp_path / "local")

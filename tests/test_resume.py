@@ -10,6 +10,7 @@ import pytest
 from terramask import api
 from terramask.errors import OutputError
 from terramask.methods.ovss import OvssPredictor
+from terramask.options import PolygonOptions, Tiling
 from terramask.pipeline.tile_store import WORK_FOLDER
 from terramask.testing.scenes import write_geotiff_from_image
 from tests.doubles import ColourEngine, InterruptedColourEngine
@@ -30,8 +31,14 @@ def digests(folder, stem="potsdam"):
 
 
 def segment(scene, out, engine, classes=CLASSES):
-    return api.segment(scene, classes, predictor=OvssPredictor(engine), output=out,
-                       tile_size=128, overlap=32, min_area_px=4)  # fmt: skip
+    return api.segment(
+        scene,
+        classes,
+        predictor=OvssPredictor(engine),
+        output=out,
+        tiling=Tiling(tile=128, overlap=32),
+        polygons=PolygonOptions(min_area=4),
+    )  # fmt: skip
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(potsdam, tmp_path):
@@ -123,8 +130,13 @@ def test_seams_merge_exactly_on_a_geographic_grid_and_empty_tiles_are_kept(tmp_p
     counts = []
     for tile in (1024, 64):
         out = tmp_path / f"t{tile}"
-        result = api.segment(scene, CLASSES, predictor=OvssPredictor(ColourEngine(PROTOTYPES)),
-                             output=out, tile_size=tile, overlap=8)  # fmt: skip
+        result = api.segment(
+            scene,
+            CLASSES,
+            predictor=OvssPredictor(ColourEngine(PROTOTYPES)),
+            output=out,
+            tiling=Tiling(tile=tile, overlap=8),
+        )  # fmt: skip
         counts.append([c["polygons"] for c in result.classes])
     assert counts[0] == counts[1]
 

@@ -13,6 +13,7 @@ import shapely
 
 from terramask import api
 from terramask.methods.ovss import OvssPredictor
+from terramask.options import Tiling
 from terramask.testing.scenes import write_geotiff_from_image, write_synthetic_scene
 from tests.doubles import ColourEngine, ComponentSegmenter
 
@@ -36,8 +37,14 @@ def polygons(path):
 
 def run(scene, out, tile, overlap, prototypes=PROTOTYPES, **kw):
     predictor = OvssPredictor(ColourEngine(prototypes), threshold=kw.pop("threshold", None))
-    return api.segment(scene, CLASSES, predictor=predictor, output=out, tile_size=tile,
-                       overlap=overlap, **kw)  # fmt: skip
+    return api.segment(
+        scene,
+        CLASSES,
+        predictor=predictor,
+        output=out,
+        **kw,
+        tiling=Tiling(tile=tile, overlap=overlap),
+    )  # fmt: skip
 
 
 def test_tiled_equals_whole_and_polygons_merge_across_seams(potsdam, tmp_path):
@@ -94,8 +101,13 @@ def test_all_nodata_tiles_cost_nothing(tmp_path):
     scene = write_synthetic_scene(tmp_path / "nd.tif", width=300, height=300, dtype="uint16",
                                   nodata=0, nodata_border=110)  # fmt: skip
     engine = ColourEngine(PROTOTYPES)
-    result = api.segment(scene, CLASSES, predictor=OvssPredictor(engine), output=tmp_path / "o",
-                         tile_size=100, overlap=0)  # fmt: skip
+    result = api.segment(
+        scene,
+        CLASSES,
+        predictor=OvssPredictor(engine),
+        output=tmp_path / "o",
+        tiling=Tiling(tile=100, overlap=0),
+    )  # fmt: skip
     assert result.tiles == {"total": 9, "skipped_no_data": 8, "resumed": 0}
     assert engine.calls == 1
     with rasterio.open(result.outputs["labels"]) as labels:

@@ -51,7 +51,7 @@ def find_samples(
     root = Path(root)
     if not root.is_dir():
         raise InputError(
-            f"The data set root {root} is not a folder. Point --root at the {preset.display_name} "
+            f"The data set root {root} is not a folder. Point `root` at the {preset.display_name} "
             f"folder that holds {_layout_text(preset, split)}."
         )
     img_rel, ann_rel = preset.layout.folders(split)
@@ -78,8 +78,8 @@ def _files_by_key(
     if not folder.is_dir():
         raise InputError(
             f"The {what} folder {folder} does not exist. {preset.display_name} is expected as "
-            f"{_layout_text(preset, split)} under --root {root}; point --root at the folder "
-            "that holds them, or pick the split with --split."
+            f"{_layout_text(preset, split)} under `root` {root}; point `root` at the folder "
+            "that holds them, or pick the split with `split`."
         )
     found = {
         path.name[: -len(suffix)]: path
@@ -89,7 +89,7 @@ def _files_by_key(
     if not found:
         raise InputError(
             f"The {what} folder {folder} holds no file ending in {suffix}. "
-            f"{preset.display_name} is expected as {_layout_text(preset, split)} under --root."
+            f"{preset.display_name} is expected as {_layout_text(preset, split)} under `root`."
         )
     return found
 

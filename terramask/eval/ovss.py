@@ -20,7 +20,7 @@ from terramask.protocols import Progress, SemanticEngine
 Labeller = Callable[[np.ndarray], np.ndarray]
 
 #: Pixel value of "no class" in the saved prediction PNGs (outside every class id).
-NO_CLASS_VALUE = 255
+PREDICTION_NO_CLASS = 255
 
 
 def evaluate_ovss(
@@ -117,7 +117,7 @@ def _save_prediction(labels: np.ndarray, path: Path) -> None:
 
     from terramask.atomic import atomic_output
 
-    pixels = np.where(labels < 0, NO_CLASS_VALUE, labels).astype(np.uint8)
+    pixels = np.where(labels < 0, PREDICTION_NO_CLASS, labels).astype(np.uint8)
     with atomic_output(path, overwrite=True) as temp:
         Image.fromarray(pixels, mode="L").save(temp, format="PNG")
 

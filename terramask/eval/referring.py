@@ -19,7 +19,8 @@ from terramask.eval.referring_datasets import (
 )
 from terramask.eval.referring_metrics import ReferringScores
 from terramask.eval.report import prepare_output, render_referring_markdown, write_report_files
-from terramask.protocols import Progress
+from terramask.options import AskEngine, AskOptions, ModelOptions
+from terramask.protocols import MLLM, Progress
 
 Predict = Callable[[np.ndarray, str], tuple[np.ndarray, str]]
 
@@ -50,7 +51,7 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 
 PUBLISHED_NOTE = (
     "From the papers, as listed in DESIGN.md §1.4 (real weights, whole evaluation splits). Ours is "
-    "comparable only on the same split without --limit."
+    "comparable only on the same split without a `limit`."
 )
 
 
@@ -131,6 +132,68 @@ def evaluate_referring(
         method=method,
         models=models,
         predictions_dir=predictions_dir,
+    )
+
+
+def evaluate_asking(
+    dataset: str,
+    root: str | os.PathLike,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    engine: AskEngine = "geoseg",
+    mllm: Callable[[], MLLM],
+    models: ModelOptions = ModelOptions(),
+    ask_options: AskOptions = AskOptions(),
+    output: str | os.PathLike = "terramask-out",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Every sample of a referring/reasoning set through the `ask` engines, in memory.
+
+    The data set is checked and the MLLM client made (`mllm()`) before any model loads;
+    models load at the first sample. With an endpoint, replies are first fetched
+    `MLLMOptions.concurrency` at a time into the reply cache; the evaluation then meets them
+    as cache hits and segments one sample at a time. Writes to `output/<dataset>_<split>`.
+    """
+    from terramask.pipeline.ask_run import locate, located_mask, mllm_request, warm_replies
+    from terramask.pipeline.engines import ask_models_used, box_refinement, build_ask_models
+    from terramask.scene.memory import ArrayScene
+
+    refinement = box_refinement(ask_options)
+    samples = load_referring_dataset(dataset, root, split=split, limit=limit).samples
+    client = mllm()
+
+    def request(sample: ReferringSample) -> tuple[np.ndarray, str]:
+        scene = ArrayScene(sample.load_image())
+        return mllm_request(scene, sample.question, engine=engine, ask_options=ask_options)
+
+    warm_replies(client, map(request, samples))
+    loaded: list = []  # the models load at the first sample, after the data set was checked
+
+    def predict(image: np.ndarray, question: str) -> tuple[np.ndarray, str]:
+        if not loaded:
+            loaded.append(build_ask_models(engine, models))
+        located = locate(
+            ArrayScene(image), question, client, loaded[0], engine=engine,
+            refinement=refinement, ask_options=ask_options,
+        )  # fmt: skip
+        height, width = image.shape[:2]
+        return located_mask(located, height, width), located.answer or ""
+
+    name = dataset.strip().lower().replace("_", "-")
+    folder = name if split is None else f"{name}_{split}"
+    return evaluate_referring(
+        dataset,
+        root,
+        split=split,
+        limit=limit,
+        predict=predict,
+        output_dir=Path(output) / folder,
+        overwrite=overwrite,
+        progress=progress,
+        method=engine,
+        models={"mllm": client.name, **ask_models_used(engine, models)},
     )
 
 

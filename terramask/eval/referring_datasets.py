@@ -137,12 +137,12 @@ def load_referring_dataset(
     root = Path(root)
     if not root.is_dir():
         raise InputError(
-            f"The data set root {root} is not a folder. Point --root at the {spec.display_name} "
+            f"The data set root {root} is not a folder. Point `root` at the {spec.display_name} "
             f"folder that holds {spec.layout}."
         )
     if split is not None and spec.default_split is None:
         raise InputError(
-            f"{spec.display_name} has no splits: its layout is {spec.layout}. Leave out --split."
+            f"{spec.display_name} has no splits: its layout is {spec.layout}. Leave out `split`."
         )
     dataset = spec.loader(root, split or spec.default_split)
     if not dataset.samples:
@@ -227,7 +227,7 @@ def _find_image(folders: Iterable[Path], name: str) -> Path | None:
 def _missing_file(display: str, path: Path, what: str, layout: str) -> InputError:
     return InputError(
         f"The {what} {path} named by {display}'s annotations does not exist. Check that the "
-        f"whole data set was extracted under --root. Expected layout: {layout}."
+        f"whole data set was extracted under `root`. Expected layout: {layout}."
     )
 
 
@@ -310,7 +310,7 @@ def load_rrsisd(root: Path, split: str | None) -> ReferringDataset:
     if not samples and splits_seen and split not in splits_seen:
         raise InputError(
             f"RRSIS-D's refs(unc).p in {root} has no ref in the {split!r} split; it holds "
-            f"{', '.join(sorted(splits_seen))}. Choose one of these with --split."
+            f"{', '.join(sorted(splits_seen))}. Choose one of these with `split`."
         )
     return ReferringDataset(
         "rrsis-d", display, split, samples, group_name="category" if categories else None
@@ -388,8 +388,8 @@ def load_earthreason(root: Path, split: str | None) -> ReferringDataset:
         if not folders[kind].is_dir():
             raise InputError(
                 f"EarthReason's {kind} folder {folders[kind]} does not exist. Expected layout: "
-                f"{layout}; point --root at the folder holding the splits, or pick the split "
-                "with --split."
+                f"{layout}; point `root` at the folder holding the splits, or pick the split "
+                "with `split`."
             )
     images = _by_stem(folders["images"], IMAGE_SUFFIXES)
     labels = _by_stem(folders["labels"], (".png",)) if folders["labels"].is_dir() else {}
@@ -453,7 +453,7 @@ def load_geoseg_bench(root: Path, split: str | None) -> ReferringDataset:
     if not annotations.is_dir():
         raise InputError(
             f"GeoSeg-Bench's annotation folder {annotations} does not exist. Expected layout: "
-            f"{GEOSEG_LAYOUT}; point --root at the folder that holds annotations/."
+            f"{GEOSEG_LAYOUT}; point `root` at the folder that holds annotations/."
         )
     samples: list[ReferringSample] = []
     for path in sorted(annotations.glob("*.json")):

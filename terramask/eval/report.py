@@ -79,7 +79,7 @@ def _scope(result: dict[str, Any]) -> str:
     split = f"the {result['split']} split" if result.get("split") else "all images"
     count = f"{result['images']} images"
     if result.get("limit"):
-        count += f": --limit {result['limit']}, the first by name"
+        count += f": limited to the first {result['limit']} by name"
     return f"{split} of {result['display_name']} ({count})"
 
 
@@ -112,14 +112,14 @@ def prepare_output(output_dir: Path, overwrite: bool) -> Path:
         names = ", ".join(str(p) for p in existing)
         raise OutputExistsError(
             f"An earlier evaluation is already in {output_dir} ({names}). Nothing was changed; "
-            "pass --overwrite to replace it, or choose another folder with --output."
+            "pass `overwrite` to replace it, or choose another folder with `output`."
         )
     try:
         predictions.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(
             f"The output folder {predictions} cannot be created ({exc.strerror or exc}). Choose "
-            "another folder with --output, or fix its permissions."
+            "another folder with `output`, or fix its permissions."
         ) from exc
     return predictions
 
@@ -141,7 +141,9 @@ def render_referring_markdown(result: dict[str, Any]) -> str:
     split = f"the {result['split']} split" if result.get("split") else "all samples"
     scope = f"{split} of {result['display_name']} ({result['samples']} samples"
     scope += (
-        f": --limit {result['limit']}, the first in data-set order)" if result.get("limit") else ")"
+        f": limited to the first {result['limit']} in data-set order)"
+        if result.get("limit")
+        else ")"
     )
     lines = [
         f"# {result['display_name']}: {result.get('method') or 'referring segmentation'}",

@@ -3,7 +3,7 @@
 GeoSeg's fixed correction was tuned on its own MLLM and imagery; another model (or another
 GSD) is biased differently. Given the MLLM's boxes and ground-truth boxes for a few dozen
 samples, find the per-side expansion and shift under which refined boxes overlap the truth
-best, and save it for `--refine calibrated`.
+best, and save it for `AskOptions.refine` 'calibrated'.
 """
 
 from __future__ import annotations

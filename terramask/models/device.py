@@ -40,13 +40,14 @@ def choose_device(preference: str | torch.device = "auto") -> torch.device:
             seen = f"{count} CUDA device(s) are visible" if count else "no CUDA device is visible"
             raise InputError(
                 f"The device '{preference}' was requested but {seen} (torch {torch.__version__}"
-                f", CUDA build: {torch.version.cuda or 'no'}). Use --device cpu or auto, or "
-                "check CUDA_VISIBLE_DEVICES and that torch was installed with CUDA support."
+                f", CUDA build: {torch.version.cuda or 'no'}). Use `ModelOptions.device` cpu or "
+                "auto, or check CUDA_VISIBLE_DEVICES and that torch was installed with CUDA "
+                "support."
             )
     elif device.type == "mps" and not _mps_available():
         raise InputError(
             f"The device '{preference}' was requested but Apple MPS is not available on this "
-            "machine. Use --device cpu or auto."
+            "machine. Use `ModelOptions.device` cpu or auto."
         )
     elif device.type not in {"cpu", "cuda", "mps"}:
         raise InputError(

@@ -7,6 +7,7 @@ names the folder and says what to do, instead of a transformers traceback.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,13 +25,18 @@ _LOCK = threading.Lock()
 
 
 def load_segmenter(
-    id_or_path: str | None = None,
+    id_or_path: str | os.PathLike | Segmenter | None = None,
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
 ) -> Segmenter:
-    """A SAM-family `Segmenter` from an alias, hub id or folder (default: SAM ViT-L)."""
-    resolved = resolve_model(id_or_path or DEFAULT_MODELS["segmenter"], kind="segmenter")
+    """A SAM-family `Segmenter` from an alias, hub id or folder (default: SAM ViT-L); a model
+    already loaded is returned as it is."""
+    if _is_loaded(id_or_path):
+        return id_or_path
+    resolved = resolve_model(
+        os.fspath(id_or_path or DEFAULT_MODELS["segmenter"]), kind="segmenter"
+    )
 
     def build(dev: torch.device, dt: torch.dtype) -> Segmenter:
         from terramask.models.sam import SamSegmenter
@@ -41,13 +47,18 @@ def load_segmenter(
 
 
 def load_image_text(
-    id_or_path: str | None = None,
+    id_or_path: str | os.PathLike | ImageText | None = None,
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
 ) -> ImageText:
-    """A CLIP-family `ImageText` from an alias, hub id or folder (default: CLIP ViT-B/16)."""
-    resolved = resolve_model(id_or_path or DEFAULT_MODELS["image_text"], kind="image_text")
+    """A CLIP-family `ImageText` from an alias, hub id or folder (default: CLIP ViT-B/16); a
+    model already loaded is returned as it is."""
+    if _is_loaded(id_or_path):
+        return id_or_path
+    resolved = resolve_model(
+        os.fspath(id_or_path or DEFAULT_MODELS["image_text"]), kind="image_text"
+    )
 
     def build(dev: torch.device, dt: torch.dtype) -> ImageText:
         if resolved.family == "open_clip":
@@ -68,13 +79,18 @@ def load_image_text(
 
 
 def load_concept_segmenter(
-    id_or_path: str | None = None,
+    id_or_path: str | os.PathLike | ConceptSegmenter | None = None,
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
 ) -> ConceptSegmenter:
-    """A SAM 3 `ConceptSegmenter` from an alias, hub id or folder (default: facebook/sam3)."""
-    resolved = resolve_model(id_or_path or DEFAULT_MODELS["concept"], kind="concept")
+    """A SAM 3 `ConceptSegmenter` from an alias, hub id or folder (default: facebook/sam3); a
+    model already loaded is returned as it is."""
+    if _is_loaded(id_or_path):
+        return id_or_path
+    resolved = resolve_model(
+        os.fspath(id_or_path or DEFAULT_MODELS["concept"]), kind="concept"
+    )
 
     def build(dev: torch.device, dt: torch.dtype) -> ConceptSegmenter:
         from terramask.models.sam3 import Sam3ConceptSegmenter
@@ -82,6 +98,11 @@ def load_concept_segmenter(
         return Sam3ConceptSegmenter(resolved, device=dev, dtype=dt)
 
     return load_once("concept", resolved, device, dtype, build)
+
+
+def _is_loaded(model: object) -> bool:
+    """A model object rather than a name, hub id or folder to load one from."""
+    return model is not None and not isinstance(model, str | os.PathLike)
 
 
 @contextmanager
@@ -127,7 +148,10 @@ def _load_error(resolved: ResolvedModel, exc: BaseException) -> ModelLoadError:
     if "sentencepiece" in text or "protobuf" in text:
         fix = "Install the tokenizer backend it needs with `pip install sentencepiece protobuf`."
     elif isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text:
-        fix = "Free GPU memory, pick a smaller model, or use --dtype fp16 / --device cpu."
+        fix = (
+            "Free GPU memory, pick a smaller model, or run on the CPU (`ModelOptions.device` "
+            "cpu)."
+        )
     else:
         name = resolved.spec.name if resolved.spec else resolved.requested
         again = (

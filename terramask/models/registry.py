@@ -52,10 +52,10 @@ FAMILY_KIND = {
 }
 
 _KIND_WORDS = {
-    "segmenter": "a promptable segmenter (the segmenter option, --segmenter)",
-    "image_text": "an image-text model (the CLIP option, --clip)",
-    "concept": "a concept segmenter (the SAM 3 option, --sam3)",
-    "mllm": "a multimodal LLM (the local MLLM option, --mllm-model)",
+    "segmenter": "a promptable segmenter (`ModelOptions.segmenter`)",
+    "image_text": "an image-text model (`ModelOptions.clip`)",
+    "concept": "a concept segmenter (`ModelOptions.sam3`)",
+    "mllm": "a multimodal LLM (`MLLMOptions.model`)",
 }
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")

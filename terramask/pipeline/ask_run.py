@@ -19,6 +19,8 @@ from rasterio.windows import Window
 from terramask.errors import TerraMaskError
 from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement, DualRoute, refine_box
 from terramask.methods.interactive import ObjectMask, PointBoxPrompt, segment_prompts
+from terramask.options import AskEngine, AskOptions, PolygonOptions, Tiling
+from terramask.pipeline.engines import AskModels
 from terramask.pipeline.object_outputs import (
     OBJECT_OUTPUTS,
     scene_summary,
@@ -27,10 +29,9 @@ from terramask.pipeline.object_outputs import (
 )
 from terramask.pipeline.objects import FoundObject, crop_object, paint_block
 from terramask.pipeline.routing import WindowJob, job_for_bounds
-from terramask.protocols import MLLM, Progress, Segmenter
+from terramask.protocols import MLLM, Progress, SceneReader, Segmenter
 from terramask.scene import OutputSet, Scene
 
-ASK_ENGINES = ("geoseg", "clicks", "box")
 ASK_OUTPUTS = OBJECT_OUTPUTS
 #: Context around a box (box engine) or a click cluster (clicks engine), as a fraction.
 CONTEXT = 0.25
@@ -75,26 +76,25 @@ def run_ask(
     scene: Scene,
     question: str,
     mllm: MLLM,
-    segmenter: Segmenter,
+    models: AskModels,
     outputs: OutputSet,
     *,
-    engine: str = "geoseg",
-    route: DualRoute | None = None,
+    engine: AskEngine = "geoseg",
     refinement: BoxRefinement = GEOSEG_REFINEMENT,
-    overview_size: int = 2048,
-    tile_size: int = 1024,
-    simplify: float | None = None,
+    ask_options: AskOptions = AskOptions(),
+    tiling: Tiling = Tiling(),
+    polygons: PolygonOptions = PolygonOptions(),
     progress: Progress | None = None,
 ) -> AskResult:
     """Ask, read the reply, segment what it points at, write the outputs and a report."""
     started = time.perf_counter()
     located = locate(
-        scene, question, mllm, segmenter, engine=engine, route=route, refinement=refinement,
-        overview_size=overview_size, tile_size=tile_size, progress=progress,
+        scene, question, mllm, models, engine=engine, refinement=refinement,
+        ask_options=ask_options, tiling=tiling, progress=progress,
     )  # fmt: skip
     timings = located.timings
     written = write_object_outputs(
-        scene, located.objects, outputs, simplify=simplify, progress=progress
+        scene, located.objects, outputs, polygons=polygons, progress=progress
     )
     timings.update(written.timings)
     timings["total"] = time.perf_counter() - started
@@ -109,26 +109,28 @@ def run_ask(
 
 
 def locate(
-    scene: Scene,
+    scene: SceneReader,
     question: str,
     mllm: MLLM,
-    segmenter: Segmenter,
+    models: AskModels,
     *,
-    engine: str = "geoseg",
-    route: DualRoute | None = None,
+    engine: AskEngine = "geoseg",
     refinement: BoxRefinement = GEOSEG_REFINEMENT,
-    overview_size: int = 2048,
-    tile_size: int = 1024,
+    ask_options: AskOptions = AskOptions(),
+    tiling: Tiling = Tiling(),
     progress: Progress | None = None,
 ) -> Located:
     """Show the MLLM the overview, read its reply and segment what it points at.
 
     `scene` is a raster `Scene` or an in-memory `ArrayScene`: anything that reads windows.
+    Windows larger than `tiling.tile` are segmented decimated to it.
     """
     from terramask.methods.replies import parse_reply
 
     started = time.perf_counter()
-    shown, prompt = mllm_request(scene, question, engine=engine, overview_size=overview_size)
+    segmenter = models.segmenter
+    tile_size = tiling.tile
+    shown, prompt = mllm_request(scene, question, engine=engine, ask_options=ask_options)
     to_scene = np.array([scene.width / shown.shape[1], scene.height / shown.shape[0]])
     if progress:
         progress("ask", 0, 1)
@@ -158,7 +160,7 @@ def locate(
     objects: list[FoundObject] = []
     if not parsed.no_target:
         if engine == "geoseg":
-            route = route or DualRoute(segmenter)
+            route = models.route or DualRoute(segmenter)
             for box in boxes:
                 refined = refine_box(box, (scene.height, scene.width), refinement)
                 details["boxes"].append(_box_record(scene, box, refined))
@@ -189,7 +191,9 @@ def locate(
     return Located(objects, name, parsed.answer or None, details, timings)
 
 
-def _context_job(box: np.ndarray, tile_size: int, scene: Scene, minimum: float = 0.0) -> WindowJob:
+def _context_job(
+    box: np.ndarray, tile_size: int, scene: SceneReader, minimum: float = 0.0
+) -> WindowJob:
     """A window around a box with CONTEXT on every side and at least `minimum` pixels."""
     x0, y0, x1, y1 = box
     pad_x = max((x1 - x0) * CONTEXT, (minimum - (x1 - x0)) / 2, 0)
@@ -199,7 +203,7 @@ def _context_job(box: np.ndarray, tile_size: int, scene: Scene, minimum: float =
 
 
 def _segment(
-    scene: Scene, segmenter: Segmenter, job: WindowJob, prompt: PointBoxPrompt, name: str
+    scene: SceneReader, segmenter: Segmenter, job: WindowJob, prompt: PointBoxPrompt, name: str
 ) -> list[FoundObject]:
     """One SAM prompt (in scene pixels) on a window, as a found object with id 1."""
     window = scene.read(job.window, out_shape=job.out_shape)
@@ -214,7 +218,7 @@ def _segment(
     return [crop_object(1, name, found, job.to_scene)]
 
 
-def _box_record(scene: Scene, box: np.ndarray, refined: np.ndarray | None) -> dict:
+def _box_record(scene: SceneReader, box: np.ndarray, refined: np.ndarray | None) -> dict:
     record = {"mllm_px": np.round(box, 2).tolist()}
     if refined is not None:
         record["refined_px"] = np.round(refined, 2).tolist()
@@ -226,7 +230,7 @@ def _box_record(scene: Scene, box: np.ndarray, refined: np.ndarray | None) -> di
     return record
 
 
-def _point_records(scene: Scene, points: np.ndarray, labels: np.ndarray) -> list[dict]:
+def _point_records(scene: SceneReader, points: np.ndarray, labels: np.ndarray) -> list[dict]:
     records = []
     for (x, y), label in zip(points, labels, strict=True):
         record = {"px": [round(float(x), 2), round(float(y), 2)], "label": int(label)}
@@ -238,13 +242,17 @@ def _point_records(scene: Scene, points: np.ndarray, labels: np.ndarray) -> list
 
 
 def mllm_request(
-    scene: Scene, question: str, *, engine: str = "geoseg", overview_size: int = 2048
+    scene: SceneReader,
+    question: str,
+    *,
+    engine: AskEngine = "geoseg",
+    ask_options: AskOptions = AskOptions(),
 ) -> tuple[np.ndarray, str]:
     """The image and prompt `locate` shows the MLLM, so callers can ask ahead of time."""
     from terramask.methods.replies import box_prompt, clicks_prompt
 
     prompt = clicks_prompt(question) if engine == "clicks" else box_prompt(question)
-    return scene.overview(overview_size).image, prompt
+    return scene.overview(ask_options.overview_size).image, prompt
 
 
 def warm_replies(

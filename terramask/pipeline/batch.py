@@ -16,24 +16,21 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pyogrio.raw
-
 from terramask.atomic import atomic_output
 from terramask.errors import InputError, NothingToDo, TerraMaskError
+from terramask.options import INDEX_CRS
 from terramask.protocols import Progress
 from terramask.scene import OutputSet, scene_name
+from terramask.scene.index import write_index
 
 RunOne = Callable[[str], dict]
 Prepare = Callable[[list[str]], None]
 
-INDEX_NAME = "index.gpkg"
 SUMMARY_NAME = "summary.json"
-INDEX_BATCH = 50_000
 
 
 @dataclass
@@ -55,6 +52,8 @@ class BatchSummary:
     seconds: float = 0.0
     peak_rss_mib: float = 0.0
     index: str | None = None
+    index_crs: str | None = None
+    index_left_out: list[dict] = field(default_factory=list)
     summary: str | None = None
 
     def to_dict(self) -> dict:
@@ -70,6 +69,8 @@ class BatchSummary:
             "seconds": round(self.seconds, 2),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
             "index": self.index,
+            "index_crs": self.index_crs,
+            "index_left_out": self.index_left_out,
             "summary": self.summary,
         }
 
@@ -101,11 +102,13 @@ def run_batch(
     overwrite: bool = False,
     progress: Progress | None = None,
     prepare: Prepare | None = None,
+    index_crs: str = INDEX_CRS,
 ) -> BatchSummary:
     """`run_one(source)` for each source not already done; then the index and the summary.
 
     `run_one` returns the scene's result dict (with `outputs`; for tiled runs `tiles`; for
-    object runs `found`). `prepare(pending)`, when given, sees the sources about to run before
+    object runs `found`). The index holds every scene's polygons in `index_crs`.
+    `prepare(pending)`, when given, sees the sources about to run before
     the first one does (e.g. to fetch MLLM replies for all of them concurrently); it must not
     raise for one scene's sake, since that scene's own run records its failure.
     """
@@ -145,8 +148,10 @@ def run_batch(
     if progress:
         progress("scenes", len(sources), len(sources))
     left_out = {f["scene"] for f in summary.failed + summary.skipped}
-    index = write_index(output, [scene_name(s) for s in sources if s not in left_out])
-    summary.index = None if index is None else str(index)
+    index = write_index(output, [scene_name(s) for s in sources if s not in left_out], index_crs)
+    summary.index = None if index.path is None else str(index.path)
+    summary.index_crs = index.crs
+    summary.index_left_out = index.left_out
     summary.seconds = time.perf_counter() - started
     summary.peak_rss_mib = peak_rss_mib()
     path = output / SUMMARY_NAME
@@ -162,62 +167,3 @@ def _write_skip_report(output: Path, source: str, reason: str) -> None:
     output.mkdir(parents=True, exist_ok=True)
     with atomic_output(report, overwrite=True) as tmp:
         Path(tmp).write_text(json.dumps({"scene": source, "skipped": reason}, indent=2))
-
-
-def write_index(output: Path, names: Sequence[str]) -> Path | None:
-    """All scenes' polygons in one GeoPackage with a `scene` field, scene by scene (appended).
-
-    Scenes keep their own CRS in their own files; the index is written in the CRS of the
-    first scene, and a scene in another CRS is reprojected into it.
-    """
-    from terramask.scene.vectors import fixed_gpkg_date, to_pyproj
-
-    index = output / INDEX_NAME
-    parts = [(n, output / f"{n}.gpkg") for n in names if (output / f"{n}.gpkg").exists()]
-    if not parts:
-        return None
-    with atomic_output(index, overwrite=True) as tmp, fixed_gpkg_date():
-        target_crs = None
-        written = False
-        for name, gpkg in parts:
-            for meta, geometry, values in _read_batches(gpkg):
-                crs = meta["crs"]
-                if target_crs is None:
-                    target_crs = crs
-                elif crs and target_crs and not to_pyproj(crs).equals(to_pyproj(target_crs)):
-                    geometry = _reproject_wkb(geometry, crs, target_crs)
-                fields = [*meta["fields"], "scene"]
-                data = [*values, np.array([name] * len(geometry), dtype=object)]
-                pyogrio.raw.write(
-                    tmp, geometry, data, fields, crs=target_crs, driver="GPKG",
-                    layer="objects", geometry_type="MultiPolygon", promote_to_multi=True,
-                    append=written,
-                )  # fmt: skip
-                written = True
-        if not written:
-            pyogrio.raw.write(
-                tmp, np.array([], dtype=object), [np.array([], dtype=object)], ["scene"],
-                crs=target_crs, driver="GPKG", layer="objects", geometry_type="MultiPolygon",
-            )  # fmt: skip
-    return index
-
-
-def _read_batches(gpkg: Path, size: int = INDEX_BATCH) -> Iterator[tuple]:
-    """A scene's polygons `size` at a time, so the index never holds a whole scene's."""
-    skip = 0
-    while True:
-        meta, _, geometry, values = pyogrio.raw.read(gpkg, skip_features=skip, max_features=size)
-        if len(geometry) == 0:
-            return
-        yield meta, geometry, values
-        skip += len(geometry)
-
-
-def _reproject_wkb(geometry: np.ndarray, source: str, target: str) -> np.ndarray:
-    import shapely
-    from pyproj import Transformer
-
-    transformer = Transformer.from_crs(source, target, always_xy=True)
-    shapes = shapely.from_wkb(geometry)
-    moved = shapely.transform(shapes, lambda xy: np.column_stack(transformer.transform(*xy.T)))
-    return shapely.to_wkb(moved)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from terramask.errors import InputError, MLLMError
+from terramask.atomic import exists_error
+from terramask.errors import MLLMError
 from terramask.methods.calibration import fit_refinement
 from terramask.protocols import MLLM, Progress
 
@@ -41,7 +42,7 @@ def run_calibration(
 
     output = Path(output)
     if output.exists() and not overwrite:
-        raise InputError(f"{output} exists; pass --overwrite to replace it.")
+        raise exists_error(output)
     data = load_referring_dataset(dataset, root, split=split, limit=limit)
     predicted, truth, sizes = [], [], []
     skipped = {"no_target": 0, "no_box": 0, "failed": 0}

@@ -1,75 +1,188 @@
-"""Build an open-vocabulary predictor from an engine name and model ids (loads models once)."""
+"""Turn engine names and options into ready methods: the one place models are put together.
+
+`segment` and OVSS evaluation build an `OvssPredictor` from a `PredictorSpec` (which Ray
+actors also receive, to build their own); `ask` and referring evaluation build their models
+with `build_ask_models` and their box correction with `box_refinement`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from terramask.errors import InputError
-from terramask.methods.ovss import OvssPredictor
-from terramask.options import GenerationSettings
+from terramask.options import (
+    ASK_ENGINES,
+    SEGMENT_ENGINES,
+    AskEngine,
+    AskOptions,
+    GenerationSettings,
+    ModelOptions,
+    SegmentEngine,
+    check_choice,
+)
 
-ENGINES = ("clip", "sam+clip", "sam3")
+if TYPE_CHECKING:
+    from terramask.methods.geoseg import BoxRefinement, DualRoute
+    from terramask.methods.ovss import OvssPredictor
+    from terramask.protocols import Segmenter
 
-
-def build_predictor(
-    engine: str = "sam+clip",
-    *,
-    segmenter: str | None = None,
-    image_text: str | None = None,
-    sam3: str | None = None,
-    device: str = "auto",
-    threshold: float | None = None,
-    grid: int = 29,
-    prune: bool = True,
-    single_class: int | None = None,
-) -> OvssPredictor:
-    """The predictor for `engine`: dense CLIP, dense CLIP voted by SAM masks, or SAM 3."""
-    from terramask import models
-
-    if engine not in ENGINES:
-        raise InputError(
-            f"Unknown engine {engine!r}: choose one of {', '.join(ENGINES)} (sam+clip, dense "
-            "CLIP voted by SAM masks, is the default; sam3 needs a SAM 3 model)."
-        )
-    if engine == "sam3":
-        from terramask.methods.concepts import ConceptEngine
-
-        concept = models.load_concept_segmenter(sam3, device=device)
-        return OvssPredictor(ConceptEngine(concept), threshold=threshold)
-
-    from terramask.methods.dense_clip import DenseClip
-
-    dense = DenseClip(models.load_image_text(image_text, device=device))
-    sam = models.load_segmenter(segmenter, device=device) if engine == "sam+clip" else None
-    return OvssPredictor(
-        dense,
-        segmenter=sam,
-        threshold=threshold,
-        generation=GenerationSettings(grid=grid, prune=prune),
-        single_class=single_class,
-    )
+#: The model each engine loads, by `ModelOptions` field.
+SEGMENT_ENGINE_MODELS: dict[str, tuple[str, ...]] = {
+    "clip": ("clip",),
+    "sam+clip": ("segmenter", "clip"),
+    "sam3": ("sam3",),
+}
+ASK_ENGINE_MODELS: dict[str, tuple[str, ...]] = {
+    "geoseg": ("segmenter", "clip", "sam3"),
+    "clicks": ("segmenter",),
+    "box": ("segmenter",),
+}
 
 
 @dataclass(frozen=True)
 class PredictorSpec:
-    """How to build a predictor, without building it: what Ray actors receive, and what a
-    run's report and resume fingerprint record (the same whichever backend runs the tiles).
+    """How to build an open-vocabulary predictor, without building it: what Ray actors
+    receive, and what a run's report and resume fingerprint record (the same whichever
+    backend runs the tiles). Models load once per process, so building again is cheap.
 
-    Models load once per process (see `models.load_once`), so building again is cheap.
+    Attributes:
+        engine: "clip" (dense CLIP), "sam+clip" (dense CLIP voted by SAM masks) or "sam3".
+        models: The models and device.
+        generation: SAM's automatic mask generation (sam+clip only).
+        threshold: Pixels whose best class probability is below it become background.
+        single_class: For single-class data sets, the class whose masks SAM voting keeps
+            (the SAM-voting paper's rule); None for multi-class vocabularies.
     """
 
-    engine: str = "sam+clip"
-    options: tuple[tuple[str, Any], ...] = ()
+    engine: SegmentEngine = "sam+clip"
+    models: ModelOptions = ModelOptions()
+    generation: GenerationSettings = GenerationSettings()
+    threshold: float | None = None
+    single_class: int | None = None
 
-    @classmethod
-    def of(cls, engine: str = "sam+clip", **options: Any) -> PredictorSpec:
-        return cls(engine, tuple(sorted(options.items())))
+    def __post_init__(self) -> None:
+        check_choice(self.engine, SEGMENT_ENGINES, "engine")
 
     def build(self) -> OvssPredictor:
-        return build_predictor(self.engine, **dict(self.options))
+        """The predictor: its models load here (once per process)."""
+        from terramask import models
+        from terramask.methods.ovss import OvssPredictor
+
+        device = self.models.device
+        if self.engine == "sam3":
+            from terramask.methods.concepts import ConceptEngine
+
+            concept = models.load_concept_segmenter(self.models.sam3, device=device)
+            return OvssPredictor(ConceptEngine(concept), threshold=self.threshold)
+        from terramask.methods.dense_clip import DenseClip
+
+        dense = DenseClip(models.load_image_text(self.models.clip, device=device))
+        sam = (
+            models.load_segmenter(self.models.segmenter, device=device)
+            if self.engine == "sam+clip"
+            else None
+        )
+        return OvssPredictor(
+            dense,
+            segmenter=sam,
+            threshold=self.threshold,
+            generation=self.generation,
+            single_class=self.single_class,
+        )
 
     @property
-    def description(self) -> dict:
-        """Engine and settings; the device is left out (it does not change what is asked)."""
-        return {"engine": self.engine, **{k: v for k, v in self.options if k != "device"}}
+    def models_used(self) -> dict[str, str | None]:
+        """The models the engine loads, by role, as ids (defaults spelled out)."""
+        return model_names(self.models, SEGMENT_ENGINE_MODELS[self.engine])
+
+    @property
+    def description(self) -> dict[str, Any]:
+        """Engine, models and settings that change what is predicted (not the device)."""
+        described: dict[str, Any] = {
+            "engine": self.engine,
+            **self.models_used,
+            "threshold": self.threshold,
+        }
+        if self.engine == "sam+clip":
+            described["generation"] = dataclasses.asdict(self.generation)
+        if self.single_class is not None:
+            described["single_class"] = self.single_class
+        return described
+
+
+def model_names(models: ModelOptions, roles: tuple[str, ...]) -> dict[str, str | None]:
+    """The models an engine uses, by role, as ids (defaults spelled out) for reports."""
+    from terramask.models.registry import DEFAULT_MODELS
+
+    defaults = {
+        "segmenter": DEFAULT_MODELS["segmenter"],
+        "clip": DEFAULT_MODELS["image_text"],
+        "sam3": DEFAULT_MODELS["concept"],
+    }
+    named = models.describe()
+    return {role: named[role] or defaults[role] for role in roles}
+
+
+def ask_models_used(engine: AskEngine, models: ModelOptions) -> dict[str, str | None]:
+    """The models an `ask` engine loads, by role (GeoSeg's SAM 3 route only when named)."""
+    roles = tuple(
+        r for r in ASK_ENGINE_MODELS[engine] if r != "sam3" or models.sam3 is not None
+    )
+    return model_names(models, roles)
+
+
+@dataclass
+class AskModels:
+    """What `ask` segments with: the segmenter, and GeoSeg's dual route (geoseg only)."""
+
+    segmenter: Segmenter
+    route: DualRoute | None = None
+
+
+def build_ask_models(engine: AskEngine, models: ModelOptions) -> AskModels:
+    """Load the models `engine` uses (SAM 3 for GeoSeg's semantic route only when named)."""
+    from terramask import models as loaders
+
+    check_choice(engine, ASK_ENGINES, "engine")
+    device = models.device
+    sam = loaders.load_segmenter(models.segmenter, device=device)
+    if engine != "geoseg":
+        return AskModels(sam)
+    from terramask.methods.geoseg import DualRoute
+
+    route = DualRoute(
+        sam,
+        image_text=loaders.load_image_text(models.clip, device=device),
+        concept=(
+            loaders.load_concept_segmenter(models.sam3, device=device)
+            if models.sam3 is not None
+            else None
+        ),
+    )
+    return AskModels(sam, route)
+
+
+def box_refinement(options: AskOptions) -> BoxRefinement:
+    """The box correction `options.refine` names; a calibration file is read and checked."""
+    from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement
+
+    if options.refine == "geoseg":
+        return GEOSEG_REFINEMENT
+    if options.refine == "none":
+        return BoxRefinement.none()
+    calibration = options.calibration
+    if calibration is None or not os.path.isfile(calibration):
+        raise InputError(
+            "`AskOptions.refine` 'calibrated' needs the file `terramask calibrate` wrote, given "
+            f"as `AskOptions.calibration` (got {calibration!r}, which is not a file)."
+        )
+    try:
+        return BoxRefinement.load(calibration)
+    except (ValueError, TypeError) as exc:
+        raise InputError(
+            f"The calibration file {calibration} is not one `terramask calibrate` wrote "
+            f"({exc}); run calibrate again."
+        ) from exc

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from terramask.atomic import atomic_output
+from terramask.options import PolygonOptions
 from terramask.pipeline.objects import FoundObject, paint_block
 from terramask.protocols import Progress
 from terramask.scene import (
@@ -47,7 +48,7 @@ def write_object_outputs(
     objects: list[FoundObject],
     outputs: OutputSet,
     *,
-    simplify: float | None = None,
+    polygons: PolygonOptions = PolygonOptions(),
     progress: Progress | None = None,
 ) -> WrittenObjects:
     """Mask, score, vectors and preview of `objects` (ids 1..n) on the scene's grid."""
@@ -57,7 +58,7 @@ def write_object_outputs(
     _write_rasters(scene, objects, outputs, colours, progress)
     timings["rasters"] = time.perf_counter() - t
 
-    features = _polygons(scene, objects, simplify)
+    features = _polygons(scene, objects, polygons)
     vectors, finishing = write_vectors_and_preview(scene, features, outputs, "mask", colours)
     timings.update(finishing)
 
@@ -162,7 +163,9 @@ def label_and_score_writers(
         yield labels, scores
 
 
-def _polygons(scene: Scene, objects: list[FoundObject], simplify: float | None) -> list[Feature]:
+def _polygons(
+    scene: Scene, objects: list[FoundObject], polygons: PolygonOptions
+) -> list[Feature]:
     features = []
     for obj in objects:
         if obj.is_empty:
@@ -173,7 +176,7 @@ def _polygons(scene: Scene, objects: list[FoundObject], simplify: float | None) 
             names={1: obj.name},
             crs=scene.crs,
             scores={1: obj.score},
-            simplify=simplify,
+            polygons=polygons,
         ):
             feature.properties["object_id"] = obj.id
             features.append(feature)

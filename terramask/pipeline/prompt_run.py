@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from terramask.methods.interactive import segment_prompts
+from terramask.options import PROMPT_TILING, PolygonOptions, Tiling
 from terramask.pipeline.object_outputs import (
     OBJECT_OUTPUTS,
     scene_summary,
@@ -48,15 +49,14 @@ def run_prompts(
     segmenter: Segmenter,
     outputs: OutputSet,
     *,
-    tile_size: int = 1024,
-    overlap: int = 256,
-    simplify: float | None = None,
+    tiling: Tiling = PROMPT_TILING,
+    polygons: PolygonOptions = PolygonOptions(),
     progress: Progress | None = None,
 ) -> PromptResult:
     """Segment every prompt on the window that holds it, then write all outputs."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    plan = plan_tiles(scene.width, scene.height, tile_size, overlap)
+    plan = plan_tiles(scene.width, scene.height, tiling)
     jobs = route_prompts(prompts, plan, scene.width, scene.height)
     objects: list[FoundObject] = []
     for done, job in enumerate(jobs):
@@ -72,7 +72,7 @@ def run_prompts(
     objects.sort(key=lambda o: o.id)
     timings["segment"] = time.perf_counter() - started
 
-    written = write_object_outputs(scene, objects, outputs, simplify=simplify, progress=progress)
+    written = write_object_outputs(scene, objects, outputs, polygons=polygons, progress=progress)
     timings.update(written.timings)
     timings["total"] = time.perf_counter() - started
 

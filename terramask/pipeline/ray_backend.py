@@ -18,6 +18,7 @@ from typing import Any
 
 from terramask.errors import InputError, TerraMaskError
 from terramask.methods.vocabulary import ClassVocabulary
+from terramask.options import RayOptions
 from terramask.pipeline.engines import PredictorSpec
 from terramask.pipeline.segment_tiles import TileResult, compute_tile
 from terramask.scene import Scene, Tile
@@ -33,8 +34,8 @@ def import_ray() -> Any:
         import ray
     except ImportError as exc:
         raise InputError(
-            "--ray needs Ray, which is not installed. Install it with "
-            "pip install 'terramask[ray]' (or pip install 'ray>=2.40'), or leave out --ray to "
+            "`ray` needs Ray, which is not installed. Install it with "
+            "pip install 'terramask[ray]' (or pip install 'ray>=2.40'), or leave out `ray` to "
             "run tiles in this process."
         ) from exc
     return ray
@@ -73,20 +74,19 @@ class RayRunner:
 
     def __init__(
         self,
-        address: str,
+        options: RayOptions,
         spec: PredictorSpec,
         scene: Scene,
         vocabulary: ClassVocabulary,
         *,
-        workers: int | None = None,
         retries: int = 2,
     ) -> None:
         self.ray = import_ray()
-        self.address = address
+        self.address = options.address
         self.spec = spec
         self.scene_state = scene.__getstate__()
         self.vocabulary = vocabulary
-        self.workers = workers
+        self.workers = options.workers
         self.retries = retries
         self.description = spec.description
 
@@ -146,7 +146,7 @@ class RayRunner:
         if need:
             kind = f"{gpus} GPUs" if gpus else f"{cpus} CPUs"
             raise InputError(
-                f"--ray-workers {count} asks for more than the Ray cluster has ({kind}): "
+                f"`RayOptions.workers` {count} asks for more than the Ray cluster has ({kind}): "
                 "ask for fewer workers, or add nodes."
             )
         key = (self.address, self.spec, count)
@@ -228,8 +228,8 @@ def _init(ray: Any, address: str) -> None:
         where = "here" if address == "local" else f"to {address}"
         raise InputError(
             f"Ray could not start or connect {where}: {str(exc).splitlines()[0][:300]}. Use "
-            "--ray local to start Ray on this machine, or give the address of a running "
-            "cluster (HOST:6379, or ray://HOST:10001), as `ray start --head` printed it. A "
+            "`RayOptions.address` local to start Ray on this machine, or give the address of a "
+            "running cluster (HOST:6379, or ray://HOST:10001), as `ray start --head` printed it. A "
             "cluster with token authentication (Ray's default) also needs RAY_AUTH_MODE=token "
             "here and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)."
         ) from None

@@ -23,33 +23,38 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import shapely
 
 import terramask
 from terramask.methods.ovss import OvssPredictor
 from terramask.methods.vocabulary import ClassVocabulary
+from terramask.options import PolygonOptions, Tiling
 from terramask.pipeline.object_outputs import label_and_score_writers, write_report
 from terramask.pipeline.segment_tiles import (
-    LABEL_NODATA,
-    NO_CLASS_VALUE,
+    LABEL_RASTER_NO_CLASS,
+    LABEL_RASTER_NODATA,
     TileResult,
     compute_tile,
+)
+from terramask.pipeline.tile_store import TileStore
+from terramask.protocols import Progress
+from terramask.scene import Feature, OutputSet, Scene, Tile, plan_tiles
+from terramask.scene.polygons import (
+    finish_polygons,
+    merge_across_seams,
+    pixel_area_m2,
     to_scene_crs,
 )
-from terramask.pipeline.tile_store import WORK_FOLDER, TileStore
-from terramask.protocols import Progress
-from terramask.scene import Feature, OutputSet, Scene, Tile, area_m2, plan_tiles
-from terramask.scene.vectors import VectorWriter, to_pyproj
+from terramask.scene.vectors import VectorWriter
 from terramask.scene.writers import PALETTE, write_preview
 
 SEGMENT_OUTPUTS = ("labels", "score", "gpkg", "geojson", "preview", "report")
 
-__all__ = ["LABEL_NODATA", "NO_CLASS_VALUE", "SEGMENT_OUTPUTS", "run_segment"]
+__all__ = ["LABEL_RASTER_NODATA", "LABEL_RASTER_NO_CLASS", "SEGMENT_OUTPUTS", "run_segment"]
 
 
 def class_colormap(vocabulary: ClassVocabulary) -> dict[int, tuple[int, int, int, int]]:
     """Raster value k+1 for class k, colours cycling through PALETTE."""
-    colours = {NO_CLASS_VALUE: (0, 0, 0, 0)}
+    colours = {LABEL_RASTER_NO_CLASS: (0, 0, 0, 0)}
     for k in range(len(vocabulary)):
         colours[k + 1] = (*PALETTE[k % len(PALETTE)], 255)
     return colours
@@ -112,20 +117,17 @@ def run_segment(
     runner: TileRunner,
     outputs: OutputSet,
     *,
-    tile_size: int = 1024,
-    overlap: int = 128,
-    simplify: float | None = None,
-    min_area_px: int = 0,
+    tiling: Tiling = Tiling(),
+    polygons: PolygonOptions = PolygonOptions(),
     progress: Progress | None = None,
 ) -> SegmentResult:
     """Compute the tiles not yet in the store, then assemble every output from the store."""
     started = time.perf_counter()
     if outputs.overwrite:  # the report marks a finished scene: not while outputs are replaced
         outputs.path("report").unlink(missing_ok=True)
-    plan = plan_tiles(scene.width, scene.height, tile_size, overlap)
-    store = TileStore(
-        outputs.directory / WORK_FOLDER / outputs.stem,
-        _fingerprint(scene, vocabulary, runner, tile_size, overlap),
+    plan = plan_tiles(scene.width, scene.height, tiling)
+    store = TileStore.for_scene(
+        outputs.directory, outputs.stem, _fingerprint(scene, vocabulary, runner, tiling)
     )
     done = store.done() & set(range(len(plan)))
     pending = [tile for tile in plan if tile.index not in done]
@@ -140,7 +142,7 @@ def run_segment(
     timings = {"segment": time.perf_counter() - started}
 
     t = time.perf_counter()
-    assembled = _assemble(scene, vocabulary, store, len(plan), outputs, simplify, min_area_px)
+    assembled = _assemble(scene, vocabulary, store, len(plan), outputs, polygons)
     timings["assemble"] = time.perf_counter() - t
     t = time.perf_counter()
     write_preview(
@@ -152,7 +154,7 @@ def run_segment(
     )
     timings["preview"] = time.perf_counter() - t
 
-    pixel_area = _pixel_area_m2(scene)
+    pixel_area = pixel_area_m2(scene)
     classes = [
         {
             "value": k + 1,
@@ -180,8 +182,8 @@ def run_segment(
             "classes": classes,
             "tiles": tiles,
             **runner.description,
-            "no_class_value": NO_CLASS_VALUE,
-            "nodata_value": LABEL_NODATA,
+            "no_class_value": LABEL_RASTER_NO_CLASS,
+            "nodata_value": LABEL_RASTER_NODATA,
         },
     )
     store.remove()
@@ -198,8 +200,7 @@ def _fingerprint(
     scene: Scene,
     vocabulary: ClassVocabulary,
     runner: TileRunner,
-    tile_size: int,
-    overlap: int,
+    tiling: Tiling,
 ) -> dict:
     """Everything a tile's result depends on: a store made under other settings is discarded."""
     return {
@@ -212,7 +213,7 @@ def _fingerprint(
         },
         "classes": [list(c) for c in vocabulary.classes],
         "background": vocabulary.background,
-        "tiling": [tile_size, overlap],
+        "tiling": [tiling.tile, tiling.overlap],
         "store_format": 2,  # 2: polygons kept in scene pixel coordinates
         "engine": runner.description,
     }
@@ -231,12 +232,11 @@ def _assemble(
     store: TileStore,
     tiles: int,
     outputs: OutputSet,
-    simplify: float | None,
-    min_area_px: int,
+    polygons: PolygonOptions,
 ) -> _Assembled:
     """Write the COGs and the vectors from the stored tiles, in tile order, one at a time."""
     pixels = np.zeros(len(vocabulary) + 1, dtype=np.int64)
-    polygons: Counter = Counter()
+    counts: Counter = Counter()
     skipped = 0
     seam_pieces: list[Feature] = []
     vectors = VectorWriter(
@@ -247,10 +247,8 @@ def _assemble(
     )
 
     def add(features: list[Feature]) -> None:  # pixel coordinates in, scene CRS out
-        finished = finish_polygons(
-            to_scene_crs(features, scene), scene, simplify=simplify, min_area_px=min_area_px
-        )
-        polygons.update(f.label for f in finished)
+        finished = finish_polygons(to_scene_crs(features, scene), scene, polygons)
+        counts.update(f.label for f in finished)
         vectors.add(finished)
 
     with (
@@ -259,7 +257,7 @@ def _assemble(
             outputs,
             "labels",
             dtype="uint8",
-            nodata=LABEL_NODATA,
+            nodata=LABEL_RASTER_NODATA,
             colormap=class_colormap(vocabulary),
         ) as (label_writer, score_writer),
         vectors,
@@ -268,7 +266,7 @@ def _assemble(
             shape = (result.core.height, result.core.width)
             if result.skipped:
                 skipped += 1
-                label_writer.write(np.full(shape, LABEL_NODATA, np.uint8), result.core)
+                label_writer.write(np.full(shape, LABEL_RASTER_NODATA, np.uint8), result.core)
                 score_writer.write(np.full(shape, np.nan, np.float32), result.core)
                 continue
             label_writer.write(result.values, result.core)
@@ -278,58 +276,4 @@ def _assemble(
             add([f for f, on_seam in pieces if not on_seam])
             seam_pieces += [f for f, on_seam in pieces if on_seam]
         add(merge_across_seams(seam_pieces))
-    return _Assembled(pixels, polygons, skipped)
-
-
-def merge_across_seams(pieces: list[Feature]) -> list[Feature]:
-    """Join pieces (all touching a seam) of one class that share an edge across a seam.
-
-    Pieces are in pixel coordinates, where shared edges coincide exactly; ground areas are
-    computed once features are mapped to the CRS. The merged feature's score is the
-    area-weighted mean of its pieces' scores.
-    """
-    features: list[Feature] = []
-    by_class: dict[str, list[Feature]] = {}
-    for piece in pieces:
-        by_class.setdefault(piece.label, []).append(piece)
-    for label, group in by_class.items():
-        geometries = [f.geometry for f in group]
-        merged = shapely.union_all(geometries)
-        parts = list(getattr(merged, "geoms", [merged]))
-        tree = shapely.STRtree(geometries)
-        for part in parts:
-            inside = tree.query(part, predicate="contains")
-            if len(inside) == 0:  # rounding at the seam: fall back to overlap
-                inside = tree.query(part, predicate="intersects")
-            members = [group[i] for i in inside]
-            weights = np.array([m.geometry.area for m in members])
-            scores = np.array([m.score for m in members])
-            score = float(np.average(scores, weights=weights)) if weights.sum() else float("nan")
-            features.append(Feature(part, label, score, None))
-    return features
-
-
-def finish_polygons(
-    features: list[Feature], scene: Scene, *, simplify: float | None, min_area_px: int
-) -> list[Feature]:
-    """Drop objects under `min_area_px` pixels and simplify, once objects are whole."""
-    pixel = abs(scene.transform.determinant)
-    crs_proj = to_pyproj(scene.crs)
-    finished = []
-    for f in features:
-        if min_area_px and f.geometry.area < min_area_px * pixel:
-            continue
-        if simplify:
-            geometry = f.geometry.simplify(simplify, preserve_topology=True)
-            area = area_m2(geometry, crs_proj) if crs_proj else None
-            f = Feature(geometry, f.label, f.score, area, f.properties)
-        finished.append(f)
-    return finished
-
-
-def _pixel_area_m2(scene: Scene) -> float | None:
-    if not scene.georeferenced or scene.crs is None:
-        return None
-    t = scene.transform
-    square = shapely.Polygon([t @ (0, 0), t @ (1, 0), t @ (1, 1), t @ (0, 1)])
-    return area_m2(square, to_pyproj(scene.crs))
+    return _Assembled(pixels, counts, skipped)

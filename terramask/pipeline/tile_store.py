@@ -33,6 +33,16 @@ _FINGERPRINT = "run.json"
 class TileStore:
     """The tile files of one scene's run in `folder`, for the run described by `fingerprint`."""
 
+    @classmethod
+    def for_scene(cls, output: str | os.PathLike, scene: str, fingerprint: dict) -> TileStore:
+        """The store of the scene named `scene` whose outputs go to the folder `output`."""
+        return cls(_folder(output, scene), fingerprint)
+
+    @staticmethod
+    def has_tiles(output: str | os.PathLike, scene: str) -> bool:
+        """Whether a run of `scene` into `output` left finished tiles (it was interrupted)."""
+        return _folder(output, scene).is_dir()
+
     def __init__(self, folder: str | os.PathLike, fingerprint: dict) -> None:
         self.folder = Path(folder)
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
@@ -93,6 +103,10 @@ class TileStore:
         shutil.rmtree(self.folder, ignore_errors=True)
         with suppress(OSError):
             self.folder.parent.rmdir()
+
+
+def _folder(output: str | os.PathLike, scene: str) -> Path:
+    return Path(output) / WORK_FOLDER / scene
 
 
 def _to_arrays(result: TileResult) -> dict[str, np.ndarray]:

@@ -1,7 +1,8 @@
 """Geography: open rasters, tile them, convert prompts, and write georeferenced outputs."""
 
-from terramask.scene.inputs import expand_inputs
+from terramask.scene.inputs import expand_inputs, names_many
 from terramask.scene.outputs import OutputSet
+from terramask.scene.polygons import Feature, area_m2, polygonize
 from terramask.scene.prompts import (
     ObjectPrompt,
     PromptFile,
@@ -22,7 +23,7 @@ from terramask.scene.raster import (
 )
 from terramask.scene.stretch import Stretch
 from terramask.scene.tiling import Tile, TilePlan, plan_tiles
-from terramask.scene.vectors import Feature, area_m2, polygonize, write_vectors
+from terramask.scene.vectors import write_vectors
 from terramask.scene.writers import RasterWriter, write_preview
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "describe_extent",
     "expand_inputs",
     "gdal_path",
+    "names_many",
     "open_scene",
     "plan_tiles",
     "polygonize",

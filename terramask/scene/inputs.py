@@ -10,9 +10,23 @@ from pathlib import Path
 from terramask.errors import InputError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
-#: STAC asset keys tried, in order, when --asset is not given.
+#: STAC asset keys tried, in order, when no `RasterOptions.asset` is given.
 DEFAULT_ASSETS = ("visual", "image", "data", "analytic")
 _URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
+
+
+def names_many(spec: str | os.PathLike) -> bool:
+    """Whether `spec` names a set of scenes (a folder, a glob, a .txt list or a STAC JSON)
+    rather than one raster, however many scenes the set turns out to hold."""
+    text = os.fspath(spec)
+    if text.lower().startswith(_URL_PREFIXES):
+        return False
+    path = Path(text).expanduser()
+    return (
+        path.is_dir()
+        or any(c in text for c in "*?[")
+        or (path.suffix.lower() in (".txt", ".json") and path.is_file())
+    )
 
 
 def expand_inputs(spec: str | os.PathLike, *, asset: str | None = None) -> list[str]:
@@ -66,7 +80,7 @@ def _stac_assets(path: Path, asset: str | None) -> list[str]:
             names = ", ".join(sorted(assets)) or "none"
             raise InputError(
                 f"The STAC item {item.get('id', '?')} in {path} has no asset {key!r} with an "
-                f"href (its assets: {names}). Choose one with --asset."
+                f"href (its assets: {names}). Choose one with `RasterOptions.asset`."
             )
         href = assets[key]["href"]
         if not href.lower().startswith(_URL_PREFIXES) and not os.path.isabs(href):

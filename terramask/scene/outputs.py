@@ -44,19 +44,19 @@ class OutputSet:
         except OSError as exc:
             raise OutputError(
                 f"The output folder {self.directory} cannot be created ({exc.strerror or exc}). "
-                "Choose another folder with --output, or fix its permissions."
+                "Choose another folder with `output`, or fix its permissions."
             ) from exc
         if not self.directory.is_dir():
             raise OutputError(
                 f"The output path {self.directory} exists but is not a folder. Choose a folder "
-                "with --output."
+                "with `output`."
             )
         existing = [p for p in paths if p.exists()]
         if existing and not self.overwrite:
             names = ", ".join(p.name for p in existing)
             raise OutputExistsError(
                 f"These outputs already exist in {self.directory}: {names}. Nothing was "
-                "changed; pass --overwrite to replace them, or choose another output folder."
+                "changed; pass `overwrite` to replace them, or choose another output folder."
             )
         try:
             fd, probe = tempfile.mkstemp(prefix=".terramask-probe-", dir=self.directory)
@@ -65,5 +65,5 @@ class OutputSet:
         except OSError as exc:
             raise OutputError(
                 f"The output folder {self.directory} is not writable ({exc.strerror or exc}). "
-                "Choose another folder with --output, or fix its permissions."
+                "Choose another folder with `output`, or fix its permissions."
             ) from exc

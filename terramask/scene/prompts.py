@@ -135,7 +135,7 @@ def _inside(scene: Scene, xs: np.ndarray, ys: np.ndarray) -> bool:
 def _outside_error(what: str, frame: _Frame) -> InputError:
     return InputError(
         f"The prompt {what} lies outside the scene: {frame.extent()}. Check the coordinates "
-        "and their CRS (--crs), and that x comes before y."
+        "and their CRS (`crs`), and that x comes before y."
     )
 
 
@@ -199,7 +199,7 @@ def check_prompt_options(
     boxes: Sequence[tuple[float, float, float, float]] = (),
     crs: str | None = None,
 ) -> None:
-    """The checks of --point/--negative/--box that need no scene: CRS, box shapes, negatives."""
+    """The checks of points, negatives and boxes that need no scene: CRS, box shapes, negatives."""
     if crs is not None:
         try:
             pyproj.CRS.from_user_input(crs)
@@ -220,7 +220,7 @@ def check_prompt_options(
     if negatives and not points and len(boxes) != 1:
         raise InputError(
             "Only negative points were given. Negative points say where the object is *not*; "
-            "add at least one positive point (--point) or a single box (--box) for them to "
+            "add at least one positive point (`points`) or a single box (`boxes`) for them to "
             "refine."
         )
 
@@ -234,7 +234,7 @@ def prompts_from_options(
     crs: str | None = None,
     outside: str = "error",
 ) -> list[ObjectPrompt]:
-    """Turn --point/--negative/--box options into object prompts in scene pixels.
+    """Turn point, negative and box options into object prompts in scene pixels.
 
     Without `crs` the values are pixel coordinates; with it, map coordinates in that CRS.
     All points make one object; each box is an object, and with exactly one box the points
@@ -245,7 +245,7 @@ def prompts_from_options(
     points, negatives, boxes = list(points), list(negatives), list(boxes)
     drop = _dropping(outside)
     check_prompt_options(points=points, negatives=negatives, boxes=boxes, crs=crs)
-    _check_crs(scene, crs, "The --point/--box prompt")
+    _check_crs(scene, crs, "The `points`/`boxes` prompt")
     frame = _Frame(scene, crs, pixels=crs is None)
     unit = frame.unit()
 

@@ -18,7 +18,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from terramask.errors import InputError
-from terramask.scene.stretch import Stretch, compute_stretch, parse_stretch
+from terramask.options import RasterOptions
+from terramask.scene.stretch import Stretch, compute_stretch, is_passthrough
 
 STRETCH_SAMPLE_SIZE = 1024
 READ_CHUNK = 2048  # source pixels per side of one chunk of a decimated read
@@ -153,13 +154,6 @@ def select_bands(
     alpha = _alpha_bands(dataset)
     count = dataset.count
     if bands is not None:
-        bands = tuple(int(b) for b in bands)
-        if len(bands) not in (1, 3):
-            raise InputError(
-                f"{len(bands)} bands were requested ({', '.join(map(str, bands))}) for {source}; "
-                "give either 1 band (shown as grey) or 3 bands (shown as red, green, blue), "
-                "for example --bands 4,3,2."
-            )
         for band in bands:
             if not 1 <= band <= count:
                 raise InputError(
@@ -209,13 +203,17 @@ class Scene:
         source: str | os.PathLike,
         *,
         bands: Sequence[int] | None = None,
-        stretch: str | Stretch = "auto",
+        stretch: str | tuple[float, float] | Stretch = "auto",
     ) -> None:
+        is_stretch = isinstance(stretch, Stretch)
         self.source = os.fspath(source)
         self.name = scene_name(self.source)
         self._path = gdal_path(self.source)
-        if isinstance(stretch, str):
-            parse_stretch(stretch)  # validate the option before any I/O
+        # check the options before any I/O
+        checked = RasterOptions(bands=bands, stretch="auto" if is_stretch else stretch)
+        bands = checked.bands
+        if not isinstance(stretch, Stretch):
+            stretch = checked.stretch
         self._dataset = _open_dataset(self.source, self._path)
         try:
             self.bands = select_bands(self._dataset, bands, self.source)
@@ -391,9 +389,8 @@ class Scene:
         valid = np.concatenate([v.reshape(1, -1) for _, v in pieces], axis=1)
         return data, valid
 
-    def _compute_stretch(self, option: str) -> Stretch:
-        mode, _ = parse_stretch(option)
-        if self.dtype == "uint8" and mode != "percentiles":
+    def _compute_stretch(self, option: str | tuple[float, float]) -> Stretch:
+        if is_passthrough(self.dtype, option):
             return Stretch.passthrough(3)
         data, valid = self._stretch_sample()
         _, order = self._unique_bands()
@@ -498,8 +495,10 @@ def scene_name(source: str) -> str:
     return Path(name).stem or "scene"
 
 
-def open_scene(
-    source: str | os.PathLike, *, bands: Sequence[int] | None = None, stretch: str = "auto"
-) -> Scene:
-    """Open a local path or GDAL URL as a Scene (see `Scene`); raises InputError on bad input."""
-    return Scene(source, bands=bands, stretch=stretch)
+def open_scene(source: str | os.PathLike, raster: RasterOptions = RasterOptions()) -> Scene:
+    """Open a local path or GDAL URL as a Scene (see `Scene`) with `raster`'s bands and stretch.
+
+    Raises:
+        InputError: The raster cannot be opened or read, or a band does not exist.
+    """
+    return Scene(source, bands=raster.bands, stretch=raster.stretch)

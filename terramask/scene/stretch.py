@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from terramask.errors import InputError
-
 DEFAULT_PERCENTILES = (2.0, 98.0)
 
 
@@ -49,42 +47,29 @@ class Stretch:
         return out
 
 
-def parse_stretch(option: str) -> tuple[str, tuple[float, float] | None]:
-    """Read a `stretch` option: "auto", "none" or "P1,P2" percentiles (e.g. "1,99")."""
-    text = str(option).strip().lower()
-    if text in ("auto", "none"):
-        return text, None
-    parts = text.split(",")
-    try:
-        p1, p2 = (float(p) for p in parts)
-    except ValueError:
-        p1 = p2 = None
-    if p1 is None or p2 is None or not 0 <= p1 < p2 <= 100:
-        raise InputError(
-            f"The stretch option {option!r} is not understood. Use 'auto' (8-bit data as is, "
-            "other data stretched between the 2nd and 98th percentiles), 'none' (8-bit as is, "
-            "other data between its minimum and maximum), or two percentiles such as '1,99' "
-            "with 0 <= P1 < P2 <= 100."
-        )
-    return "percentiles", (p1, p2)
+def is_passthrough(dtype: str, option: str | tuple[float, float]) -> bool:
+    """8-bit data is shown as it is unless percentiles are asked for."""
+    return dtype == "uint8" and option in ("auto", "none")
 
 
 def compute_stretch(
-    sample: np.ndarray, valid: np.ndarray, dtype: str, option: str = "auto"
+    sample: np.ndarray, valid: np.ndarray, dtype: str, option: str | tuple[float, float] = "auto"
 ) -> Stretch:
     """Derive the stretch from a decimated (C, H, W) sample of the scene.
 
-    NaN and invalid (nodata, alpha, masked) pixels are excluded, so a nodata frame or NaN
-    holes do not drag the percentiles.
+    `option` is `RasterOptions.stretch`: "auto", "none" or (P1, P2) percentiles. NaN and
+    invalid (nodata, alpha, masked) pixels are excluded, so a nodata frame or NaN holes do
+    not drag the percentiles.
     """
-    mode, percentiles = parse_stretch(option)
     bands = sample.shape[0]
-    if dtype == "uint8" and mode in ("auto", "none"):
+    if is_passthrough(dtype, option):
         return Stretch.passthrough(bands)
-    if mode == "auto":
+    if option == "auto":
         percentiles = DEFAULT_PERCENTILES
-    elif mode == "none":
+    elif option == "none":
         percentiles = (0.0, 100.0)
+    else:
+        percentiles = (float(option[0]), float(option[1]))
     low = np.zeros(bands)
     high = np.ones(bands)
     for b in range(bands):

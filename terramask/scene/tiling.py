@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from rasterio.windows import Window
 
 from terramask.errors import InputError
+from terramask.options import Tiling
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,11 @@ def _candidates(axis: tuple[list[int], list[int], list[int]], lo: float, hi: flo
     return list(range(first, last))
 
 
-def plan_tiles(width: int, height: int, tile_size: int = 1024, overlap: int = 128) -> TilePlan:
+def plan_tiles(width: int, height: int, tiling: Tiling = Tiling()) -> TilePlan:
     """Plan overlapping tiles over a raster; a raster smaller than a tile is one tile."""
     if width <= 0 or height <= 0:
         raise InputError(f"Cannot tile an empty raster of {width} × {height} pixels.")
-    if not (overlap >= 0 and tile_size > 2 * overlap):
-        raise InputError(
-            f"A tile size of {tile_size} px with an overlap of {overlap} px does not work: the "
-            "overlap must be at least 0 and less than half the tile size (for example "
-            "--tile-size 1024 --overlap 128)."
-        )
+    tile_size, overlap = tiling.tile, tiling.overlap
     cols = _axis(width, tile_size, overlap)
     rows = _axis(height, tile_size, overlap)
     tiles = []

@@ -1,13 +1,12 @@
-"""Turn label rasters into polygon features with areas, and write them as GeoPackage/GeoJSON."""
+"""Write features as a GeoPackage in the scene CRS and GeoJSON in EPSG:4326, batch by batch."""
 
 from __future__ import annotations
 
 import math
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,143 +14,16 @@ import numpy as np
 import pyogrio
 import pyogrio.raw
 import pyproj
-import rasterio.features
 import shapely
-from affine import Affine
 from pyogrio.errors import DataSourceError
-from scipy import ndimage
-from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from terramask.atomic import atomic_output, exists_error
 from terramask.errors import OutputError
+from terramask.scene.polygons import Feature, to_pyproj
 from terramask.scene.raster import GeoreferenceWarning
 
 BASE_FIELDS = ("label", "score", "area_m2")
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One output object: its polygon (in the scene CRS), class label, score and ground area."""
-
-    geometry: BaseGeometry
-    label: str
-    score: float
-    area_m2: float | None
-    properties: dict[str, Any] = field(default_factory=dict)
-
-
-def to_pyproj(crs: Any) -> pyproj.CRS | None:
-    """Any CRS-like value (rasterio CRS, pyproj CRS, "EPSG:…", WKT) as a pyproj CRS, or None."""
-    if crs is None:
-        return None
-    if isinstance(crs, pyproj.CRS):
-        return crs
-    return pyproj.CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
-
-
-def area_m2(geometry: BaseGeometry, crs: Any) -> float | None:
-    """Ground area in square metres: planar in projected CRSs, geodesic in geographic ones.
-
-    None when the CRS is missing or its unit is not a length (nothing sensible to report).
-    """
-    crs = to_pyproj(crs)
-    if crs is None:
-        return None
-    if crs.is_geographic:
-        geod = crs.get_geod()
-        if geod is None:
-            return None
-        area, _ = geod.geometry_area_perimeter(geometry)
-        return abs(area)
-    axis = crs.axis_info[0] if crs.axis_info else None
-    if axis is None or not axis.unit_conversion_factor or axis.unit_name in ("degree", "radian"):
-        return None
-    return geometry.area * axis.unit_conversion_factor**2
-
-
-def _polygonal(geometry: BaseGeometry) -> BaseGeometry | None:
-    """Keep only the polygon parts (make_valid can add lines or points along pinches)."""
-    if geometry.is_empty:
-        return None
-    if geometry.geom_type in ("Polygon", "MultiPolygon"):
-        return geometry
-    polygonal = ("Polygon", "MultiPolygon")
-    parts = [g for g in getattr(geometry, "geoms", []) if g.geom_type in polygonal]
-    if not parts:
-        return None
-    return shapely.union_all(parts)
-
-
-def polygonize(
-    labels: np.ndarray,
-    transform: Affine,
-    *,
-    names: Mapping[int, str],
-    crs: Any = None,
-    scores: Mapping[int, float] | None = None,
-    score_map: np.ndarray | None = None,
-    valid: np.ndarray | None = None,
-    simplify: float | None = None,
-    min_area_px: int = 0,
-) -> list[Feature]:
-    """Polygons of the connected regions of each named label value (4-connected).
-
-    0 and values missing from `names` are background; invalid pixels never become objects.
-    A feature's score is `scores[value]` when given, else the mean of `score_map` over its
-    pixels, else NaN. Regions smaller than `min_area_px` pixels are dropped. `simplify` is a
-    tolerance in CRS units. Each region is polygonized on its own (connected components
-    first), which is what makes the per-region score exact.
-    """
-    labels = np.asarray(labels)
-    keep = labels != 0
-    if valid is not None:
-        keep &= np.asarray(valid, dtype=bool)
-    components = np.zeros(labels.shape, dtype=np.int32)
-    classes = [0]  # class value of each component id
-    for value in sorted(v for v in names if v != 0):
-        regions, n = ndimage.label(keep & (labels == value))
-        if n:
-            inside = regions > 0
-            components[inside] = regions[inside] + (len(classes) - 1)
-            classes.extend([value] * n)
-    sizes = np.bincount(components.ravel(), minlength=len(classes))
-    if min_area_px > 0:
-        small = sizes < min_area_px
-        small[0] = False
-        components[small[components]] = 0
-    region_scores = None
-    if scores is None and score_map is not None:
-        weights = np.nan_to_num(np.asarray(score_map, dtype=np.float64))
-        sums = np.bincount(components.ravel(), weights=weights.ravel(), minlength=len(classes))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            region_scores = sums / sizes
-    crs_proj = to_pyproj(crs)
-    parts: dict[int, list[BaseGeometry]] = {}
-    for geojson, value in rasterio.features.shapes(
-        components, mask=components > 0, connectivity=4, transform=transform
-    ):
-        parts.setdefault(int(value), []).append(shape(geojson))
-    features = []
-    for region in sorted(parts):
-        geoms = parts[region]
-        geometry = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
-        geometry = shapely.make_valid(geometry)
-        if simplify:
-            geometry = shapely.make_valid(geometry.simplify(simplify, preserve_topology=True))
-        geometry = _polygonal(geometry)
-        if geometry is None:
-            continue
-        value = classes[region]
-        if scores is not None:
-            score = float(scores.get(value, math.nan))
-        elif region_scores is not None:
-            score = float(region_scores[region])
-        else:
-            score = math.nan
-        area = area_m2(geometry, crs_proj) if crs_proj else None
-        features.append(Feature(geometry, names[value], score, area))
-    return features
 
 
 def _field_names(features: Sequence[Feature]) -> list[str]:

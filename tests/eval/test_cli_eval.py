@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import types
 
 import numpy as np
@@ -14,6 +13,8 @@ from PIL import Image
 from terramask import api
 from terramask.cli import cli
 from terramask.methods.ovss import OvssPredictor
+from terramask.options import GenerationSettings, ModelOptions
+from terramask.pipeline.engines import PredictorSpec
 from tests.eval.conftest import read_pairs
 from tests.eval.engines import OracleEngine, UniformEngine, answers_for
 
@@ -28,17 +29,17 @@ def run():
 
 @pytest.fixture
 def fake_engines(monkeypatch):
-    """A stand-in for terramask.pipeline.engines whose build_predictor records its arguments."""
+    """`PredictorSpec.build` records the spec it was asked to build and returns a double
+    around `holder.engine`."""
     calls = []
-    module = types.ModuleType("terramask.pipeline.engines")
+    holder = types.SimpleNamespace(engine=None)
 
-    def build_predictor(name, *, device, threshold, **options):
-        calls.append({"name": name, "device": device, "threshold": threshold, **options})
-        return OvssPredictor(module.engine, threshold=threshold)
+    def build(spec):
+        calls.append(spec)
+        return OvssPredictor(holder.engine, threshold=spec.threshold)
 
-    module.build_predictor = build_predictor
-    monkeypatch.setitem(sys.modules, "terramask.pipeline.engines", module)
-    return module, calls
+    monkeypatch.setattr(PredictorSpec, "build", build)
+    return holder, calls
 
 
 def test_score_json(run, rs_samples):
@@ -75,23 +76,15 @@ def test_eval_through_the_api_builds_the_named_engine(run, mini_layout, tmp_path
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["miou"] == 100.0 and data["split"] == "val" and data["dataset"] == "potsdam"
-    assert calls == [
-        {
-            "name": "clip",
-            "device": "auto",
-            "threshold": 0.1,
-            "single_class": None,
-            "image_text": "my/clip",
-        }
-    ]
-    assert data["engine"] == "clip" and data["models"] == {"image_text": "my/clip"}
+    assert calls == [PredictorSpec("clip", ModelOptions(clip="my/clip"), threshold=0.1)]
+    assert data["engine"] == "clip" and data["models"] == {"clip": "my/clip"}
     assert [r["method"] for r in data["published"] if r["ours"]] == ["SegEarth-OV"]
     assert (out / "potsdam_val" / "report.md").exists()
 
     human = run("eval", "potsdam", "--root", root, "-o", out, "--overwrite", "--threshold", 0.5)
     assert human.exit_code == 0, human.output
     assert "SegEarth-OV3" in human.output and "100.00" in human.output
-    assert calls[-1]["name"] == "sam+clip" and calls[-1]["threshold"] == 0.5
+    assert calls[-1].engine == "sam+clip" and calls[-1].threshold == 0.5
 
 
 def test_single_class_sets_ask_for_per_class_mask_voting(tmp_path, fake_engines):
@@ -102,9 +95,10 @@ def test_single_class_sets_ask_for_per_class_mask_voting(tmp_path, fake_engines)
         pixels = np.full((8, 8, 3) if sub == "image" else (8, 8), value, np.uint8)
         Image.fromarray(pixels).save(root / "val" / sub / "tile.png")
     module.engine = UniformEngine()
-    result = api.evaluate("whu_aerial", root, engine="sam+clip", grid=16, output=tmp_path / "o")
-    assert calls[-1]["single_class"] == 1 and calls[-1]["grid"] == 16
-    assert calls[-1]["threshold"] == 0.6
+    result = api.evaluate("whu_aerial", root, engine="sam+clip",
+                          generation=GenerationSettings(grid=16), output=tmp_path / "o")
+    assert calls[-1].single_class == 1 and calls[-1].generation.grid == 16
+    assert calls[-1].threshold == 0.6
     assert result["iou"] == {"background": 0.0, "building": 0.0}  # uniform 0.5 < 0.6
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from terramask.errors import InputError, OutputError
+from terramask.errors import InputError
 from terramask.eval.ovss import evaluate_ovss
 from terramask.eval.presets import load_preset
 from terramask.eval.score import score_folders
@@ -113,7 +113,7 @@ def test_limit_takes_the_first_images_by_name(mini_layout, tmp_path):
     result = evaluate_ovss(preset, root, limit=2, engine=engine, output_dir=tmp_path / "out")
     assert result["images"] == 2 and result["limit"] == 2
     assert sorted(p.stem for p in (tmp_path / "out" / "predictions").iterdir()) == ["0", "1"]
-    assert "--limit 2, the first by name" in (tmp_path / "out" / "report.md").read_text()
+    assert "limited to the first 2 by name" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_earlier_results_are_kept_without_overwrite(mini_layout, tmp_path):
@@ -121,7 +121,7 @@ def test_earlier_results_are_kept_without_overwrite(mini_layout, tmp_path):
     preset = load_preset("vaihingen")
     engine = OracleEngine(answers_for(read_pairs(root), reduce=True))
     evaluate_ovss(preset, root, engine=engine, output_dir=tmp_path / "out")
-    with pytest.raises(OutputError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="`overwrite`"):
         evaluate_ovss(preset, root, engine=engine, output_dir=tmp_path / "out")
     assert engine.calls == 1  # refused before any model work
     again = evaluate_ovss(preset, root, engine=engine, output_dir=tmp_path / "out", overwrite=True)

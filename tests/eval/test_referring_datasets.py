@@ -134,7 +134,7 @@ def test_rrsisd_layout_errors(tmp_path):
     build_rrsisd(tmp_path)
     with pytest.raises(InputError) as exc:
         load_referring_dataset("rrsis-d", tmp_path, split="train")
-    assert "test, val" in one_paragraph(exc) and "--split" in str(exc.value)
+    assert "test, val" in one_paragraph(exc) and "`split`" in str(exc.value)
     refs_file = tmp_path / "refs(unc).p"
     refs = pickle.loads(refs_file.read_bytes())
     refs[0]["ann_id"] = 99

@@ -7,6 +7,7 @@ import pyproj
 import pytest
 from PIL import Image
 
+from terramask.options import Tiling
 from terramask.scene import open_scene, plan_tiles
 from terramask.testing.scenes import write_geotiff_from_image
 
@@ -23,7 +24,7 @@ def test_loveda_tile_as_geotiff(rs_samples, tmp_path):
         to_wgs84 = pyproj.Transformer.from_crs("EPSG:32650", "EPSG:4326", always_xy=True)
         lon, lat = to_wgs84.transform(scene.transform.c, scene.transform.f)
         assert 114 < lon < 114.5 and 30.4 < lat < 30.7
-        plan = plan_tiles(scene.width, scene.height, tile_size=512, overlap=64)
+        plan = plan_tiles(scene.width, scene.height, Tiling(512, 64))
         tile = plan[len(plan) - 1]
         window = scene.read(tile.window)
         assert np.array_equal(window.image, original[tile.window.toslices()])

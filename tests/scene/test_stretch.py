@@ -9,6 +9,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from terramask.errors import InputError
+from terramask.options import RasterOptions
 from terramask.scene import Stretch, open_scene
 from terramask.scene.raster import STRETCH_SAMPLE_SIZE, sample_windows
 from terramask.scene.stretch import compute_stretch
@@ -35,7 +36,7 @@ def test_uint8_auto_is_identity(make_scene):
 
 
 def test_uint8_with_percentiles_is_stretched(make_scene):
-    with open_scene(make_scene(), stretch="1,99") as scene:
+    with open_scene(make_scene(), RasterOptions(stretch="1,99")) as scene:
         assert not scene.stretch.identity
         image = scene.read(Window(0, 0, 256, 256)).image
         assert image.min() == 0 and image.max() == 255
@@ -132,5 +133,5 @@ def test_apply_maps_low_high_to_0_255():
 
 @pytest.mark.parametrize("bad", ["2;98", "98,2", "linear", "0,101"])
 def test_bad_stretch_option(make_scene, bad):
-    with pytest.raises(InputError, match="stretch option"):
-        open_scene(make_scene(dtype="uint16"), stretch=bad)
+    with pytest.raises(InputError, match=r"`RasterOptions\.stretch`"):
+        open_scene(make_scene(dtype="uint16"), RasterOptions(stretch=bad))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from terramask.errors import InputError
+from terramask.options import Tiling
 from terramask.scene import plan_tiles
 
 
@@ -16,7 +17,7 @@ from terramask.scene import plan_tiles
     [(1000, 777, 256, 32), (257, 255, 128, 0), (1025, 3000, 512, 128), (99, 100, 64, 31)],
 )
 def test_cores_partition_the_raster(width, height, tile, overlap):
-    plan = plan_tiles(width, height, tile, overlap)
+    plan = plan_tiles(width, height, Tiling(tile, overlap))
     count = np.zeros((height, width), dtype=np.int32)
     for t in plan:
         core, win = t.core, t.window
@@ -32,7 +33,7 @@ def test_cores_partition_the_raster(width, height, tile, overlap):
 
 
 def test_neighbours_overlap_and_seam_is_mid_overlap():
-    plan = plan_tiles(1000, 300, 256, 64)
+    plan = plan_tiles(1000, 300, Tiling(256, 64))
     row0 = [t for t in plan if t.row == 0]
     for a, b in itertools.pairwise(row0):
         overlap_start, overlap_end = b.window.col_off, a.window.col_off + a.window.width
@@ -42,7 +43,7 @@ def test_neighbours_overlap_and_seam_is_mid_overlap():
 
 
 def test_small_scene_is_one_tile():
-    plan = plan_tiles(100, 50, 1024, 128)
+    plan = plan_tiles(100, 50, Tiling(1024, 128))
     assert len(plan) == 1
     (tile,) = plan
     assert (tile.window.width, tile.window.height) == (100, 50)
@@ -52,11 +53,11 @@ def test_small_scene_is_one_tile():
 @pytest.mark.parametrize(("tile", "overlap"), [(256, 128), (100, 60), (256, -1)])
 def test_bad_tile_size_or_overlap(tile, overlap):
     with pytest.raises(InputError, match="overlap"):
-        plan_tiles(1000, 1000, tile, overlap)
+        plan_tiles(1000, 1000, Tiling(tile, overlap))
 
 
 def test_tile_for_box():
-    plan = plan_tiles(1000, 1000, 256, 64)
+    plan = plan_tiles(1000, 1000, Tiling(256, 64))
     rng = np.random.default_rng(0)
     for _ in range(300):
         x0, y0 = rng.uniform(0, 950, 2)
@@ -81,7 +82,7 @@ def test_tile_for_box():
 
 
 def test_tile_for_box_on_a_seam_and_too_big():
-    plan = plan_tiles(1000, 300, 256, 64)
+    plan = plan_tiles(1000, 300, Tiling(256, 64))
     first, second = plan[0], plan[1]
     seam = first.core.col_off + first.core.width
     # With the seam in the middle of the overlap, a box that fits in the overlap goes to the

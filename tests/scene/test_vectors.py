@@ -13,6 +13,7 @@ import shapely
 from affine import Affine
 from shapely.geometry import box
 
+from terramask.options import PolygonOptions
 from terramask.scene import Feature, GeoreferenceWarning, area_m2, polygonize, write_vectors
 from terramask.scene.vectors import VectorWriter
 
@@ -51,7 +52,8 @@ def test_polygonize_fixed_scores_min_area_valid_and_simplify():
     valid = np.ones_like(labels, dtype=bool)
     valid[:, :8] = False
     features = polygonize(labels, UTM, names={1: "building", 2: "road"}, crs="EPSG:32633",
-                          scores={1: 0.9, 2: 0.5}, valid=valid, min_area_px=10, simplify=0.5)
+                          scores={1: 0.9, 2: 0.5}, valid=valid,
+                          polygons=PolygonOptions(simplify=0.5, min_area=10))
     assert [(f.label, f.score) for f in features] == [("building", 0.9), ("road", 0.5)]
     assert features[0].area_m2 == pytest.approx(50 * 0.25)  # the invalid half is gone
     assert all(f.geometry.is_valid for f in features)

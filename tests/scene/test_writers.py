@@ -127,7 +127,7 @@ def test_output_set_names_and_checks(tmp_path):
     assert outputs.directory.is_dir()
     outputs.path("gpkg").write_text("old")
     outputs.path("mask").write_text("old")
-    with pytest.raises(OutputError, match=r"tile7_mask\.tif, tile7\.gpkg.*--overwrite"):
+    with pytest.raises(FileExistsError, match=r"tile7_mask\.tif, tile7\.gpkg.*`overwrite`"):
         outputs.check(["mask", "gpkg", "geojson"])
     outputs.check(["geojson"])
     OutputSet(outputs.directory, "tile7", overwrite=True).check(["mask", "gpkg"])

@@ -33,7 +33,8 @@ def as_rgb(image: np.ndarray, *, what: str = "the image") -> np.ndarray:
     if array.ndim != 3 or array.shape[2] not in (3, 4) or min(array.shape[:2]) < 1:
         raise InputError(
             f"{what[0].upper()}{what[1:]} given to the multimodal LLM has shape {array.shape}, "
-            "but an (H, W, 3) RGB array is needed. Select three bands (e.g. --bands 1,2,3)."
+            "but an (H, W, 3) RGB array is needed. Select three bands (`RasterOptions.bands`, "
+            "e.g. 1,2,3)."
         )
     return np.ascontiguousarray(array[:, :, :3])
 

@@ -51,7 +51,7 @@ class _QwenWeights:
                 f"The model '{resolved.requested}' at {resolved.path} is a '{resolved.family}' "
                 "model, but the local multimodal LLM runs only Qwen2.5-VL and Qwen3-VL. Pass "
                 "one of those (e.g. Qwen/Qwen2.5-VL-7B-Instruct), or serve another model "
-                "behind an OpenAI-compatible endpoint (--mllm-url)."
+                "behind an OpenAI-compatible endpoint (`MLLMOptions.url`)."
             )
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         self.image_processor = AutoImageProcessor.from_pretrained(resolved.path)
@@ -129,7 +129,7 @@ class LocalQwenVL:
                 raise MLLMError(
                     f"The local multimodal LLM '{self.name}' ({self.resolved.path}) failed while "
                     f"answering ({type(exc).__name__}: {detail}). If memory ran out, lower "
-                    "max_side or use a smaller model or --dtype bf16; otherwise re-download the "
+                    "max_side or use a smaller model; otherwise re-download the "
                     "model folder."
                 ) from None
             return MLLMReply(text=text, shown_size=shown, convention=self.convention,

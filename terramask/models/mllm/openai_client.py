@@ -119,7 +119,7 @@ class OpenAIChatMLLM:
         if not str(base_url).strip() or not str(model).strip():
             raise InputError(
                 "A multimodal LLM endpoint needs both a base URL (e.g. http://localhost:8000/v1, "
-                "--mllm-url) and a model name (--mllm-model); one of them is empty."
+                "`MLLMOptions.url`) and a model name (`MLLMOptions.model`); one of them is empty."
             )
         if int(max_side) < 28:
             raise InputError(
@@ -316,7 +316,7 @@ _STATUS_ADVICE = {
     400: "The server refused the request: check that the model accepts images (a vision "
          "model) and the image size (max_side); if the message mentions temperature, pass "
          "temperature=None (reasoning models accept only their default).",
-    401: "Check the API key (--mllm-key or $OPENAI_API_KEY).",
+    401: "Check the API key (`MLLMOptions.key` or $OPENAI_API_KEY).",
     403: "Check the API key and that it may use this model.",
     404: "Check the model name and the base URL (it usually ends in /v1).",
     413: "The image is too large for the server: lower max_side.",

@@ -1,0 +1,57 @@
+"""Make the multimodal LLM client an `MLLMOptions` describes: an endpoint or a local Qwen-VL."""
+
+from __future__ import annotations
+
+from terramask.errors import InputError
+from terramask.options import MLLMOptions
+from terramask.protocols import MLLM
+
+
+def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
+    """An OpenAI-compatible client when `options.url` is given, else a local Qwen-VL.
+
+    Replies are cached (keyed by image, prompt, model and settings) unless `options.cache`
+    is off, so re-running a question or an evaluation costs nothing.
+
+    Args:
+        options: The endpoint or local model and how to talk to it.
+        device: Where a local model runs ("auto", "cpu", "cuda", ...).
+
+    Returns:
+        The client, behind the `MLLM` protocol.
+
+    Raises:
+        InputError: Neither an endpoint nor a model was named, or an endpoint without its
+            model name.
+        ModelNotFoundError, ModelLoadError: A local model that cannot be found or loaded.
+    """
+    from terramask.models.mllm.cache import ReplyCache
+
+    cache = ReplyCache() if options.cache else None
+    if options.url:
+        from terramask.models.mllm.openai_client import OpenAIChatMLLM
+
+        if not options.model:
+            raise InputError(
+                f"`MLLMOptions.url` {options.url} needs `MLLMOptions.model`: the model name "
+                "that endpoint serves (e.g. gpt-5, or the name a vLLM/Ollama server was "
+                "started with)."
+            )
+        return OpenAIChatMLLM(
+            options.url,
+            options.model,
+            api_key=options.key,
+            timeout_s=options.timeout,
+            max_retries=options.retries,
+            max_concurrency=options.concurrency,
+            cache=cache,
+        )
+    if options.model:
+        from terramask.models.mllm.local_client import load_mllm
+
+        return load_mllm(options.model, device=device, cache=cache)
+    raise InputError(
+        "A multimodal LLM is needed: `MLLMOptions.url` and `MLLMOptions.model` for an "
+        "OpenAI-compatible endpoint (GPT-5, vLLM, SGLang, Ollama), or `MLLMOptions.model` "
+        "alone (a folder or hub id) for a local Qwen2.5-VL / Qwen3-VL."
+    )
