@@ -400,7 +400,7 @@ def ask(
     models: ModelOptions = ModelOptions(),
     ask_options: AskOptions = AskOptions(),
     raster: RasterOptions = RasterOptions(),
-    tiling: Tiling = Tiling(),
+    tile: int = Tiling.tile,
     polygons: PolygonOptions = PolygonOptions(),
     output: PathLike = "terramask-out",
     overwrite: bool = False,
@@ -422,7 +422,8 @@ def ask(
         models: The segmenter, CLIP and SAM 3 (geoseg's semantic route), and the device.
         ask_options: Box refinement and the overview size.
         raster: Bands and stretch.
-        tiling: `Tiling.tile` is the largest window segmented at full resolution.
+        tile: The largest window segmented at full resolution, in pixels; larger windows
+            are read decimated to it.
         polygons: Simplification of the outline.
         output: The folder outputs go to, named after the scene.
         overwrite: Replace outputs of the same name.
@@ -442,14 +443,14 @@ def ask(
     from terramask.scene import open_scene
 
     _one_scene(scene, "ask_many", raster)
-    _check_ask(engine, question, mllm, models, ask_options, tiling, polygons)
+    _check_ask(engine, question, mllm, models, ask_options, tile, polygons)
     refinement = box_refinement(ask_options)
     with open_scene(scene, raster) as opened:
         outputs = _checked_outputs(opened, output, overwrite, ASK_OUTPUTS)
         client = _client(mllm, models.device)
         return run_ask(
             opened, question, client, build_ask_models(engine, models), outputs, engine=engine,
-            refinement=refinement, ask_options=ask_options, tiling=tiling, polygons=polygons,
+            refinement=refinement, ask_options=ask_options, tile=tile, polygons=polygons,
             progress=progress,
         )  # fmt: skip
 
@@ -467,7 +468,7 @@ def ask_many(
     models: ModelOptions = ModelOptions(),
     ask_options: AskOptions = AskOptions(),
     raster: RasterOptions = RasterOptions(),
-    tiling: Tiling = Tiling(),
+    tile: int = Tiling.tile,
     polygons: PolygonOptions = PolygonOptions(),
     output: PathLike = "terramask-out",
     overwrite: bool = False,
@@ -495,7 +496,7 @@ def ask_many(
     from terramask.scene import expand_inputs, open_scene
 
     sources = expand_inputs(inputs, asset=raster.asset)
-    _check_ask(engine, question, mllm, models, ask_options, tiling, polygons)
+    _check_ask(engine, question, mllm, models, ask_options, tile, polygons)
     box_refinement(ask_options)
     client = _client(mllm, models.device)
     one_raster = _without_asset(raster)
@@ -527,7 +528,7 @@ def ask_many(
             raise failed_asking.pop(source)
         result = ask(
             source, question, engine=engine, mllm=client, models=models,
-            ask_options=ask_options, raster=one_raster, tiling=tiling, polygons=polygons,
+            ask_options=ask_options, raster=one_raster, tile=tile, polygons=polygons,
             output=output, overwrite=True,
         )  # fmt: skip
         return result.to_dict()
@@ -544,16 +545,17 @@ def _check_ask(
     mllm: MLLMOptions | MLLM,
     models: ModelOptions,
     ask_options: AskOptions,
-    tiling: Tiling,
+    tile: int,
     polygons: PolygonOptions,
 ) -> None:
-    from terramask.options import ASK_ENGINES, check_choice
+    from terramask.options import ASK_ENGINES, MIN_TILE, check_at_least, check_choice
 
     check_choice(engine, ASK_ENGINES, "engine")
+    check_at_least(tile, MIN_TILE, "tile", " px")
     if not question or not question.strip():
         raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
     rules.refuse(
-        _given(models, ask_options, tiling, polygons, mllm),
+        _given(models, ask_options, polygons, mllm),
         rules.ask_rules(engine, local_mllm=_is_local(mllm)),
     )
 

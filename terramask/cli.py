@@ -682,8 +682,8 @@ def _batch_summary(summary: Any) -> None:
 @simplify_option
 @raster_options
 @option(
-    "Tiling.tile", "--tile", type=int,
-    help=f"Largest window segmented at full resolution, pixels [default: {Tiling().tile}].",
+    "tile", "--tile", type=int, default=Tiling.tile, show_default=True,
+    help="Largest window segmented at full resolution, pixels.",
 )  # fmt: skip
 @output_options
 @many_options
@@ -712,7 +712,6 @@ def ask(
         models=models_from(kw),
         ask_options=ask_options_from(kw),
         raster=raster,
-        tiling=built(Tiling, {"tile": kw.pop("tile")}),
         polygons=built(PolygonOptions, {"simplify": kw.pop("simplify")}),
     )
     index_crs = kw.pop("index_crs")

@@ -53,9 +53,14 @@ def changed(options: object) -> list[str]:
     ]
 
 
-def _at_least(value: float | None, minimum: float, name: str, unit: str = "") -> None:
+def check_at_least(value: float | None, minimum: float, name: str, unit: str = "") -> None:
+    """An InputError naming the option `name` when `value` is below `minimum` (None passes)."""
     if value is not None and not value >= minimum:
         raise InputError(f"`{name}` must be at least {minimum:g}{unit}, not {value!r}.")
+
+
+#: The smallest window a model is given, in pixels.
+MIN_TILE = 64
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class Tiling:
     """How a scene is cut into windows that are read, predicted and written one at a time.
 
     Args:
-        tile: Side of a window in pixels (at least 64). Larger tiles give models more
+        tile: Side of a window in pixels (at least `MIN_TILE`, 64). Larger tiles give models more
             context and cost more memory.
         overlap: Pixels shared by neighbouring windows (at least 0, less than half a tile):
             context on both sides of a seam. `segment` keeps each pixel's label from the
@@ -74,8 +79,8 @@ class Tiling:
     overlap: int = 128
 
     def __post_init__(self) -> None:
-        _at_least(self.tile, 64, "Tiling.tile", " px")
-        _at_least(self.overlap, 0, "Tiling.overlap", " px")
+        check_at_least(self.tile, MIN_TILE, "Tiling.tile", " px")
+        check_at_least(self.overlap, 0, "Tiling.overlap", " px")
         if not self.tile > 2 * self.overlap:
             raise InputError(
                 f"An overlap of {self.overlap} px does not fit tiles of {self.tile} px: "
@@ -208,8 +213,8 @@ class MLLMOptions:
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise InputError(f"`MLLMOptions.timeout` must be positive, not {self.timeout!r}.")
-        _at_least(self.retries, 0, "MLLMOptions.retries")
-        _at_least(self.concurrency, 1, "MLLMOptions.concurrency")
+        check_at_least(self.retries, 0, "MLLMOptions.retries")
+        check_at_least(self.concurrency, 1, "MLLMOptions.concurrency")
 
 
 @dataclass(frozen=True)
@@ -226,8 +231,8 @@ class PolygonOptions:
     min_area: int = 0
 
     def __post_init__(self) -> None:
-        _at_least(self.simplify, 0, "PolygonOptions.simplify")
-        _at_least(self.min_area, 0, "PolygonOptions.min_area", " px")
+        check_at_least(self.simplify, 0, "PolygonOptions.simplify")
+        check_at_least(self.min_area, 0, "PolygonOptions.min_area", " px")
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ class AskOptions:
 
     def __post_init__(self) -> None:
         check_choice(self.refine, REFINEMENTS, "AskOptions.refine")
-        _at_least(self.overview_size, 64, "AskOptions.overview_size", " px")
+        check_at_least(self.overview_size, 64, "AskOptions.overview_size", " px")
         if self.refine == "calibrated" and self.calibration is None:
             raise InputError(
                 "`AskOptions.refine` 'calibrated' needs the file `terramask calibrate` wrote, "
@@ -277,7 +282,7 @@ class RayOptions:
     def __post_init__(self) -> None:
         if not str(self.address).strip():
             raise InputError("`RayOptions.address` is empty: give 'local' or HOST:PORT.")
-        _at_least(self.workers, 1, "RayOptions.workers")
+        check_at_least(self.workers, 1, "RayOptions.workers")
 
 
 @dataclass(frozen=True)
@@ -311,9 +316,9 @@ class GenerationSettings:
     coarse_strides: tuple[int, ...] = (8, 4, 2)
 
     def __post_init__(self) -> None:
-        _at_least(self.grid, 1, "GenerationSettings.grid")
-        _at_least(self.points_per_batch, 1, "GenerationSettings.points_per_batch")
-        _at_least(self.min_region_area, 0, "GenerationSettings.min_region_area", " px")
+        check_at_least(self.grid, 1, "GenerationSettings.grid")
+        check_at_least(self.points_per_batch, 1, "GenerationSettings.points_per_batch")
+        check_at_least(self.min_region_area, 0, "GenerationSettings.min_region_area", " px")
 
 
 __all__ = [
@@ -335,5 +340,6 @@ __all__ = [
     "SegmentEngine",
     "Tiling",
     "changed",
+    "check_at_least",
     "check_choice",
 ]

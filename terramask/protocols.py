@@ -56,7 +56,7 @@ class SceneReader(Protocol):
         """Only the (H, W) validity of a full-resolution window."""
         ...
 
-    def overview(self, max_size: int = 2048) -> SceneWindow:
+    def overview(self, max_size: int) -> SceneWindow:
         """The whole scene decimated so that its long side is at most `max_size`."""
         ...
 

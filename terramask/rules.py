@@ -89,7 +89,6 @@ def ask_rules(engine: str, *, local_mllm: bool) -> dict[str, str]:
     if engine != "geoseg":
         for name in ("AskOptions.refine", "AskOptions.calibration"):
             rules[name] = f"engine {engine!r} does not refine boxes (only geoseg does)"
-    rules["Tiling.overlap"] = "ask segments one window per answer; only `Tiling.tile` applies"
     rules["PolygonOptions.min_area"] = "ask keeps every part of the object it found"
     return {**rules, **mllm_rules(local=local_mllm)}
 

@@ -36,19 +36,6 @@ THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 #: Default boundary tolerance in pixels.
 BOUNDARY_TOLERANCE_PX = 2.0
 
-#: Names of GeoSeg-Bench's per-sample binary metrics, in report order.
-BINARY_METRICS: tuple[str, ...] = (
-    "iou",
-    "dice",
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "boundary_f",
-)
-
-
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     if pred.shape != gt.shape:

@@ -211,10 +211,6 @@ class ClipImageText:
         """(B, h, w, D) patch tokens in the joint space, h = H // patch_size (not normalised)."""
         return self.dense_features(images)[0]
 
-    def cls_token(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """(B, D) global token at native resolution, projected but not normalised."""
-        return self.dense_features(images)[1]
-
 
 # ---------------------------------------------------------------------- dense tokens
 

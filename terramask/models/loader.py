@@ -31,7 +31,19 @@ def load_segmenter(
     dtype: str | torch.dtype = "auto",
 ) -> Segmenter:
     """A SAM-family `Segmenter` from an alias, hub id or folder (default: SAM ViT-L); a model
-    already loaded is returned as it is."""
+    already loaded is returned as it is. Each model loads once per process and device.
+
+    Args:
+        id_or_path: An alias (`terramask models list`), a hub id, a folder, a loaded model,
+            or None for the default.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N", "mps".
+        dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
+
+    Raises:
+        ModelNotFoundError: The model is not found locally, in the cache or on the hub.
+        ModelLoadError: The folder cannot be loaded (wrong family, corrupt files).
+        InputError: The device does not exist here.
+    """
     if _is_loaded(id_or_path):
         return id_or_path
     resolved = resolve_model(
@@ -52,8 +64,20 @@ def load_image_text(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
 ) -> ImageText:
-    """A CLIP-family `ImageText` from an alias, hub id or folder (default: CLIP ViT-B/16); a
-    model already loaded is returned as it is."""
+    """A CLIP-family `ImageText` from an alias, hub id or folder (default: CLIP ViT-B/16); a model
+    already loaded is returned as it is. Each model loads once per process and device.
+
+    Args:
+        id_or_path: An alias (`terramask models list`), a hub id, a folder, a loaded model,
+            or None for the default.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N", "mps".
+        dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
+
+    Raises:
+        ModelNotFoundError: The model is not found locally, in the cache or on the hub.
+        ModelLoadError: The folder cannot be loaded (wrong family, corrupt files).
+        InputError: The device does not exist here.
+    """
     if _is_loaded(id_or_path):
         return id_or_path
     resolved = resolve_model(
@@ -84,8 +108,20 @@ def load_concept_segmenter(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
 ) -> ConceptSegmenter:
-    """A SAM 3 `ConceptSegmenter` from an alias, hub id or folder (default: facebook/sam3); a
-    model already loaded is returned as it is."""
+    """A SAM 3 `ConceptSegmenter` from an alias, hub id or folder (default: facebook/sam3); a model
+    already loaded is returned as it is. Each model loads once per process and device.
+
+    Args:
+        id_or_path: An alias (`terramask models list`), a hub id, a folder, a loaded model,
+            or None for the default.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N", "mps".
+        dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
+
+    Raises:
+        ModelNotFoundError: The model is not found locally, in the cache or on the hub.
+        ModelLoadError: The folder cannot be loaded (wrong family, corrupt files).
+        InputError: The device does not exist here.
+    """
     if _is_loaded(id_or_path):
         return id_or_path
     resolved = resolve_model(

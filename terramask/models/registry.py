@@ -12,10 +12,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from terramask.errors import ModelLoadError, ModelNotFoundError
 
-KINDS = ("segmenter", "image_text", "concept", "mllm")
+#: The roles a model plays (what it is asked for), and where a resolved one came from: a
+#: folder given by path, the Hugging Face cache, or just downloaded from the hub.
+ModelKind = Literal["segmenter", "image_text", "concept", "mllm"]
+ModelOrigin = Literal["local", "cache", "hub"]
+KINDS: tuple[str, ...] = get_args(ModelKind)
 
 DEFAULT_MODELS = {
     "segmenter": "facebook/sam-vit-large",
@@ -88,7 +93,7 @@ class ResolvedModel:
 
     path: Path
     family: str
-    origin: str  # "local" | "cache" | "hub"
+    origin: ModelOrigin
     spec: ModelSpec | None
     requested: str
 
@@ -323,9 +328,23 @@ def _not_found(
 
 
 def resolve_model(id_or_path: str, *, kind: str, allow_download: bool = True) -> ResolvedModel:
-    """Find a model by alias, hub id or local path; raise a one-paragraph error when absent.
+    """Find a model by alias, hub id or local path, without loading it.
 
-    With `allow_download=False` the hub is never contacted (`terramask models where`).
+    Looks in a local folder of that name, then the Hugging Face cache, then (unless offline
+    or `allow_download` is false) downloads it.
+
+    Args:
+        id_or_path: An alias (`terramask models list`), a hub id or a folder.
+        kind: The role it must play: "segmenter", "image_text", "concept" or "mllm".
+        allow_download: Whether the hub may be contacted (`terramask models where` never).
+
+    Returns:
+        Its folder, family, origin ("local", "cache" or "hub") and known spec.
+
+    Raises:
+        ModelNotFoundError: Not found where it was looked for (the message says where, and
+            how to get it).
+        ModelLoadError: Found, but of a family that cannot play `kind`.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -379,7 +398,17 @@ def list_models() -> list[tuple[ModelSpec, ResolvedModel | None]]:
 
 
 def pull_model(id_or_path: str) -> ResolvedModel:
-    """Download a model into the cache (or confirm it is there) for later offline use."""
+    """Download a model into the Hugging Face cache (or confirm it is there) for offline use.
+
+    Args:
+        id_or_path: An alias or hub id.
+
+    Returns:
+        Where it now is in the cache.
+
+    Raises:
+        ModelNotFoundError: The hub does not have it, or it cannot be reached.
+    """
     repo_id, spec = _lookup_spec(str(id_or_path).strip())
     kind = spec.kind if spec else None
     if kind is None:

@@ -146,10 +146,6 @@ class SamSegmenter:
             embeddings = self.model.get_image_embeddings(pixels)
         return _Features(embeddings, original, resized)
 
-    def clear_cache(self) -> None:
-        """Forget every cached embedding (e.g. between scenes)."""
-        self._cache.clear()
-
     # ------------------------------------------------------------------ decoding
 
     def predict(

@@ -157,10 +157,6 @@ class Sam3ConceptSegmenter:
                 self._cache.popitem(last=False)
         return features
 
-    def clear_cache(self) -> None:
-        """Forget every cached image (e.g. between scenes)."""
-        self._cache.clear()
-
     # ------------------------------------------------------------------ decoding
 
     def _decode(self, features: Any, phrases: list[str], size: tuple[int, int]):

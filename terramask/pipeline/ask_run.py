@@ -82,7 +82,7 @@ def run_ask(
     engine: AskEngine = "geoseg",
     refinement: BoxRefinement = GEOSEG_REFINEMENT,
     ask_options: AskOptions = AskOptions(),
-    tiling: Tiling = Tiling(),
+    tile: int = Tiling.tile,
     polygons: PolygonOptions = PolygonOptions(),
     progress: Progress | None = None,
 ) -> AskResult:
@@ -90,7 +90,7 @@ def run_ask(
     started = time.perf_counter()
     located = locate(
         scene, question, mllm, models, engine=engine, refinement=refinement,
-        ask_options=ask_options, tiling=tiling, progress=progress,
+        ask_options=ask_options, tile=tile, progress=progress,
     )  # fmt: skip
     timings = located.timings
     written = write_object_outputs(
@@ -117,19 +117,19 @@ def locate(
     engine: AskEngine = "geoseg",
     refinement: BoxRefinement = GEOSEG_REFINEMENT,
     ask_options: AskOptions = AskOptions(),
-    tiling: Tiling = Tiling(),
+    tile: int = Tiling.tile,
     progress: Progress | None = None,
 ) -> Located:
     """Show the MLLM the overview, read its reply and segment what it points at.
 
     `scene` is a raster `Scene` or an in-memory `ArrayScene`: anything that reads windows.
-    Windows larger than `tiling.tile` are segmented decimated to it.
+    Windows larger than `tile` pixels are segmented decimated to it.
     """
     from terramask.methods.replies import parse_reply
 
     started = time.perf_counter()
     segmenter = models.segmenter
-    tile_size = tiling.tile
+    tile_size = tile
     shown, prompt = mllm_request(scene, question, engine=engine, ask_options=ask_options)
     to_scene = np.array([scene.width / shown.shape[1], scene.height / shown.shape[0]])
     if progress:

@@ -32,10 +32,18 @@ def names_many(spec: str | os.PathLike) -> bool:
 def expand_inputs(spec: str | os.PathLike, *, asset: str | None = None) -> list[str]:
     """Every scene `spec` names, in a stable order.
 
-    A folder gives its rasters (sorted by name, not recursive); a pattern with * ? or [
-    gives its matches; a .txt file lists one path or URL per line (# comments); a .json file
-    is a STAC item, item collection or feature collection whose `asset` (else the first of
-    DEFAULT_ASSETS, else the first GeoTIFF asset) is used; anything else is one scene.
+    Args:
+        spec: A folder (its rasters, sorted by name, not recursive), a pattern with * ? or [
+            (its matches), a .txt file (one path or URL per line, # comments), a STAC item,
+            item collection or feature collection .json, or anything else: one scene.
+        asset: The STAC asset to use (else the first of DEFAULT_ASSETS, else the first
+            GeoTIFF asset).
+
+    Returns:
+        The scenes' paths or URLs.
+
+    Raises:
+        InputError: Nothing found, an unreadable list or STAC file, or a missing asset.
     """
     text = os.fspath(spec)
     if text.lower().startswith(_URL_PREFIXES):

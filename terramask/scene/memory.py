@@ -11,7 +11,7 @@ from affine import Affine
 from PIL import Image
 from rasterio.windows import Window
 
-from terramask.scene.raster import SceneWindow
+from terramask.scene.raster import SceneWindow, overview_shape
 
 
 class ArrayScene:
@@ -55,7 +55,6 @@ class ArrayScene:
     def read_valid(self, window: Window) -> np.ndarray:
         return self.read(window).valid
 
-    def overview(self, max_size: int = 2048) -> SceneWindow:
-        scale = min(1.0, max_size / max(self.width, self.height))
-        shape = (max(1, round(self.height * scale)), max(1, round(self.width * scale)))
+    def overview(self, max_size: int) -> SceneWindow:
+        shape = overview_shape(self.width, self.height, max_size)
         return self.read(Window(0, 0, self.width, self.height), shape)

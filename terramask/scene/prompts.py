@@ -17,6 +17,7 @@ import shapely
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 
 from terramask.errors import InputError
+from terramask.options import Outside
 from terramask.scene.raster import GeoreferenceWarning, Scene
 from terramask.scene.vectors import to_pyproj
 
@@ -232,15 +233,28 @@ def prompts_from_options(
     negatives: Iterable[Coordinates] = (),
     boxes: Iterable[tuple[float, float, float, float]] = (),
     crs: str | None = None,
-    outside: str = "error",
+    outside: Outside = "error",
 ) -> list[ObjectPrompt]:
     """Turn point, negative and box options into object prompts in scene pixels.
 
-    Without `crs` the values are pixel coordinates; with it, map coordinates in that CRS.
     All points make one object; each box is an object, and with exactly one box the points
-    join it. An empty input gives an empty list. A prompt outside the scene is an error, or
-    with `outside="drop"` is left out: points outside are dropped, boxes are clipped to the
-    scene or dropped, and an object left without a positive point or a box is dropped.
+    join it. An empty input gives an empty list.
+
+    Args:
+        scene: The scene the prompts are placed on.
+        points, negatives: Positive and negative clicks, (x, y) each.
+        boxes: (x1, y1, x2, y2) each.
+        crs: The CRS of the coordinates; None means scene pixels.
+        outside: "error" refuses a prompt outside the scene; "drop" leaves it out (points
+            outside are dropped, boxes clipped to the scene or dropped, and an object left
+            without a positive point or a box is dropped).
+
+    Returns:
+        One `ObjectPrompt` per object, in continuous scene pixel coordinates.
+
+    Raises:
+        InputError: A bad CRS or box, only negative points, or (with "error") a prompt
+            outside the scene (the message gives the scene's extent).
     """
     points, negatives, boxes = list(points), list(negatives), list(boxes)
     drop = _dropping(outside)
@@ -379,15 +393,27 @@ def prompts_from_vector(
     path: str | os.PathLike | PromptFile,
     *,
     layer: str | None = None,
-    outside: str = "error",
+    outside: Outside = "error",
 ) -> list[ObjectPrompt]:
     """Read object prompts from any OGR vector file (GeoPackage, GeoJSON, Shapefile, …).
 
     Points are one object each unless a `group` field joins several (with at most one polygon);
     a `positive` field (0/1, true/false) marks negative points; a MultiPoint is one object; a
     polygon becomes a box prompt from its pixel bounding box; a `name` field names the object.
-    A file without CRS is taken to be in the scene CRS. `path` may be a `PromptFile` already
-    read. `outside` is as for `prompts_from_options`.
+    A file without CRS is taken to be in the scene CRS (with a warning).
+
+    Args:
+        scene: The scene the prompts are placed on (reprojected into its CRS).
+        path: The vector file, or a `PromptFile` already read.
+        layer: The layer to read (default: the first).
+        outside: As for `prompts_from_options`.
+
+    Returns:
+        One `ObjectPrompt` per object, in scene pixel coordinates.
+
+    Raises:
+        InputError: An unreadable file, unusable geometries or fields, or (with "error") a
+            prompt outside the scene.
     """
     drop = _dropping(outside)
     prompts = path if isinstance(path, PromptFile) else read_prompt_file(path, layer=layer)

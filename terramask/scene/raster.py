@@ -354,9 +354,9 @@ class Scene:
         shape = (window.height, window.width)
         return self._read_raw(window, shape, Resampling.nearest, with_values=False)[1]
 
-    def overview(self, max_size: int = 2048) -> SceneWindow:
+    def overview(self, max_size: int) -> SceneWindow:
         """The whole scene decimated so its long side is at most `max_size` pixels."""
-        shape = _fit(self.width, self.height, max_size)
+        shape = overview_shape(self.width, self.height, max_size)
         return self.read(Window(0, 0, self.width, self.height), shape)
 
     def _probe(self) -> None:
@@ -379,7 +379,7 @@ class Scene:
         if shapes:
             return self._read_raw(whole, min(shapes, key=max), Resampling.nearest)
         if self.width * self.height <= 4 * STRETCH_SAMPLE_SIZE**2:
-            shape = _fit(self.width, self.height, STRETCH_SAMPLE_SIZE)
+            shape = overview_shape(self.width, self.height, STRETCH_SAMPLE_SIZE)
             return self._read_raw(whole, shape, Resampling.nearest)
         windows = sample_windows(
             self.width, self.height, self._dataset.block_shapes[0], STRETCH_SAMPLE_SIZE**2
@@ -481,7 +481,7 @@ def sample_windows(
     return [Window(int(c), int(r), ww, wh) for r in np.unique(rows) for c in np.unique(cols)]
 
 
-def _fit(width: int, height: int, max_size: int) -> tuple[int, int]:
+def overview_shape(width: int, height: int, max_size: int) -> tuple[int, int]:
     """(rows, cols) of a decimated shape whose long side is at most max_size."""
     scale = min(1.0, max_size / max(width, height))
     rows = min(max_size, max(1, round(height * scale)))
