@@ -16,6 +16,13 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+#: the repository root (the parent of benchmarks/): put on sys.path so that a benchmark run as
+#: `python benchmarks/X.py` can use the tests' helpers (`tests.helpers`), e.g. where the shared
+#: data lives (`tests.helpers.paths`)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
 
 def write_scene(path: Path, size: int, *, count: int = 3, dtype: str = "uint8") -> Path:
     """A tiled GeoTIFF of size x size with stripes of "fields", never whole in memory."""

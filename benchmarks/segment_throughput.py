@@ -51,8 +51,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from measure import REPO_ROOT  # noqa: F401  (importing measure puts the repo root on sys.path)
 
-TILE = Path("/work/shared/data/rs-samples/loveda/img_dir/0.png")
+from tests.helpers.paths import rs_samples_folder
+
+#: the real samples, in the shared/ folder beside the checkout
+SAMPLES = rs_samples_folder()
+TILE = SAMPLES / "loveda" / "img_dir" / "0.png"
 CLASSES = ["building", "road,street", "water", "tree", "agriculture,field", "barren"]
 SIZES = ("tiny", "vit-b", "vit-l")
 #: SAM image encoders at their published sizes (SamConfig's default vision config is ViT-B).
@@ -177,7 +182,7 @@ def run_ours(sam: str, clip: str, grid: int, pred_iou: float, stability: float,
     from terramask.methods.voting import vote_masks
     from terramask.models import load_image_text, load_segmenter
     from terramask.options import GenerationSettings
-    from terramask.testing.counting import CountingSegmenter
+    from tests.helpers.counting import CountingSegmenter
 
     watch = Stopwatch()
     tile = read_tile()
@@ -342,7 +347,6 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- pruning on label maps
 
-SAMPLES = TILE.parents[2]
 #: the Dubai masks' colour code (the data set's own table does not match its pixels)
 DUBAI_COLOURS = {(0x3C, 0x10, 0x98): 1, (0x84, 0x29, 0xF6): 2, (0x6E, 0xC1, 0xE4): 3,
                  (0xFE, 0xDD, 0x3A): 4, (0xE2, 0xA9, 0x29): 5}
@@ -377,13 +381,12 @@ def label_map_pruning(grid: int) -> None:
     each patch the size of a CLIP ViT-B/16 patch at SegEarth-OV's 448-px short side, with 15%
     of the patches set to a random class.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from terramask.methods.mask_generation import generate_masks
     from terramask.methods.voting import vote_masks
     from terramask.options import GenerationSettings
-    from terramask.testing.counting import CountingSegmenter
-    from tests.doubles import ComponentSegmenter
-    from tests.methods.test_mask_pruning import GranularSegmenter, patchy
+    from tests.helpers.counting import CountingSegmenter
+    from tests.helpers.dense_labels import patchy
+    from tests.helpers.doubles import ComponentSegmenter, GranularSegmenter
 
     lines = ["| tile | size | dense right | double | points decoded | share "
              "| label map = unpruned | right, pruned / unpruned |",

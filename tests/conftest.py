@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-RS_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rs-samples"
+from tests.helpers.paths import rs_samples_folder
+
+RS_SAMPLES = rs_samples_folder()
 
 
 @pytest.fixture(scope="session")

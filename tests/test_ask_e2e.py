@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from terramask.cli import cli
 from terramask.options import ModelOptions
-from terramask.testing.chat_server import ChatServer, Step
 from terramask.testing.scenes import write_synthetic_scene
 from terramask.testing.tiny_models import save_tiny_clip, save_tiny_sam
+from tests.helpers.chat_server import ChatServer, Step
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_a_second_run_is_served_from_the_cache(scene, tiny, tmp_path):
 def test_a_reasoning_benchmark_runs_through_the_ask_engines(tiny, tmp_path, monkeypatch):
     from terramask import api
     from terramask.models.mllm import OpenAIChatMLLM
-    from tests.eval.test_referring_datasets import build_earthreason
+    from tests.helpers.referring_data import build_earthreason
 
     monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path / "cache"))
     build_earthreason(tmp_path / "er")
@@ -178,7 +178,7 @@ def test_a_large_scene_is_shown_as_an_overview_and_segmented_at_full_resolution(
 def test_benchmark_replies_are_fetched_concurrently_then_met_in_the_cache(tiny, tmp_path):
     from terramask import api
     from terramask.models.mllm import OpenAIChatMLLM, ReplyCache
-    from tests.eval.test_referring_datasets import build_earthreason
+    from tests.helpers.referring_data import build_earthreason
 
     build_earthreason(tmp_path / "er")
 

@@ -15,7 +15,7 @@ from terramask.methods.ovss import OvssPredictor
 from terramask.options import Tiling
 from terramask.scene import expand_inputs
 from terramask.testing.scenes import write_synthetic_scene
-from tests.doubles import ColourEngine, InterruptedColourEngine
+from tests.helpers.doubles import ColourEngine, InterruptedColourEngine
 
 CLASSES = ["bright", "dark"]
 PROTOTYPES = [(220, 220, 220), (40, 40, 40)]

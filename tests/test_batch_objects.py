@@ -19,9 +19,9 @@ from terramask.cli import cli
 from terramask.errors import InputError, NothingToDo
 from terramask.options import ModelOptions
 from terramask.scene import open_scene, prompts_from_options, prompts_from_vector
-from terramask.testing.chat_server import ChatServer, Step
 from terramask.testing.scenes import DEFAULT_ORIGIN, default_transform, write_synthetic_scene
 from terramask.testing.tiny_models import save_tiny_clip, save_tiny_sam
+from tests.helpers.chat_server import ChatServer, Step
 
 X0, Y0 = DEFAULT_ORIGIN
 PIXEL = 0.5

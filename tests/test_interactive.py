@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from terramask.methods.interactive import PointBoxPrompt, pad_points, segment_prompts
-from tests.doubles import ShapeSegmenter
+from tests.helpers.doubles import ShapeSegmenter
 
 IMAGE = np.zeros((64, 80, 3), dtype=np.uint8)
 

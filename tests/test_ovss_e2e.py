@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from terramask.cli import cli
 from terramask.testing.scenes import write_geotiff_from_image
 from terramask.testing.tiny_models import save_tiny_clip, save_tiny_sam, save_tiny_sam3
-from tests.eval.conftest import build_layout
+from tests.helpers.eval_layouts import build_layout
 
 
 @pytest.fixture(scope="module")

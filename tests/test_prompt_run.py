@@ -17,7 +17,7 @@ from terramask import api
 from terramask.errors import InputError, OutputError
 from terramask.options import ModelOptions, Tiling
 from terramask.testing.scenes import write_synthetic_scene
-from tests.doubles import ShapeSegmenter
+from tests.helpers.doubles import ShapeSegmenter
 
 PIXEL = 0.5  # metres, the synthetic scenes' default
 

@@ -19,9 +19,10 @@ from terramask.options import ModelOptions, RayOptions, Tiling
 from terramask.pipeline.engines import PredictorSpec
 from terramask.pipeline.segment_run import run_segment
 from terramask.scene import OutputSet, open_scene
-from terramask.testing.flaky import DieOnceSpec
 from terramask.testing.scenes import write_synthetic_scene
 from terramask.testing.tiny_models import save_tiny_clip
+from tests.helpers import flaky
+from tests.helpers.flaky import DieOnceSpec
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'terramask[ray]')")
@@ -29,6 +30,16 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install '
 CLASSES = ["field", "road,street", "water"]
 FILES = ("_labels.tif", "_score.tif", ".gpkg", ".geojson", "_preview.png", ".json")
 TILING = {"tiling": Tiling(tile=128, overlap=32)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def flaky_travels_by_value():
+    """DieOnceSpec goes to Ray workers pickled by value, not as a reference to the module
+    `tests.helpers.flaky`: workers need not be able to import `tests` (Ray puts the driver's
+    working directory on their sys.path, which is the checkout only when pytest runs there)."""
+    ray.cloudpickle.register_pickle_by_value(flaky)  # Ray pickles arguments with ray.cloudpickle
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(flaky)
 
 
 @pytest.fixture(scope="module")

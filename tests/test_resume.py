@@ -13,7 +13,7 @@ from terramask.methods.ovss import OvssPredictor
 from terramask.options import PolygonOptions, Tiling
 from terramask.pipeline.tile_store import WORK_FOLDER
 from terramask.testing.scenes import write_geotiff_from_image
-from tests.doubles import ColourEngine, InterruptedColourEngine
+from tests.helpers.doubles import ColourEngine, InterruptedColourEngine
 
 CLASSES = ["impervious surface,road", "building,roof", "low vegetation", "tree"]
 PROTOTYPES = [(150, 150, 150), (200, 90, 70), (90, 130, 70), (40, 70, 40)]

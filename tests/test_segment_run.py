@@ -15,7 +15,7 @@ from terramask import api
 from terramask.methods.ovss import OvssPredictor
 from terramask.options import Tiling
 from terramask.testing.scenes import write_geotiff_from_image, write_synthetic_scene
-from tests.doubles import ColourEngine, ComponentSegmenter
+from tests.helpers.doubles import ColourEngine, ComponentSegmenter
 
 CLASSES = ["impervious surface,road", "building,roof", "low vegetation", "tree"]
 PROTOTYPES = [(150, 150, 150), (200, 90, 70), (90, 130, 70), (40, 70, 40)]

@@ -15,8 +15,8 @@ from terramask.cli import cli
 from terramask.methods.ovss import OvssPredictor
 from terramask.options import GenerationSettings, ModelOptions
 from terramask.pipeline.engines import PredictorSpec
-from tests.eval.conftest import read_pairs
-from tests.eval.engines import OracleEngine, UniformEngine, answers_for
+from tests.helpers.eval_engines import OracleEngine, UniformEngine, answers_for
+from tests.helpers.eval_layouts import read_pairs
 
 POTSDAM = "impervious,building,low vegetation,tree,car,clutter"
 

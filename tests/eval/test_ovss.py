@@ -12,8 +12,8 @@ from terramask.errors import InputError
 from terramask.eval.ovss import evaluate_ovss
 from terramask.eval.presets import load_preset
 from terramask.eval.score import score_folders
-from tests.eval.conftest import read_pairs
-from tests.eval.engines import OracleEngine, UniformEngine, answers_for
+from tests.helpers.eval_engines import OracleEngine, UniformEngine, answers_for
+from tests.helpers.eval_layouts import read_pairs
 
 
 @pytest.mark.parametrize("name", ["loveda", "potsdam", "vaihingen"])

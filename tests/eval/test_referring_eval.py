@@ -10,7 +10,7 @@ from PIL import Image
 
 from terramask.errors import InputError, MLLMError, OutputError
 from terramask.eval.referring import evaluate_referring
-from tests.eval.test_referring_datasets import (
+from tests.helpers.referring_data import (
     build_earthreason,
     build_geoseg_bench,
     build_unigeoseg,

@@ -1,5 +1,9 @@
 """Predictors that fail on purpose, for testing retries where the failure happens in another
-process (a Ray actor), beyond the reach of monkeypatching."""
+process (a Ray actor), beyond the reach of monkeypatching.
+
+Ray workers need not be able to import `tests` (it is not installed), so a test that sends
+these to Ray registers this module with `ray.cloudpickle.register_pickle_by_value` first
+(see tests/test_ray.py): the classes then travel with the pickled spec."""
 
 from __future__ import annotations
 

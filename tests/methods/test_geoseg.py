@@ -16,7 +16,7 @@ from terramask.methods.geoseg import (
     surgery_similarity,
 )
 from terramask.protocols import ConceptResult
-from tests.doubles import ShapeSegmenter
+from tests.helpers.doubles import ShapeSegmenter
 
 
 def test_published_refinement_expands_asymmetrically():

@@ -14,7 +14,7 @@ from terramask.methods.mask_generation import (
     stability_scores,
 )
 from terramask.options import GenerationSettings
-from tests.doubles import ComponentSegmenter, ShapeSegmenter
+from tests.helpers.doubles import ComponentSegmenter, ShapeSegmenter
 
 IMAGE = np.zeros((60, 90, 3), np.uint8)
 

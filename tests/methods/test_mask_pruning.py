@@ -10,66 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import ndimage
 
 from terramask.methods.mask_generation import generate_masks, grid_passes
 from terramask.methods.voting import vote_masks
 from terramask.options import GenerationSettings
-from terramask.protocols import MaskPrediction
-from terramask.testing.counting import CountingSegmenter as Counting
-from tests.doubles import ComponentSegmenter
-
-
-class GranularSegmenter(ComponentSegmenter):
-    """SAM-like granularity: a click gives three accepted candidates, the part of its
-    ground-truth component within `radius` of the click, the component, and the component
-    with every component touching it (a "whole" that crosses classes, as SAM's third output
-    often does). Unlike `ComponentSegmenter`, points of one object give different masks, so
-    skipping points can change the result."""
-
-    name = "granular-double"
-
-    def __init__(self, reference: np.ndarray, radius: float) -> None:
-        super().__init__(reference)
-        self.radius = radius
-        self._wholes: dict[int, np.ndarray] = {}
-
-    def _whole(self, component: int) -> np.ndarray:
-        if component not in self._wholes:
-            inside = self.components == component
-            ring = ndimage.binary_dilation(inside, iterations=2) & ~inside
-            touching = np.append(np.unique(self.components[ring]), component)
-            self._wholes[component] = np.isin(self.components, touching)
-        return self._wholes[component]
-
-    def predict(self, embedding, *, points=None, point_labels=None, boxes=None,
-                multimask=True, full_resolution=True):  # fmt: skip
-        h, w = embedding.image_size
-        logits = np.full((len(points), 3, h, w), -10.0, dtype=np.float32)
-        yy, xx = np.ogrid[0:h, 0:w]
-        for b, ((x, y),) in enumerate(points):
-            component = self.components[int(y), int(x)]
-            inside = self.components == component
-            near = (xx - x) ** 2 + (yy - y) ** 2 <= self.radius**2
-            logits[b, 0][inside & near] = 10.0
-            logits[b, 1][inside] = 10.0
-            logits[b, 2][self._whole(component)] = 10.0
-        iou = np.tile(np.array([0.90, 0.95, 0.92], dtype=np.float32), (len(points), 1))
-        return MaskPrediction(None, None, iou, logits)
-
-
-def patchy(truth: np.ndarray, patch: int = 16, wrong: float = 0.15, seed: int = 0) -> np.ndarray:
-    """Dense labels as a patch-level classifier gets them (see the module doc); edge patches
-    of sizes that are not a multiple of `patch` are padded by repeating the border."""
-    rng = np.random.default_rng(seed)
-    h, w = truth.shape
-    rows, cols = -(-h // patch), -(-w // patch)
-    padded = np.pad(truth, ((0, rows * patch - h), (0, cols * patch - w)), mode="edge")
-    blocks = padded.reshape(rows, patch, cols, patch).swapaxes(1, 2).reshape(rows, cols, -1)
-    modes = np.apply_along_axis(lambda v: np.bincount(v).argmax(), 2, blocks)
-    flip = rng.random(modes.shape) < wrong
-    modes[flip] = rng.integers(0, truth.max() + 1, int(flip.sum()))
-    return np.kron(modes, np.ones((patch, patch), dtype=modes.dtype))[:h, :w]
+from tests.helpers.counting import CountingSegmenter as Counting
+from tests.helpers.dense_labels import patchy
+from tests.helpers.doubles import ComponentSegmenter, GranularSegmenter
 
 
 @pytest.fixture(scope="module")

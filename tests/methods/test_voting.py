@@ -9,7 +9,7 @@ from terramask.methods.mask_generation import MaskProposal, generate_masks
 from terramask.methods.vocabulary import NO_CLASS
 from terramask.methods.voting import majority_class, vote_masks
 from terramask.options import GenerationSettings
-from tests.doubles import ComponentSegmenter
+from tests.helpers.doubles import ComponentSegmenter
 
 
 def test_voting_recovers_the_ground_truth_where_noise_is_a_minority(rs_samples):

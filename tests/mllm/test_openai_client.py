@@ -10,7 +10,7 @@ import pytest
 from terramask.errors import InputError, MLLMError
 from terramask.methods.replies import box_prompt, parse_reply
 from terramask.models.mllm import OpenAIChatMLLM, ReplyCache, guess_convention
-from terramask.testing.chat_server import ChatServer, Step
+from tests.helpers.chat_server import ChatServer, Step
 
 pytest.importorskip("openai")
 

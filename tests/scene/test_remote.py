@@ -72,7 +72,7 @@ def test_a_missing_url_is_a_clear_error(server):
 def test_prompt_on_a_url_writes_outputs_named_after_it(tmp_path, server):
     from terramask import api
     from terramask.options import ModelOptions
-    from tests.doubles import ShapeSegmenter
+    from tests.helpers.doubles import ShapeSegmenter
 
     write_synthetic_scene(tmp_path / "remote.tif", width=120, height=100)
     result = api.prompt(f"{server}/remote.tif", points=[(60, 50)],
