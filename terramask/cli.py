@@ -426,12 +426,25 @@ def emit(result: dict, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
-def _many_scenes(scene: str, raster: RasterOptions) -> bool:
-    """Whether SCENE names a set of scenes (folder, glob, list, STAC), as every verb decides:
-    a set holding one scene is still a set."""
+def _one_or_many(
+    scene: str,
+    raster: RasterOptions,
+    as_json: bool,
+    *,
+    one: Callable[[Any], Any],
+    many: Callable[[Any], Any],
+) -> Any:
+    """Run a verb on SCENE, or its `*_many` twin when SCENE names a set of scenes (a folder,
+    glob, .txt list or STAC JSON, however many it holds). A set's summary is printed here
+    (and None returned); one scene's result is returned for the command to print."""
     from terramask.scene import names_many
 
-    return raster.asset is not None or names_many(scene)
+    with progress_reporter(not as_json) as report:
+        if raster.asset is None and not names_many(scene):
+            return one(report)
+        summary = many(report)
+    _finish_batch(summary, as_json)
+    return None
 
 
 def _check_typed(ctx: click.Context, table: dict[str, str]) -> None:
@@ -502,15 +515,15 @@ def prompt(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: Any
         polygons=built(PolygonOptions, {"simplify": kw.pop("simplify")}),
     )
     index_crs = kw.pop("index_crs")
-    if _many_scenes(scene, raster):
-        with progress_reporter(not as_json) as report:
-            summary = api.prompt_many(
-                scene, index_crs=index_crs, progress=report, **options, **kw
-            )
-        _finish_batch(summary, as_json)
+    result = _one_or_many(
+        scene, raster, as_json,
+        one=lambda report: api.prompt(scene, progress=report, **options, **kw),
+        many=lambda report: api.prompt_many(
+            scene, index_crs=index_crs, progress=report, **options, **kw
+        ),
+    )  # fmt: skip
+    if result is None:
         return
-    with progress_reporter(not as_json) as report:
-        result = api.prompt(scene, progress=report, **options, **kw)
 
     def human() -> None:
         rows = table("id", "name", "score", "area m²", "empty", title="objects")
@@ -590,15 +603,15 @@ def segment(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: An
     )
     index_crs = kw.pop("index_crs")
     classes = kw.pop("classes")
-    if _many_scenes(scene, raster):
-        with progress_reporter(not as_json) as report:
-            summary = api.segment_many(
-                scene, classes, index_crs=index_crs, progress=report, **options, **kw
-            )
-        _finish_batch(summary, as_json)
+    result = _one_or_many(
+        scene, raster, as_json,
+        one=lambda report: api.segment(scene, classes, progress=report, **options, **kw),
+        many=lambda report: api.segment_many(
+            scene, classes, index_crs=index_crs, progress=report, **options, **kw
+        ),
+    )  # fmt: skip
+    if result is None:
         return
-    with progress_reporter(not as_json) as report:
-        result = api.segment(scene, classes, progress=report, **options, **kw)
 
     def human() -> None:
         from terramask.pipeline.batch import peak_rss_mib
@@ -715,15 +728,15 @@ def ask(
         polygons=built(PolygonOptions, {"simplify": kw.pop("simplify")}),
     )
     index_crs = kw.pop("index_crs")
-    if _many_scenes(scene, raster):
-        with progress_reporter(not as_json) as report:
-            summary = api.ask_many(
-                scene, question, index_crs=index_crs, progress=report, **options, **kw
-            )
-        _finish_batch(summary, as_json)
+    result = _one_or_many(
+        scene, raster, as_json,
+        one=lambda report: api.ask(scene, question, progress=report, **options, **kw),
+        many=lambda report: api.ask_many(
+            scene, question, index_crs=index_crs, progress=report, **options, **kw
+        ),
+    )  # fmt: skip
+    if result is None:
         return
-    with progress_reporter(not as_json) as report:
-        result = api.ask(scene, question, progress=report, **options, **kw)
 
     def human() -> None:
         stdout.print(Text(result.answer, style="bold"))

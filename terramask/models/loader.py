@@ -7,6 +7,7 @@ names the folder and says what to do, instead of a transformers traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -24,18 +25,59 @@ _LOADED: dict[tuple[str, str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
-def load_segmenter(
-    id_or_path: str | os.PathLike | Segmenter | None = None,
+def _segmenter(resolved: ResolvedModel, dev: torch.device, dt: torch.dtype) -> Segmenter:
+    from terramask.models.sam import SamSegmenter
+
+    return SamSegmenter(resolved, device=dev, dtype=dt)
+
+
+def _image_text(resolved: ResolvedModel, dev: torch.device, dt: torch.dtype) -> ImageText:
+    if resolved.family == "open_clip":
+        from terramask.models.open_clip_adapter import OpenClipImageText
+
+        return OpenClipImageText(resolved, device=dev, dtype=dt)
+    if resolved.family == "siglip2":
+        raise ModelLoadError(
+            f"The model '{resolved.requested}' at {resolved.path} is a SigLIP 2 model, which "
+            "this release recognises but cannot run yet. Use a SigLIP (v1) or CLIP model, "
+            "e.g. google/siglip-base-patch16-224 or openai/clip-vit-base-patch16."
+        )
+    from terramask.models.clip import ClipImageText
+
+    return ClipImageText(resolved, device=dev, dtype=dt)
+
+
+def _concept(resolved: ResolvedModel, dev: torch.device, dt: torch.dtype) -> ConceptSegmenter:
+    from terramask.models.sam3 import Sam3ConceptSegmenter
+
+    return Sam3ConceptSegmenter(resolved, device=dev, dtype=dt)
+
+
+#: The adapter each kind of model is built with, from its resolved folder.
+_BUILDERS: dict[str, Callable[[ResolvedModel, torch.device, torch.dtype], Any]] = {
+    "segmenter": _segmenter,
+    "image_text": _image_text,
+    "concept": _concept,
+}
+
+
+def load_model(
+    kind: str,
+    id_or_path: str | os.PathLike | Any | None = None,
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
-) -> Segmenter:
-    """A SAM-family `Segmenter` from an alias, hub id or folder (default: SAM ViT-L); a model
-    already loaded is returned as it is. Each model loads once per process and device.
+) -> Any:
+    """A model of `kind` ("segmenter", "image_text" or "concept") behind its protocol.
+
+    A model already loaded is returned as it is; otherwise it loads once per process, path,
+    device and dtype, and later calls get the same object.
 
     Args:
+        kind: Which protocol the model must serve (`Segmenter`, `ImageText`,
+            `ConceptSegmenter`).
         id_or_path: An alias (`terramask models list`), a hub id, a folder, a loaded model,
-            or None for the default.
+            or None for the kind's default (SAM ViT-L, CLIP ViT-B/16, facebook/sam3).
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N", "mps".
         dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
 
@@ -44,101 +86,25 @@ def load_segmenter(
         ModelLoadError: The folder cannot be loaded (wrong family, corrupt files).
         InputError: The device does not exist here.
     """
-    if _is_loaded(id_or_path):
+    if id_or_path is not None and not isinstance(id_or_path, str | os.PathLike):
         return id_or_path
-    resolved = resolve_model(
-        os.fspath(id_or_path or DEFAULT_MODELS["segmenter"]), kind="segmenter"
-    )
-
-    def build(dev: torch.device, dt: torch.dtype) -> Segmenter:
-        from terramask.models.sam import SamSegmenter
-
-        return SamSegmenter(resolved, device=dev, dtype=dt)
-
-    return load_once("segmenter", resolved, device, dtype, build)
+    resolved = resolve_model(os.fspath(id_or_path or DEFAULT_MODELS[kind]), kind=kind)
+    return load_once(kind, resolved, device, dtype, functools.partial(_BUILDERS[kind], resolved))
 
 
-def load_image_text(
-    id_or_path: str | os.PathLike | ImageText | None = None,
-    *,
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype = "auto",
-) -> ImageText:
-    """A CLIP-family `ImageText` from an alias, hub id or folder (default: CLIP ViT-B/16); a model
-    already loaded is returned as it is. Each model loads once per process and device.
-
-    Args:
-        id_or_path: An alias (`terramask models list`), a hub id, a folder, a loaded model,
-            or None for the default.
-        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N", "mps".
-        dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
-
-    Raises:
-        ModelNotFoundError: The model is not found locally, in the cache or on the hub.
-        ModelLoadError: The folder cannot be loaded (wrong family, corrupt files).
-        InputError: The device does not exist here.
-    """
-    if _is_loaded(id_or_path):
-        return id_or_path
-    resolved = resolve_model(
-        os.fspath(id_or_path or DEFAULT_MODELS["image_text"]), kind="image_text"
-    )
-
-    def build(dev: torch.device, dt: torch.dtype) -> ImageText:
-        if resolved.family == "open_clip":
-            from terramask.models.open_clip_adapter import OpenClipImageText
-
-            return OpenClipImageText(resolved, device=dev, dtype=dt)
-        if resolved.family == "siglip2":
-            raise ModelLoadError(
-                f"The model '{resolved.requested}' at {resolved.path} is a SigLIP 2 model, which "
-                "this release recognises but cannot run yet. Use a SigLIP (v1) or CLIP model, "
-                "e.g. google/siglip-base-patch16-224 or openai/clip-vit-base-patch16."
-            )
-        from terramask.models.clip import ClipImageText
-
-        return ClipImageText(resolved, device=dev, dtype=dt)
-
-    return load_once("image_text", resolved, device, dtype, build)
+def load_segmenter(id_or_path: Any = None, **where: Any) -> Segmenter:
+    """A SAM-family `Segmenter` (default SAM ViT-L); see `load_model`."""
+    return load_model("segmenter", id_or_path, **where)
 
 
-def load_concept_segmenter(
-    id_or_path: str | os.PathLike | ConceptSegmenter | None = None,
-    *,
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype = "auto",
-) -> ConceptSegmenter:
-    """A SAM 3 `ConceptSegmenter` from an alias, hub id or folder (default: facebook/sam3); a model
-    already loaded is returned as it is. Each model loads once per process and device.
-
-    Args:
-        id_or_path: An alias (`terramask models list`), a hub id, a folder, a loaded model,
-            or None for the default.
-        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N", "mps".
-        dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "fp16" or "bf16".
-
-    Raises:
-        ModelNotFoundError: The model is not found locally, in the cache or on the hub.
-        ModelLoadError: The folder cannot be loaded (wrong family, corrupt files).
-        InputError: The device does not exist here.
-    """
-    if _is_loaded(id_or_path):
-        return id_or_path
-    resolved = resolve_model(
-        os.fspath(id_or_path or DEFAULT_MODELS["concept"]), kind="concept"
-    )
-
-    def build(dev: torch.device, dt: torch.dtype) -> ConceptSegmenter:
-        from terramask.models.sam3 import Sam3ConceptSegmenter
-
-        return Sam3ConceptSegmenter(resolved, device=dev, dtype=dt)
-
-    return load_once("concept", resolved, device, dtype, build)
+def load_image_text(id_or_path: Any = None, **where: Any) -> ImageText:
+    """A CLIP-family `ImageText` (default CLIP ViT-B/16); see `load_model`."""
+    return load_model("image_text", id_or_path, **where)
 
 
-def _is_loaded(model: object) -> bool:
-    """A model object rather than a name, hub id or folder to load one from."""
-    return model is not None and not isinstance(model, str | os.PathLike)
+def load_concept_segmenter(id_or_path: Any = None, **where: Any) -> ConceptSegmenter:
+    """A SAM 3 `ConceptSegmenter` (default facebook/sam3); see `load_model`."""
+    return load_model("concept", id_or_path, **where)
 
 
 @contextmanager
@@ -206,6 +172,6 @@ def _load_error(resolved: ResolvedModel, exc: BaseException) -> ModelLoadError:
 
 
 __all__ = [
-    "clear_loaded", "load_concept_segmenter", "load_image_text", "load_segmenter",
+    "clear_loaded", "load_concept_segmenter", "load_image_text", "load_model", "load_segmenter",
     "quiet_progress",
 ]
