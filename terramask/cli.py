@@ -333,13 +333,16 @@ def ask_options(func: Callable[..., Any]) -> Callable[..., Any]:
         option("AskOptions.overview_size", "--overview-size", type=int,
                help="Long side of the scene overview the MLLM is shown (clients may shrink "
                f"it further) [default: {d.overview_size}]."),
+        option("AskOptions.max_objects", "--max-objects", type=int,
+               help="At most this many boxes or click groups of one reply are segmented "
+               f"[default: {d.max_objects}]."),
     ]):  # fmt: skip
         func = decorator(func)
     return func
 
 
 def ask_options_from(kw: dict[str, Any]) -> AskOptions:
-    names = ("refine", "calibration", "overview_size")
+    names = ("refine", "calibration", "overview_size", "max_objects")
     return built(AskOptions, {n: kw.pop(n) for n in names})
 
 

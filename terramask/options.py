@@ -245,15 +245,20 @@ class AskOptions:
         calibration: The file `terramask calibrate` wrote; only with refine "calibrated".
         overview_size: Long side, in pixels, of the scene overview the MLLM is shown (the
             client may shrink it further to its own limit); at least 64.
+        max_objects: At most this many boxes (or click groups) of one reply are segmented;
+            the rest are left out with a note (a reply naming thousands would otherwise run
+            SAM thousands of times).
     """
 
     refine: Refine = "geoseg"
     calibration: str | os.PathLike | None = None
     overview_size: int = 2048
+    max_objects: int = 20
 
     def __post_init__(self) -> None:
         check_choice(self.refine, REFINEMENTS, "AskOptions.refine")
         check_at_least(self.overview_size, 64, "AskOptions.overview_size", " px")
+        check_at_least(self.max_objects, 1, "AskOptions.max_objects")
         if self.refine == "calibrated" and self.calibration is None:
             raise InputError(
                 "`AskOptions.refine` 'calibrated' needs the file `terramask calibrate` wrote, "

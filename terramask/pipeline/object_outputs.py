@@ -143,8 +143,10 @@ def label_and_score_writers(
     dtype: str,
     nodata: int,
     colormap: dict[int, tuple[int, int, int, int]],
+    tags: dict[str, str] | None = None,
 ) -> Iterator[tuple[RasterWriter, RasterWriter]]:
-    """The two COGs every run writes on the scene's grid: labels (or ids) and scores."""
+    """The two COGs every run writes on the scene's grid: labels (or ids, with `tags`
+    describing their values) and scores."""
     common = dict(
         width=scene.width,
         height=scene.height,
@@ -154,7 +156,8 @@ def label_and_score_writers(
     )
     with (
         RasterWriter(
-            outputs.path(label_kind), dtype=dtype, nodata=nodata, colormap=colormap, **common
+            outputs.path(label_kind), dtype=dtype, nodata=nodata, colormap=colormap, tags=tags,
+            **common,
         ) as labels,
         RasterWriter(
             outputs.path("score"), dtype="float32", nodata=float("nan"), **common

@@ -15,6 +15,7 @@ byte-identical after an interruption.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,16 @@ def class_colormap(vocabulary: ClassVocabulary) -> dict[int, tuple[int, int, int
     for k in range(len(vocabulary)):
         colours[k + 1] = (*PALETTE[k % len(PALETTE)], 255)
     return colours
+
+
+def label_raster_tags(vocabulary: ClassVocabulary) -> dict[str, str]:
+    """GDAL metadata that says how to read the label raster: `terramask score` and other
+    tools find the class of each value here (class k is value k + 1)."""
+    return {
+        "TERRAMASK_CLASSES": json.dumps(list(vocabulary.names)),
+        "TERRAMASK_FIRST_CLASS_VALUE": "1",
+        "TERRAMASK_NO_CLASS_VALUE": str(LABEL_RASTER_NO_CLASS),
+    }
 
 
 class TileRunner(Protocol):
@@ -259,6 +270,7 @@ def _assemble(
             dtype="uint8",
             nodata=LABEL_RASTER_NODATA,
             colormap=class_colormap(vocabulary),
+            tags=label_raster_tags(vocabulary),
         ) as (label_writer, score_writer),
         vectors,
     ):

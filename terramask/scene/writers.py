@@ -54,6 +54,7 @@ class RasterWriter:
         transform: Affine,
         nodata: float | None = None,
         colormap: Mapping[int, Color] | None = None,
+        tags: Mapping[str, str] | None = None,
         overwrite: bool = False,
         block_size: int = 512,
         resampling: str = "nearest",
@@ -63,6 +64,7 @@ class RasterWriter:
         self.dtype = np.dtype(dtype).name
         self.crs, self.transform, self.nodata = crs, transform, nodata
         self.colormap = dict(colormap) if colormap else None
+        self.tags = dict(tags) if tags else {}
         self.overwrite = overwrite
         self.block_size = block_size
         self.resampling = Resampling[resampling].name.upper()
@@ -97,6 +99,8 @@ class RasterWriter:
                 self._dataset = rasterio.open(self._work, "w", **profile)
             if self.colormap:
                 self._dataset.write_colormap(1, self.colormap)
+            if self.tags:
+                self._dataset.update_tags(**self.tags)
         except BaseException as exc:
             self._cleanup(type(exc), exc, exc.__traceback__)
             raise
