@@ -21,12 +21,39 @@ def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
     return out
 
 
+def value_counts(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of an integer array and their pixel counts (int64, ascending)."""
+    array = np.asarray(array)
+    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:
+        counts = np.bincount(array.ravel())
+        values = np.flatnonzero(counts)
+        return values.astype(np.int64), counts[values].astype(np.int64)
+    values, counts = np.unique(array, return_counts=True)
+    return values.astype(np.int64), counts.astype(np.int64)
+
+
+def expected_label_values(
+    values: np.ndarray, k: int, ignore_index: int, reduce_zero_label: bool
+) -> np.ndarray:
+    """Which stored ground-truth `values` a K-class list expects: class ids 0..K-1 (1..K and
+    0 with `reduce_zero_label`) and `ignore_index`."""
+    values = np.asarray(values, dtype=np.int64)
+    top = k if reduce_zero_label else k - 1
+    return ((values >= 0) & (values <= top)) | (values == ignore_index)
+
+
 class SegmentationScores:
     """Per-class intersection, union and label areas summed over the images seen so far.
 
     Pixels whose ground truth equals `ignore_index` count nowhere. A predicted value outside
     0..K-1 (e.g. -1, "no class") counts in no class's prediction area, so the ground-truth
     pixel under it is simply missed: lower IoU and accuracy for its class.
+
+    A ground-truth value that is neither a class id nor ignored (e.g. 255 with another
+    `ignore_index`, or K and above) is scored as mmsegmentation scores it: in no class's label
+    area, but the class predicted there counts it as a false positive. Such pixels are
+    counted and reported by `result()` under `unexpected_labels`, never dropped silently;
+    `terramask.eval.label_check` stops a run when they are many.
     """
 
     def __init__(
@@ -44,16 +71,35 @@ class SegmentationScores:
         self.pred_area = np.zeros(k, dtype=np.int64)
         self.label_area = np.zeros(k, dtype=np.int64)
         self.images = 0
+        self.pixels = 0
+        self.unexpected: dict[int, int] = {}
 
-    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        """Add one image: `pred` class indices, `gt` labels as stored (reduced here if asked)."""
+    def update(
+        self, pred: np.ndarray, gt: np.ndarray, *, leave_out: np.ndarray | None = None
+    ) -> None:
+        """Add one image: `pred` class indices, `gt` labels as stored (reduced here if asked).
+
+        `leave_out` (boolean, like `gt`) marks pixels scored nowhere, as if ignored (e.g.
+        where the prediction has no data).
+        """
         pred = np.asarray(pred)
         gt = np.asarray(gt)
         if pred.shape != gt.shape:
             raise ValueError(f"prediction shape {pred.shape} differs from label shape {gt.shape}")
+        if leave_out is not None and np.shape(leave_out) != gt.shape:
+            raise ValueError(f"leave_out shape {np.shape(leave_out)} differs from {gt.shape}")
+        values, counts = value_counts(gt)
+        odd = ~expected_label_values(
+            values, len(self.classes), self.ignore_index, self.reduce_zero_label
+        )
+        for value, count in zip(values[odd].tolist(), counts[odd].tolist(), strict=True):
+            self.unexpected[value] = self.unexpected.get(value, 0) + count
+        self.pixels += gt.size
         if self.reduce_zero_label:
             gt = reduce_zero_label(gt, self.ignore_index)
         valid = gt != self.ignore_index
+        if leave_out is not None:
+            valid &= ~np.asarray(leave_out, dtype=bool)
         pred = pred[valid].astype(np.int64)
         gt = gt[valid].astype(np.int64)
         k = len(self.classes)
@@ -82,6 +128,18 @@ class SegmentationScores:
             "acc": {name: _percent(v) for name, v in zip(self.classes, acc, strict=True)},
             "pixels": {name: int(v) for name, v in zip(self.classes, self.label_area, strict=True)},
             "images": self.images,
+            "unexpected_labels": self.unexpected_summary(),
+        }
+
+    def unexpected_summary(self, top: int = 10) -> dict:
+        """Ground-truth pixels with values neither a class id nor ignored: how many, their
+        percentage of every ground-truth pixel, and the `top` most frequent values."""
+        total = sum(self.unexpected.values())
+        ranked = sorted(self.unexpected.items(), key=lambda item: (-item[1], item[0]))
+        return {
+            "pixels": int(total),
+            "percent": round(100.0 * total / self.pixels, 4) if self.pixels else 0.0,
+            "values": {str(value): int(count) for value, count in ranked[:top]},
         }
 
 

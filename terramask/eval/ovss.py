@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from terramask.errors import InputError
-from terramask.eval.datasets import find_samples, read_image, read_label
+from terramask.eval.datasets import Sample, find_samples, read_image, read_label
+from terramask.eval.label_check import LabelCheck
 from terramask.eval.metrics import SegmentationScores
 from terramask.eval.presets import OvssPreset
 from terramask.eval.report import prepare_output, published_rows, write_report
@@ -48,9 +49,15 @@ def evaluate_ovss(
     where no class was given, saved as `output_dir/predictions/<name>.png`; `terramask
     score` on that folder against the labels reproduces the numbers. `method` (clip,
     sam+clip, sam3) names the run beside the published numbers; `models` (role -> id) too.
+
+    Ground-truth values are checked against the preset's (`terramask.eval.label_check`):
+    the first label maps before any model loads or anything is written, then each as it is
+    read; a data set in another encoding stops the run with an `InputError`, and the few
+    unexpected pixels of a good one are counted in `unexpected_labels`.
     """
     split = split or preset.layout.split
     found = find_samples(preset, root, split=split, limit=limit)
+    _check_first_labels(found.samples, preset)
     output_dir = Path(output_dir)
     predictions_dir = prepare_output(output_dir, overwrite)
     vocabulary = preset.vocabulary()
@@ -65,12 +72,14 @@ def evaluate_ovss(
         ignore_index=preset.ignore_index,
         reduce_zero_label=preset.reduce_zero_label,
     )
+    check = _label_check(preset)
     total = len(found.samples)
     if progress:
         progress("evaluate", 0, total)
     for done, sample in enumerate(found.samples, start=1):
-        image = read_image(sample.image)
         label = read_label(sample.label)
+        check.add(label, sample.label)
+        image = read_image(sample.image)
         if label.shape != image.shape[:2]:
             raise InputError(
                 f"The label {sample.label} is {label.shape[1]}x{label.shape[0]} pixels but its "
@@ -87,8 +96,10 @@ def evaluate_ovss(
         _save_prediction(predicted, predictions_dir / f"{sample.key}.png")
         if progress:
             progress("evaluate", done, total)
+    check.finish()
 
     metrics = scores.result()
+    metrics["unexpected_labels"]["limit_percent"] = 100 * check.limit
     result: dict[str, Any] = {
         "dataset": preset.name,
         "display_name": preset.display_name,
@@ -110,6 +121,25 @@ def evaluate_ovss(
     result["outputs"] = write_report(result, output_dir, overwrite=overwrite)
     result["outputs"]["predictions"] = str(predictions_dir)
     return result
+
+
+def _label_check(preset: OvssPreset) -> LabelCheck:
+    return LabelCheck(
+        preset.labels,
+        ignore_index=preset.ignore_index,
+        reduce_zero_label=preset.reduce_zero_label,
+        preset_name=preset.display_name,
+    )
+
+
+def _check_first_labels(samples: list[Sample], preset: OvssPreset) -> None:
+    """Judge the label maps read until the check's minimum is reached (or all of them)."""
+    check = _label_check(preset)
+    for sample in samples:
+        check.add(read_label(sample.label), sample.label)
+        if check.pixels >= check.min_pixels:
+            break
+    check.finish()
 
 
 def _save_prediction(labels: np.ndarray, path: Path) -> None:

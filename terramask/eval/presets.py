@@ -91,9 +91,70 @@ def load_preset(name: str) -> OvssPreset:
     if key not in known:
         raise InputError(
             f"No benchmark preset is called {name!r}. Known data sets: {', '.join(known)}. "
-            "Choose one of these names (e.g. `terramask eval loveda --root DATA/LoveDA`)."
+            "Choose one of these names."
         )
     return _parse(_read_json(f"{key}.json"))
+
+
+#: The keys of each `preset_rows()` row, in print order, with their column headings.
+PRESET_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("name", "name"),
+    ("display_name", "data set"),
+    ("kind", "kind"),
+    ("split", "default split"),
+    ("images", "images"),
+    ("labels", "labels"),
+    ("label_values", "label values (as stored)"),
+    ("reduce_zero_label", "reduce zero label"),
+    ("background", "background class"),
+    ("threshold", "threshold"),
+    ("source", "source"),
+    ("notes", "notes"),
+)
+
+
+def preset_rows() -> list[dict[str, str]]:
+    """One row per preset, sorted by name, every value a string ready to print.
+
+    Keys are those of `PRESET_COLUMNS`: the layout under the root folder (`<split>` stands for
+    the split's folder), the label values as stored on disk with their classes, the ignore
+    index and whether zero is reduced, the background class, threshold, source and notes.
+    """
+    return [preset_row(load_preset(name)) for name in list_presets()]
+
+
+def preset_row(preset: OvssPreset) -> dict[str, str]:
+    """`preset` as one printable row (see `preset_rows`)."""
+    layout = preset.layout
+    first = 1 if preset.reduce_zero_label else 0
+    classes = ", ".join(f"{first + i} {label}" for i, label in enumerate(preset.labels))
+    ignored = sorted(
+        {0, preset.ignore_index} if preset.reduce_zero_label else {preset.ignore_index}
+    )
+    background = (
+        "none"
+        if preset.background_index is None
+        else f"{preset.labels[preset.background_index]} (stored {preset.background_index + first})"
+    )
+    k = len(preset.classes)
+    return {
+        "name": preset.name,
+        "display_name": preset.display_name,
+        "kind": preset.kind,
+        "split": layout.split if layout.has_split and layout.split else "none (no split folders)",
+        "images": f"{layout.img_dir.replace('{split}', '<split>')}/*{layout.img_suffix}",
+        "labels": f"{layout.ann_dir.replace('{split}', '<split>')}/*{layout.ann_suffix}",
+        "label_values": f"{classes}; {' and '.join(str(v) for v in ignored)} ignored",
+        "reduce_zero_label": (
+            f"yes: stored 0 is ignored, 1..{k} become classes 0..{k - 1}"
+            if preset.reduce_zero_label
+            else "no"
+        ),
+        "background": background,
+        "threshold": "none" if preset.threshold is None else f"{preset.threshold:g}",
+        "source": preset.source,
+        "notes": " ".join(preset.notes),
+    }
 
 
 @cache

@@ -42,6 +42,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         + "".join(f"; {role}: `{name}`" for role, name in result.get("models", {}).items()),
         f"- Threshold: {result['threshold']}; background index: {result['background_index']}; "
         f"reduce_zero_label: {result['reduce_zero_label']}",
+        f"- {unexpected_labels_text(result.get('unexpected_labels'))}",
         "",
         f"**mIoU {_fmt(result['miou'])}**, aAcc {_fmt(result['aacc'])}, "
         f"mAcc {_fmt(result['macc'])} (percent)",
@@ -73,6 +74,44 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += ["", "## Preset notes", "", f"Source: {result['preset_source']}", ""]
         lines += [f"- {note}" for note in result["preset_notes"]]
     return "\n".join(lines) + "\n"
+
+
+def unexpected_labels_text(summary: dict[str, Any] | None) -> str:
+    """One sentence on the ground-truth pixels whose values no class or ignore rule expects."""
+    if not summary or not summary.get("pixels"):
+        return "Ground-truth values outside the expected ones: none."
+    values = ", ".join(f"{value} ({count:,} px)" for value, count in summary["values"].items())
+    limit = summary.get("limit_percent")
+    under = f", under the {limit:g} % limit" if limit is not None else ""
+    return (
+        f"Ground-truth values outside the expected ones: {summary['pixels']:,} pixels "
+        f"({summary['percent']:g} %{under}): {values}. They were scored as mmsegmentation "
+        "scores them (in no class's label area; a class predicted there counts them as false "
+        "positives)."
+    )
+
+
+def score_notes(result: dict[str, Any]) -> list[str]:
+    """Plain sentences on how `score` read its inputs, for the CLI to print under the table:
+    each prediction encoding applied (with its file count), files skipped or left out, and
+    the unexpected ground-truth pixels when there were any."""
+    notes = []
+    for encoding in result.get("prediction_encodings", []):
+        files = f"{encoding['files']} file" + ("" if encoding["files"] == 1 else "s")
+        notes.append(f"{files}: {encoding['description']}.")
+    if result.get("prediction_nodata_pixels"):
+        notes.append(
+            f"{result['prediction_nodata_pixels']:,} pixels where a prediction has no data "
+            "were left out of the scores."
+        )
+    if result.get("segment_side_files"):
+        notes.append(
+            f"{result['segment_side_files']} score/preview rasters of segment runs were "
+            "skipped (not predictions)."
+        )
+    if (result.get("unexpected_labels") or {}).get("pixels"):
+        notes.append(unexpected_labels_text(result["unexpected_labels"]))
+    return notes
 
 
 def _scope(result: dict[str, Any]) -> str:

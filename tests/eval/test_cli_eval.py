@@ -102,6 +102,31 @@ def test_single_class_sets_ask_for_per_class_mask_voting(tmp_path, fake_engines)
     assert result["iou"] == {"background": 0.0, "building": 0.0}  # uniform 0.5 < 0.6
 
 
+def test_eval_refuses_raw_binary_masks_before_building_any_engine(run, tmp_path, fake_engines):
+    _, calls = fake_engines
+    root = tmp_path / "AerialImageDataset" / "train"
+    for sub in ("img_dir", "ann_dir"):
+        (root / sub / "split_test").mkdir(parents=True)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:9, 3:12] = 255
+    Image.fromarray(np.full((16, 16, 3), 9, np.uint8)).save(root / "img_dir/split_test/t.png")
+    Image.fromarray(mask).save(root / "ann_dir/split_test/t.png")
+    result = run("eval", "inria", "--root", root, "-o", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert "0 and 255" in output and "label_cvt" in output and "Traceback" not in output
+    assert calls == [] and not (tmp_path / "o").exists()
+
+
+def test_score_names_the_flag_that_fixes_the_labels(run, rs_samples):
+    ann = rs_samples / "loveda" / "ann_dir"
+    classes = "background,building,road,water,barren,forest,agriculture"
+    result = run("score", ann, ann, "--classes", classes)
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert "--reduce-zero-label" in output and "--classes" in output
+
+
 def test_eval_unknown_dataset_lists_known_ones(run, tmp_path):
     result = run("eval", "cityscapes", "--root", tmp_path)
     assert result.exit_code == 2

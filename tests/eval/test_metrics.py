@@ -82,7 +82,31 @@ def test_nothing_scored_gives_no_numbers():
     assert r["miou"] is None and r["aacc"] is None
 
 
-def _score(pred, gt, classes, **kw):
+def test_ground_truth_values_at_or_above_k_are_reported_not_dropped():
+    gt = np.array([[0, 1, 5, 5, 255]])
+    pred = np.array([[0, 1, 1, 0, 0]])
+    r = _score(pred, gt, ["a", "b"])
+    assert r["unexpected_labels"] == {"pixels": 2, "percent": 40.0, "values": {"5": 2}}
+    # scored as mmsegmentation does: in no label area, a false positive for the class predicted
+    assert r["iou"] == {"a": 50.0, "b": 50.0} and r["pixels"] == {"a": 1, "b": 1}
+    reduced = _score(np.zeros((1, 4), int), np.array([[0, 1, 2, 3]]), ["x", "y"],
+                     reduce_zero_label=True)  # fmt: skip
+    assert reduced["unexpected_labels"]["values"] == {"3": 1}  # stored 0 and 1..K are expected
+    assert _score(pred, np.zeros((1, 5), int), ["a", "b"])["unexpected_labels"]["pixels"] == 0
+
+
+def test_left_out_pixels_count_nowhere():
+    gt = np.array([[0, 0, 1, 1]])
+    pred = np.array([[1, 0, 1, 0]])
+    leave_out = np.array([[True, False, False, True]])
+    r = _score(pred, gt, ["a", "b"], leave_out=leave_out)
+    assert r["iou"] == {"a": 100.0, "b": 100.0} and r["pixels"] == {"a": 1, "b": 1}
+
+
+def _score(pred, gt, classes, leave_out=None, **kw):
     scores = SegmentationScores(classes, **kw)
-    scores.update(pred, gt)
+    if leave_out is None:
+        scores.update(pred, gt)
+    else:
+        scores.update(pred, gt, leave_out=leave_out)
     return scores.result()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from terramask.errors import InputError
-from terramask.eval.presets import list_presets, load_preset, published_numbers
+from terramask.eval.presets import (
+    PRESET_COLUMNS,
+    list_presets,
+    load_preset,
+    preset_rows,
+    published_numbers,
+)
 from terramask.eval.report import published_rows
 
 MULTI = ("openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd")
@@ -72,3 +78,38 @@ def test_published_averages_are_those_of_the_design_notes():
     assert len(rows) == 8
     marked = [r["method"] for r in published_rows("sam3") if r["ours"]]
     assert marked == ["SegEarth-OV3"]
+
+
+def test_preset_rows_are_ready_to_print():
+    rows = preset_rows()
+    assert [r["name"] for r in rows] == sorted(MULTI + SINGLE)
+    keys = [key for key, _ in PRESET_COLUMNS]
+    for row in rows:
+        assert list(row) == keys
+        assert all(isinstance(v, str) for v in row.values()), row["name"]
+        assert all(row[k] for k in keys if k != "notes"), row["name"]
+    by_name = {r["name"]: r for r in rows}
+    inria = by_name["inria"]
+    assert inria["display_name"] == "Inria Aerial Image Labeling"
+    assert inria["kind"] == "single-class" and inria["split"] == "split_test"
+    assert (inria["images"], inria["labels"]) == ("img_dir/<split>/*.png", "ann_dir/<split>/*.png")
+    assert inria["label_values"] == "0 background, 1 building; 255 ignored"
+    assert inria["reduce_zero_label"] == "no" and inria["threshold"] == "0.6"
+    assert inria["source"].startswith("SegEarth-OV")
+    potsdam = by_name["potsdam"]
+    assert potsdam["label_values"] == (
+        "1 impervious surface, 2 building, 3 low vegetation, 4 tree, 5 car, 6 clutter; "
+        "0 and 255 ignored"
+    )
+    assert potsdam["reduce_zero_label"].startswith("yes: stored 0 is ignored, 1..6")
+    assert potsdam["background"] == "clutter (stored 6)"
+    assert by_name["isaid"]["labels"] == "ann_dir/<split>/*_instance_color_RGB.png"
+    assert by_name["deepglobe_roads"]["split"] == "none (no split folders)"
+    assert by_name["udd5"]["images"] == "<split>/src/*.JPG"
+
+
+def test_notes_speak_of_the_root_folder_not_of_a_flag():
+    for name in MULTI + SINGLE:
+        for note in load_preset(name).notes:
+            assert "--" not in note, (name, note)
+    assert load_preset("whu_aerial").notes[0].startswith("The root folder is the WHU-BD folder")

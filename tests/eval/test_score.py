@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from terramask.errors import InputError
+from terramask.eval import label_check
 from terramask.eval.metrics import reduce_zero_label
+from terramask.eval.report import score_notes
 from terramask.eval.score import score_folders
 
 LOVEDA = ["no-data", "background", "building", "road", "water", "barren", "forest", "agri"]
@@ -109,6 +111,64 @@ def test_tiff_predictions_are_read(rs_samples, tmp_path):
     with rasterio.open(tmp_path / "pred" / f"{gt_path.stem}.tif", "w", **profile) as dst:
         dst.write(gt, 1)
     assert score_folders(tmp_path / "pred", gt_path.parent, ISPRS)["miou"] == 100.0
+
+
+def test_loveda_labels_scored_without_reduce_zero_label_are_refused(rs_samples):
+    # before the check: agriculture (stored 7, 47 % of pixels) silently fell out of the scores
+    ann = rs_samples / "loveda" / "ann_dir"
+    with pytest.raises(InputError) as info:
+        score_folders(ann, ann, LOVEDA[1:])
+    message = str(info.value)
+    assert message.startswith("The ground truth holds values that `classes`, `ignore_index`")
+    assert "7 (" in message and "one more than the 7 names in `classes`" in message
+    assert "set `reduce_zero_label`" in message and "\n" not in message
+    assert "Expected: 0 background, 1 building" in message and "255 ignored" in message
+    assert score_folders(ann, ann, LOVEDA)["miou"] == 100.0  # 0 named: 8 classes, 0..7
+
+
+def test_raw_binary_masks_are_refused_with_the_conversion(tmp_path):
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:20, 4:20] = 255
+    gt = _write(tmp_path / "gt", {"a": mask, "b": mask})
+    pred = _write(tmp_path / "pred", {"a": mask // 255, "b": mask // 255})
+    with pytest.raises(InputError, match=r"0 and 255 .*255 → 1.*label_cvt"):
+        score_folders(pred, gt, ["background", "building"])
+    converted = _write(tmp_path / "gt_cvt", {"a": mask // 255, "b": mask // 255})
+    assert score_folders(pred, converted, ["background", "building"])["miou"] == 100.0
+
+
+def test_a_few_unexpected_ground_truth_values_are_scored_and_reported(rs_samples, tmp_path):
+    gt = _read(rs_samples / "potsdam" / "ann_dir" / "2_10_0_0_512_512.png").copy()
+    gt[:2, :100] = 9  # 200 of 262,144 pixels: under the limit
+    gts = _write(tmp_path / "gt", {"p": gt})
+    preds = _write(tmp_path / "pred", {"p": np.where(gt == 9, 0, gt)})
+    result = score_folders(preds, gts, ISPRS)
+    assert result["unexpected_labels"] == {
+        "pixels": 200, "percent": round(100 * 200 / 512**2, 4), "values": {"9": 200},
+        "limit_percent": 1.0,
+    }  # fmt: skip
+    assert result["iou"]["boundary"] < 100.0  # boundary predicted on them: false positives
+    assert score_notes(result)[-1].startswith(
+        "Ground-truth values outside the expected ones: 200 pixels (0.0763 %, under the 1 % limit)"
+    )
+
+
+def test_score_stops_at_the_first_bad_file_once_enough_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(label_check, "LABEL_CHECK_MIN_PIXELS", 100)
+    good, bad = np.zeros((10, 10)), np.full((10, 10), 40)
+    arrays = {"a": good, "b": good, "c": bad, "d": good}
+    gts, preds = _write(tmp_path / "gt", arrays), _write(tmp_path / "pred", arrays)
+    seen = []
+    with pytest.raises(InputError, match=r"40 \(33\.33 %\).*3 label maps.*c\.png"):
+        score_folders(preds, gts, ["x", "y"], progress=lambda s, done, n: seen.append(done))
+    assert seen == [1, 2]
+
+
+def test_two_label_maps_of_one_name_are_refused(rs_samples, tmp_path):
+    preds = _write(tmp_path / "pred", {"0": np.zeros((4, 4))})
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(preds / "0.tif")
+    with pytest.raises(InputError, match=r"more than one label map called 0 \(0\.png, 0\.tif\)"):
+        score_folders(preds, rs_samples / "loveda" / "ann_dir", LOVEDA)
 
 
 def _independent_ious(pairs, k, valid) -> dict[int, float]:

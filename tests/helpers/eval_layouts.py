@@ -27,3 +27,27 @@ def read_pairs(root: Path, split: str = "val") -> list[tuple[np.ndarray, np.ndar
             (np.asarray(Image.open(image_path).convert("RGB")), np.asarray(Image.open(label_path)))
         )
     return pairs
+
+
+def write_preset_layout(preset, root: Path, samples: dict, split: str | None = None) -> Path:
+    """root in `preset`'s layout from {name: (RGB image, label array)}, PNG or TIFF by suffix."""
+    img_rel, ann_rel = preset.layout.folders(split)
+    for folder in (root / img_rel, root / ann_rel):
+        folder.mkdir(parents=True, exist_ok=True)
+    for name, (image, label) in samples.items():
+        _save(np.asarray(image, np.uint8), root / img_rel / f"{name}{preset.layout.img_suffix}")
+        _save(np.asarray(label), root / ann_rel / f"{name}{preset.layout.ann_suffix}")
+    return root
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import rasterio
+
+        bands = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+        profile = {"driver": "GTiff", "width": array.shape[1], "height": array.shape[0],
+                   "count": bands.shape[0], "dtype": array.dtype.name}  # fmt: skip
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(bands)
+        return
+    Image.fromarray(array).save(path)
