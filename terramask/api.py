@@ -43,8 +43,10 @@ from terramask.protocols import MLLM, Progress
 
 if TYPE_CHECKING:
     from terramask.methods.ovss import OvssPredictor
+    from terramask.methods.vocabulary import ClassVocabulary
     from terramask.pipeline.ask_run import AskResult
     from terramask.pipeline.batch import BatchSummary
+    from terramask.pipeline.engines import PredictorSpec
     from terramask.pipeline.prompt_run import PromptResult
     from terramask.pipeline.segment_run import SegmentResult
     from terramask.protocols import SemanticEngine
@@ -149,9 +151,15 @@ def prompt(
                 f"No prompt falls inside this scene: {describe_extent(opened, prompt_crs)}."
             )
         segmenter = load_segmenter(models.segmenter, device=models.device)
+        settings = _settings(
+            "prompt", points=points, negatives=negatives, boxes=boxes, crs=crs,
+            prompt_file=_prompt_source(prompt_file, prompt_layer), outside=outside,
+            segmenter=models.describe()["segmenter"], raster=raster, tiling=tiling,
+            polygons=polygons,
+        )  # fmt: skip
         return run_prompts(
             opened, object_prompts, segmenter, outputs, tiling=tiling, polygons=polygons,
-            progress=progress,
+            settings=settings, progress=progress,
         )  # fmt: skip
 
 
@@ -197,8 +205,10 @@ def prompt_many(
     """
     from terramask.pipeline.batch import run_batch
     from terramask.scene import check_prompt_options, expand_inputs
+    from terramask.scene.index import check_index_crs
 
     sources = expand_inputs(inputs, asset=raster.asset)
+    check_index_crs(index_crs)
     has_coordinates = bool(points or negatives or boxes)
     rules.refuse(
         _given(models, polygons, crs=crs is not None),
@@ -206,18 +216,35 @@ def prompt_many(
     )
     check_prompt_options(points=points, negatives=negatives, boxes=boxes, crs=crs)
     prompt_file = _prompt_file(has_coordinates, prompt_file, prompt_layer)
+    one_raster = _without_asset(raster)
+    settings = _settings(
+        "prompt", points=points, negatives=negatives, boxes=boxes, crs=crs,
+        prompt_file=_prompt_source(prompt_file, prompt_layer), outside="drop",
+        segmenter=models.describe()["segmenter"], raster=one_raster, tiling=tiling,
+        polygons=polygons,
+    )  # fmt: skip
 
     def run_one(source: str) -> dict:
         result = prompt(
             source, points=points, negatives=negatives, boxes=boxes, crs=crs,
-            prompt_file=prompt_file, models=models, raster=_without_asset(raster),
-            tiling=tiling, polygons=polygons, output=output, overwrite=True, outside="drop",
+            prompt_file=prompt_file, prompt_layer=prompt_layer, models=models,
+            raster=one_raster, tiling=tiling, polygons=polygons, output=output,
+            overwrite=True, outside="drop",
         )  # fmt: skip
         return {**result.to_dict(), "found": any(not o["empty"] for o in result.objects)}
 
     return run_batch(
-        sources, run_one, output, overwrite=overwrite, progress=progress, index_crs=index_crs
-    )
+        sources, run_one, output, settings=settings, overwrite=overwrite, progress=progress,
+        index_crs=index_crs,
+    )  # fmt: skip
+
+
+def _prompt_source(prompt_file: PathLike | PromptFile | None, layer: str | None) -> object:
+    """How a run's report names its prompt file (and layer)."""
+    if prompt_file is None:
+        return None
+    source = getattr(prompt_file, "source", prompt_file)
+    return {"file": os.fspath(source), "layer": layer}
 
 
 def _prompt_file(
@@ -287,25 +314,19 @@ def segment(
         OutputExistsError: Outputs exist and `overwrite` is false.
         ModelNotFoundError, ModelLoadError: A model cannot be found or loaded.
     """
-    from terramask.methods.vocabulary import ClassVocabulary
     from terramask.pipeline.engines import PredictorSpec
     from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, InProcessRunner, run_segment
-    from terramask.pipeline.tile_store import TileStore
-    from terramask.scene import OutputSet, open_scene
+    from terramask.scene import open_scene
 
     _one_scene(scene, "segment_many", raster)
     _check_segment(engine, threshold, generation, models, ray, predictor)
-    vocabulary = ClassVocabulary.parse(classes, background=background)
+    vocabulary = _vocabulary(classes, background)
     spec = PredictorSpec(engine, models, generation, threshold)
+    settings = _segment_settings(vocabulary, spec, predictor, raster, tiling, polygons)
     with open_scene(scene, raster) as opened:
-        # Outputs without the report (written last) beside kept tiles are what an interrupted
-        # run left: the same call replaces them, as it resumes.
-        left_over = TileStore.has_tiles(output, opened.name) and not (
-            OutputSet(output, opened.name).path("report").exists()
-        )
-        outputs = _checked_outputs(opened, output, overwrite or left_over, SEGMENT_OUTPUTS)
+        outputs = _checked_outputs(opened, output, overwrite, SEGMENT_OUTPUTS)
         if predictor is not None:
-            runner = InProcessRunner(opened, predictor, vocabulary)
+            runner = InProcessRunner(opened, predictor, vocabulary, settings["engine"])
         elif ray is not None:
             from terramask.pipeline.ray_backend import RayRunner
 
@@ -314,7 +335,7 @@ def segment(
             runner = InProcessRunner(opened, spec.build(), vocabulary, spec.description)
         return run_segment(
             opened, vocabulary, runner, outputs, tiling=tiling, polygons=polygons,
-            progress=progress,
+            settings=settings, progress=progress,
         )  # fmt: skip
 
 
@@ -348,25 +369,66 @@ def segment_many(
     Raises:
         InputError: Bad options or classes, or no scene found (before any scene runs).
     """
-    from terramask.methods.vocabulary import ClassVocabulary
     from terramask.pipeline.batch import run_batch
     from terramask.scene import expand_inputs
+    from terramask.scene.index import check_index_crs
 
     sources = expand_inputs(inputs, asset=raster.asset)
+    check_index_crs(index_crs)
     _check_segment(engine, threshold, generation, models, ray, predictor)
-    ClassVocabulary.parse(classes, background=background)
+    from terramask.pipeline.engines import PredictorSpec
+
+    vocabulary = _vocabulary(classes, background)
+    spec = PredictorSpec(engine, models, generation, threshold)
+    one_raster = _without_asset(raster)
+    settings = _segment_settings(vocabulary, spec, predictor, one_raster, tiling, polygons)
 
     def run_one(source: str) -> dict:
         result = segment(
             source, classes, engine=engine, threshold=threshold, background=background,
-            generation=generation, models=models, raster=_without_asset(raster), tiling=tiling,
+            generation=generation, models=models, raster=one_raster, tiling=tiling,
             polygons=polygons, ray=ray, predictor=predictor, output=output, overwrite=True,
         )  # fmt: skip
         return result.to_dict()
 
     return run_batch(
-        sources, run_one, output, overwrite=overwrite, progress=progress, index_crs=index_crs
+        sources, run_one, output, settings=settings, overwrite=overwrite, progress=progress,
+        index_crs=index_crs,
+    )  # fmt: skip
+
+
+def _vocabulary(classes: Sequence[str], background: str | None) -> ClassVocabulary:
+    """The classes to label with. One class alone gets a `background` class beside it (as
+    `background="background"` would give): an argmax over one class labels every pixel."""
+    from terramask.methods.vocabulary import ClassVocabulary
+
+    vocabulary = ClassVocabulary.parse(classes, background=background)
+    if len(vocabulary) == 1 and background is None:
+        vocabulary = ClassVocabulary.parse(classes, background=AUTO_BACKGROUND)
+    return vocabulary
+
+
+#: The class added beside a single class (see `_vocabulary`).
+AUTO_BACKGROUND = "background"
+
+
+def _segment_settings(
+    vocabulary: ClassVocabulary,
+    spec: PredictorSpec,
+    predictor: OvssPredictor | None,
+    raster: RasterOptions,
+    tiling: Tiling,
+    polygons: PolygonOptions,
+) -> dict:
+    engine = (
+        spec.description
+        if predictor is None
+        else {"engine": predictor.name, "threshold": predictor.threshold}
     )
+    return _settings(
+        "segment", classes=vocabulary.classes, background=vocabulary.background,
+        engine=engine, raster=raster, tiling=tiling, polygons=polygons,
+    )  # fmt: skip
 
 
 def _check_segment(
@@ -448,10 +510,13 @@ def ask(
     with open_scene(scene, raster) as opened:
         outputs = _checked_outputs(opened, output, overwrite, ASK_OUTPUTS)
         client = _client(mllm, models.device)
+        settings = _ask_settings(
+            question, engine, client, models, ask_options, raster, tile, polygons
+        )
         return run_ask(
             opened, question, client, build_ask_models(engine, models), outputs, engine=engine,
             refinement=refinement, ask_options=ask_options, tile=tile, polygons=polygons,
-            progress=progress,
+            settings=settings, progress=progress,
         )  # fmt: skip
 
 
@@ -494,8 +559,10 @@ def ask_many(
     from terramask.pipeline.batch import run_batch
     from terramask.pipeline.engines import box_refinement
     from terramask.scene import expand_inputs, open_scene
+    from terramask.scene.index import check_index_crs
 
     sources = expand_inputs(inputs, asset=raster.asset)
+    check_index_crs(index_crs)
     _check_ask(engine, question, mllm, models, ask_options, tile, polygons)
     box_refinement(ask_options)
     client = _client(mllm, models.device)
@@ -533,9 +600,12 @@ def ask_many(
         )  # fmt: skip
         return result.to_dict()
 
+    settings = _ask_settings(
+        question, engine, client, models, ask_options, one_raster, tile, polygons
+    )
     return run_batch(
-        sources, run_one, output, overwrite=overwrite, progress=progress, prepare=prepare,
-        index_crs=index_crs,
+        sources, run_one, output, settings=settings, overwrite=overwrite, progress=progress,
+        prepare=prepare, index_crs=index_crs,
     )  # fmt: skip
 
 
@@ -558,6 +628,26 @@ def _check_ask(
         _given(models, ask_options, polygons, mllm),
         rules.ask_rules(engine, local_mllm=_is_local(mllm)),
     )
+
+
+def _ask_settings(
+    question: str,
+    engine: str,
+    client: MLLM,
+    models: ModelOptions,
+    ask_options: AskOptions,
+    raster: RasterOptions,
+    tile: int,
+    polygons: PolygonOptions,
+) -> dict:
+    from terramask.pipeline.engines import ask_models_used
+
+    return _settings(
+        "ask", question=question, engine=engine,
+        mllm={"model": client.name, "url": getattr(client, "base_url", None)},
+        models=ask_models_used(engine, models), ask_options=ask_options, raster=raster,
+        tile=tile, polygons=polygons,
+    )  # fmt: skip
 
 
 def _is_local(mllm: object) -> bool:
@@ -841,6 +931,23 @@ def _given(*objects: object, **plain: bool) -> list[str]:
         else:  # a ready client in the place of MLLMOptions
             names.append("mllm")
     return names + [name for name, given in plain.items() if given]
+
+
+def _settings(verb: str, **parts: object) -> dict:
+    """What a run was asked, as the JSON its report records: options objects by their fields
+    (`RasterOptions.asset` left out: it chose the scene, it does not change the result)."""
+    import dataclasses
+    import json
+
+    def plain(value: object) -> object:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = dataclasses.asdict(value)
+            fields.pop("asset", None)
+            return fields
+        return value
+
+    record = {"verb": verb, **{name: plain(value) for name, value in parts.items()}}
+    return json.loads(json.dumps(record, default=str))
 
 
 def _one_scene(scene: PathLike, twin: str, raster: RasterOptions) -> None:

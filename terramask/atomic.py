@@ -61,6 +61,16 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Path]
         remove_with_sidecars(temp)
 
 
+def sweep_temps(folder: str | os.PathLike, stem: str) -> None:
+    """Remove what a killed writer left of `stem`'s files in `folder`: the hidden temporary
+    names `temp_sibling` gives (`.{stem}….tmp-…`, `.{stem}….work-…`) and their sidecars."""
+    folder = Path(folder)
+    for tag in ("tmp", "work"):
+        for path in folder.glob(f".{glob.escape(stem)}*.{tag}-*"):
+            with suppress(OSError):
+                path.unlink()
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> Path:
     """Write `data` (text as UTF-8) to `path` through `atomic_output`."""
     with atomic_output(path, overwrite=overwrite) as temp:

@@ -742,9 +742,9 @@ def ask(
         return
 
     def human() -> None:
-        stdout.print(Text(result.answer, style="bold"))
+        stdout.print(Text(for_cli(result.answer), style="bold"))
         for warning in result.details.get("warnings", []):
-            stdout.print(Text.assemble(("  note: ", "yellow"), warning))
+            stdout.print(Text.assemble(("  note: ", "yellow"), for_cli(warning)))
         for kind, path in result.outputs.items():
             stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
 

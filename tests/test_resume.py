@@ -94,8 +94,9 @@ def test_a_corrupt_tile_file_is_recomputed_not_trusted(potsdam, tmp_path):
 
 def test_interrupted_while_writing_outputs_the_same_command_finishes(potsdam, tmp_path,
                                                                      monkeypatch):  # fmt: skip
-    """Ctrl-C after the COGs and vectors, before the preview and the report: no --overwrite is
-    needed to finish, and the result is the uninterrupted one."""
+    """Ctrl-C after the COGs and vectors, before the preview and the report: nothing of the
+    set reaches the output folder (it is all or nothing), the tiles are kept, no --overwrite
+    is needed to finish, and the result is the uninterrupted one."""
     from terramask.pipeline import segment_run
 
     segment(potsdam, tmp_path / "whole", ColourEngine(PROTOTYPES))
@@ -108,7 +109,7 @@ def test_interrupted_while_writing_outputs_the_same_command_finishes(potsdam, tm
         patch.setattr(segment_run, "write_preview", interrupted)
         with pytest.raises(KeyboardInterrupt):
             segment(potsdam, out, ColourEngine(PROTOTYPES))
-    assert (out / "potsdam_labels.tif").exists() and not (out / "potsdam.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".terramask-work"]  # only the tiles
     engine = ColourEngine(PROTOTYPES)
     segment(potsdam, out, engine)
     assert engine.calls == 0  # every tile was kept

@@ -32,6 +32,16 @@ class ClassVocabulary:
                     f"A class has an empty name ({', '.join(synonyms)!r}); separate synonyms "
                     "with commas and give each class at least one word, e.g. -c 'road,street'."
                 )
+        seen: dict[str, int] = {}
+        for index, synonyms in enumerate(self.classes):  # a class is named by its first
+            key = synonyms[0].strip().lower()
+            if key in seen:
+                raise InputError(
+                    f"Two classes are named {synonyms[0]!r} ({', '.join(self.classes[seen[key]])!r}"
+                    f" and {', '.join(synonyms)!r}), and outputs name classes by their first "
+                    "name: merge them into one class with synonyms, e.g. -c 'road,street'."
+                )
+            seen[key] = index
         if self.background is not None and not 0 <= self.background < len(self.classes):
             raise InputError(f"background index {self.background} is not a class index")
         if len(self.classes) > 254:

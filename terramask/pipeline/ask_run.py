@@ -70,6 +70,8 @@ class Located:
     answer: str | None
     details: dict
     timings: dict[str, float]
+    #: why a reply that named a target gave nothing to segment (None when it did, or said none)
+    unused: str | None = None
 
 
 def run_ask(
@@ -84,27 +86,39 @@ def run_ask(
     ask_options: AskOptions = AskOptions(),
     tile: int = Tiling.tile,
     polygons: PolygonOptions = PolygonOptions(),
+    settings: dict | None = None,
     progress: Progress | None = None,
 ) -> AskResult:
-    """Ask, read the reply, segment what it points at, write the outputs and a report."""
+    """Ask, read the reply, segment what it points at, write the outputs and a report
+    (which records `settings`, what the run was asked)."""
     started = time.perf_counter()
     located = locate(
         scene, question, mllm, models, engine=engine, refinement=refinement,
         ask_options=ask_options, tile=tile, progress=progress,
     )  # fmt: skip
     timings = located.timings
-    written = write_object_outputs(
-        scene, located.objects, outputs, polygons=polygons, progress=progress
-    )
-    timings.update(written.timings)
-    timings["total"] = time.perf_counter() - started
     found = any(not o.is_empty for o in located.objects)
-    details = {**located.details, "area_m2": written.areas.get(1), "scene": scene_summary(scene)}
-    answer = located.answer or (
-        f"Found {located.name}." if found else f"No {located.name} was found in the scene."
-    )
-    result = AskResult(answer, found, written.paths, details, timings)
-    result.outputs["report"] = write_report(outputs, result.to_dict())
+    if located.answer:
+        answer = located.answer
+    elif found:
+        answer = f"Found {located.name}."
+    elif located.unused:
+        answer = f"Nothing was segmented: {located.unused}"
+    else:
+        answer = f"No {located.name} was found in the scene."
+    with outputs.writing():
+        written = write_object_outputs(
+            scene, located.objects, outputs, polygons=polygons, progress=progress
+        )
+        timings.update(written.timings)
+        timings["total"] = time.perf_counter() - started
+        details = {
+            **located.details, "area_m2": written.areas.get(1), "scene": scene_summary(scene)
+        }
+        paths = {**written.paths, "report": outputs.path("report")}
+        result = AskResult(answer, found, paths, details, timings)
+        write_report(outputs, {**result.to_dict(), "settings": settings})
+        outputs.commit()
     return result
 
 
@@ -188,7 +202,30 @@ def locate(
                 click_prompt = PointBoxPrompt(points, labels)
                 objects += _segment(scene, segmenter, job, click_prompt, name)
     timings["segment"] = time.perf_counter() - t
-    return Located(objects, name, parsed.answer or None, details, timings)
+    unused = None if parsed.no_target or objects else _nothing_used(engine, parsed)
+    if unused:
+        details["warnings"].append(unused)
+    return Located(objects, name, parsed.answer or None, details, timings, unused)
+
+
+def _nothing_used(engine: str, parsed: object) -> str:
+    """Why a reply that did not say "no such object" gave nothing to segment."""
+    boxes, points = len(parsed.boxes), len(parsed.points)
+    held = f"{boxes} box{'es' if boxes != 1 else ''} and {points} click{'s' if points != 1 else ''}"
+    if engine == "clicks":
+        if points:
+            return (
+                "the model gave only negative clicks (where the object is not), so nothing "
+                "was segmented."
+            )
+        return (
+            f"the model's reply held {held}; `engine` clicks segments clicks only, so nothing "
+            "was segmented (`engine` box or geoseg use boxes)."
+        )
+    return (
+        f"the model's reply held {held}; `engine` {engine} segments boxes only, so nothing was "
+        "segmented" + (" (`engine` clicks uses clicks)." if points else ".")
+    )
 
 
 def _context_job(

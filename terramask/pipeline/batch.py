@@ -20,12 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from terramask.atomic import atomic_output
+from terramask.atomic import sweep_temps, write_atomic
 from terramask.errors import InputError, NothingToDo, TerraMaskError
 from terramask.options import INDEX_CRS
 from terramask.protocols import Progress
 from terramask.scene import OutputSet, scene_name
-from terramask.scene.index import write_index
+from terramask.scene.index import INDEX_NAME, write_index
 
 RunOne = Callable[[str], dict]
 Prepare = Callable[[list[str]], None]
@@ -99,6 +99,7 @@ def run_batch(
     run_one: RunOne,
     output: str | Path,
     *,
+    settings: dict,
     overwrite: bool = False,
     progress: Progress | None = None,
     prepare: Prepare | None = None,
@@ -107,22 +108,37 @@ def run_batch(
     """`run_one(source)` for each source not already done; then the index and the summary.
 
     `run_one` returns the scene's result dict (with `outputs`; for tiled runs `tiles`; for
-    object runs `found`). The index holds every scene's polygons in `index_crs`.
-    `prepare(pending)`, when given, sees the sources about to run before
-    the first one does (e.g. to fetch MLLM replies for all of them concurrently); it must not
-    raise for one scene's sake, since that scene's own run records its failure.
+    object runs `found`) and writes `settings` into the scene's report. A scene whose report
+    exists is done, and skipped, only when the report's settings are these; a scene done
+    with other settings is refused, before any scene runs, unless `overwrite`. The index
+    holds every scene's polygons in `index_crs`. `prepare(pending)`, when given, sees the
+    sources about to run before the first one does (e.g. to fetch MLLM replies for all of
+    them concurrently); it must not raise for one scene's sake, since that scene's own run
+    records its failure. Any failure of one scene is recorded with its reason and the batch
+    goes on; the summary is written whatever happened.
+
+    Raises:
+        InputError: Two sources share a name, or scenes in `output` were made with other
+            settings (without `overwrite`).
     """
     check_unique_names(sources)
     output = Path(output)
     started = time.perf_counter()
     summary = BatchSummary(scenes=len(sources))
-    pending = []
+    settings = _normalised(settings)
+    pending, stale = [], []
     for source in sources:
-        report = OutputSet(output, scene_name(source), overwrite=overwrite).path("report")
-        if report.exists() and not overwrite:
+        outputs = OutputSet(output, scene_name(source), overwrite=overwrite)
+        outputs.recover()  # a swap a killed run left half done is finished first
+        report = outputs.path("report")
+        if not report.exists() or overwrite:
+            pending.append(source)
+        elif _recorded_settings(report) == settings:
             summary.already_done.append(source)
         else:
-            pending.append(source)
+            stale.append((source, _recorded_settings(report)))
+    if stale:
+        raise InputError(_stale_message(output, stale, settings))
     if prepare and pending:
         prepare(list(pending))
     done = len(summary.already_done)
@@ -133,11 +149,14 @@ def run_batch(
         try:
             result = run_one(source)
         except NothingToDo as exc:
-            _write_skip_report(output, source, str(exc))
+            _write_skip_report(output, source, str(exc), settings)
             summary.skipped.append({"scene": source, "reason": str(exc)})
             continue
         except TerraMaskError as exc:
             summary.failed.append({"scene": source, "reason": str(exc)})
+            continue
+        except Exception as exc:  # a bug met on one scene: recorded, the others go on
+            summary.failed.append({"scene": source, "reason": _unexpected(exc)})
             continue
         summary.processed.append(source)
         if result.get("found") is False:
@@ -147,6 +166,9 @@ def run_batch(
         summary.tiles_skipped += int(tiles.get("skipped_no_data", 0))
     if progress:
         progress("scenes", len(sources), len(sources))
+    output.mkdir(parents=True, exist_ok=True)
+    sweep_temps(output, Path(INDEX_NAME).stem)
+    sweep_temps(output, Path(SUMMARY_NAME).stem)
     left_out = {f["scene"] for f in summary.failed + summary.skipped}
     index = write_index(output, [scene_name(s) for s in sources if s not in left_out], index_crs)
     summary.index = None if index.path is None else str(index.path)
@@ -154,16 +176,53 @@ def run_batch(
     summary.index_left_out = index.left_out
     summary.seconds = time.perf_counter() - started
     summary.peak_rss_mib = peak_rss_mib()
-    path = output / SUMMARY_NAME
-    with atomic_output(path, overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps(summary.to_dict(), indent=2))
+    path = write_atomic(output / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2))
     summary.summary = str(path)
     return summary
 
 
-def _write_skip_report(output: Path, source: str, reason: str) -> None:
-    """The report of a scene with nothing to work on: why, so that a re-run skips it too."""
-    report = OutputSet(output, scene_name(source), overwrite=True).path("report")
+def _normalised(settings: dict) -> dict:
+    """Settings as they read back from a report (JSON types only)."""
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _recorded_settings(report: Path) -> dict | None:
+    try:
+        return json.loads(report.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _stale_message(output: Path, stale: list[tuple[str, dict | None]], settings: dict) -> str:
+    names = ", ".join(scene_name(s) for s, _ in stale[:5]) + (" …" if len(stale) > 5 else "")
+    recorded = stale[0][1]
+    if recorded is None:
+        differs = "their reports record no settings (an earlier version made them)"
+    else:
+        keys = sorted(k for k in settings.keys() | recorded.keys()
+                      if settings.get(k) != recorded.get(k))  # fmt: skip
+        differs = f"these settings differ: {', '.join(keys)}"
+    return (
+        f"{len(stale)} scene{'s' if len(stale) > 1 else ''} in {output} ({names}) "
+        f"{'were' if len(stale) > 1 else 'was'} made with other settings ({differs}). Nothing "
+        "was run; pass `overwrite` to replace them, or choose another output folder."
+    )
+
+
+def _unexpected(exc: Exception) -> str:
+    return (
+        f"unexpected error ({type(exc).__name__}: {str(exc)[:300]}). This is a bug in "
+        "TerraMask, not in your input; run this scene alone with --debug for the traceback "
+        "and report it."
+    )
+
+
+def _write_skip_report(output: Path, source: str, reason: str, settings: dict) -> None:
+    """The report of a scene with nothing to work on: why, so that a re-run with the same
+    settings skips it too. It replaces any earlier outputs of the scene as one set."""
+    outputs = OutputSet(output, scene_name(source), overwrite=True)
     output.mkdir(parents=True, exist_ok=True)
-    with atomic_output(report, overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps({"scene": source, "skipped": reason}, indent=2))
+    with outputs.writing():
+        payload = {"scene": source, "skipped": reason, "settings": settings}
+        write_atomic(outputs.target("report"), json.dumps(payload, indent=2))
+        outputs.commit()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from terramask.atomic import atomic_output
+from terramask.atomic import write_atomic
 from terramask.options import PolygonOptions
 from terramask.pipeline.objects import FoundObject, paint_block
 from terramask.protocols import Progress
@@ -28,6 +28,7 @@ from terramask.scene import (
     write_preview,
     write_vectors,
 )
+from terramask.scene.outputs import SUFFIXES
 
 #: What an object run writes, in order.
 OBJECT_OUTPUTS = ("mask", "score", "gpkg", "geojson", "preview", "report")
@@ -59,16 +60,18 @@ def write_object_outputs(
     timings["rasters"] = time.perf_counter() - t
 
     features = _polygons(scene, objects, polygons)
-    vectors, finishing = write_vectors_and_preview(scene, features, outputs, "mask", colours)
-    timings.update(finishing)
+    timings.update(write_vectors_and_preview(scene, features, outputs, "mask", colours))
 
     areas: dict[int, float | None] = {}
     for f in features:
         oid = f.properties["object_id"]
         areas[oid] = None if f.area_m2 is None else (areas.get(oid) or 0.0) + f.area_m2
-    written = [outputs.path("mask"), outputs.path("score"), *vectors]
-    paths = {kind: outputs.path(kind) for kind in OBJECT_OUTPUTS if outputs.path(kind) in written}
-    return WrittenObjects(paths, areas, features, timings)
+    return WrittenObjects(staged_paths(outputs), areas, features, timings)
+
+
+def staged_paths(outputs: OutputSet) -> dict[str, Path]:
+    """The outputs staged so far, by kind, at the places they will have once committed."""
+    return {kind: outputs.path(kind) for kind in SUFFIXES if outputs.target(kind).exists()}
 
 
 def write_vectors_and_preview(
@@ -77,37 +80,28 @@ def write_vectors_and_preview(
     outputs: OutputSet,
     raster_kind: str,
     colormap: dict[int, tuple[int, int, int, int]],
-) -> tuple[list[Path], dict[str, float]]:
+) -> dict[str, float]:
     """GeoPackage (native CRS), GeoJSON (EPSG:4326, when georeferenced) and the preview of
-    the raster `raster_kind` over the scene; the paths written and the time each took."""
+    the staged raster `raster_kind` over the scene, staged; the time each took."""
     timings = {}
     t = time.perf_counter()
-    written = write_vectors(
+    write_vectors(
         features,
         crs=scene.crs,
-        gpkg_path=outputs.path("gpkg"),
-        geojson_path=outputs.path("geojson") if scene.georeferenced else None,
-        overwrite=outputs.overwrite,
+        gpkg_path=outputs.target("gpkg"),
+        geojson_path=outputs.target("geojson") if scene.georeferenced else None,
     )
     timings["vectors"] = time.perf_counter() - t
     t = time.perf_counter()
-    write_preview(
-        outputs.path("preview"),
-        scene,
-        outputs.path(raster_kind),
-        colormap=colormap,
-        overwrite=outputs.overwrite,
-    )
+    write_preview(outputs.target("preview"), scene, outputs.target(raster_kind), colormap=colormap)
     timings["preview"] = time.perf_counter() - t
-    return [*written, outputs.path("preview")], timings
+    return timings
 
 
 def write_report(outputs: OutputSet, payload: dict) -> Path:
-    """The run's JSON report, written atomically."""
-    report = outputs.path("report")
-    with atomic_output(report, overwrite=outputs.overwrite) as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=2, default=str))
-    return report
+    """Stage the run's JSON report (it is swapped into place last, marking a finished set)."""
+    write_atomic(outputs.target("report"), json.dumps(payload, indent=2, default=str))
+    return outputs.path("report")
 
 
 def _write_rasters(
@@ -145,24 +139,20 @@ def label_and_score_writers(
     colormap: dict[int, tuple[int, int, int, int]],
     tags: dict[str, str] | None = None,
 ) -> Iterator[tuple[RasterWriter, RasterWriter]]:
-    """The two COGs every run writes on the scene's grid: labels (or ids, with `tags`
-    describing their values) and scores."""
+    """The two COGs every run writes on the scene's grid, staged: labels (or ids, with
+    `tags` describing their values) and scores."""
     common = dict(
-        width=scene.width,
-        height=scene.height,
-        crs=scene.crs,
-        transform=scene.transform,
-        overwrite=outputs.overwrite,
+        width=scene.width, height=scene.height, crs=scene.crs, transform=scene.transform
     )
     with (
         RasterWriter(
-            outputs.path(label_kind), dtype=dtype, nodata=nodata, colormap=colormap, tags=tags,
-            **common,
+            outputs.target(label_kind), dtype=dtype, nodata=nodata, colormap=colormap,
+            tags=tags, **common,
         ) as labels,
         RasterWriter(
-            outputs.path("score"), dtype="float32", nodata=float("nan"), **common
+            outputs.target("score"), dtype="float32", nodata=float("nan"), **common
         ) as scores,
-    ):
+    ):  # fmt: skip
         yield labels, scores
 
 

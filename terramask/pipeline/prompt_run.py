@@ -51,9 +51,13 @@ def run_prompts(
     *,
     tiling: Tiling = PROMPT_TILING,
     polygons: PolygonOptions = PolygonOptions(),
+    settings: dict | None = None,
     progress: Progress | None = None,
 ) -> PromptResult:
-    """Segment every prompt on the window that holds it, then write all outputs."""
+    """Segment every prompt on the window that holds it, then write all outputs.
+
+    `settings` (what the run was asked) go into the report, so that a later run can tell
+    whether these outputs answer its own settings."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     plan = plan_tiles(scene.width, scene.height, tiling)
@@ -72,20 +76,25 @@ def run_prompts(
     objects.sort(key=lambda o: o.id)
     timings["segment"] = time.perf_counter() - started
 
-    written = write_object_outputs(scene, objects, outputs, polygons=polygons, progress=progress)
-    timings.update(written.timings)
-    timings["total"] = time.perf_counter() - started
-
-    summaries = [_summary(scene, prompts[o.id - 1], o, written.areas.get(o.id)) for o in objects]
-    result = PromptResult(
-        outputs=written.paths,
-        objects=summaries,
-        scene=scene_summary(scene),
-        timings=timings,
-    )
-    result.outputs["report"] = write_report(
-        outputs, {**result.to_dict(), "segmenter": segmenter.name}
-    )
+    with outputs.writing():
+        written = write_object_outputs(
+            scene, objects, outputs, polygons=polygons, progress=progress
+        )
+        timings.update(written.timings)
+        timings["total"] = time.perf_counter() - started
+        summaries = [
+            _summary(scene, prompts[o.id - 1], o, written.areas.get(o.id)) for o in objects
+        ]
+        result = PromptResult(
+            outputs={**written.paths, "report": outputs.path("report")},
+            objects=summaries,
+            scene=scene_summary(scene),
+            timings=timings,
+        )
+        write_report(
+            outputs, {**result.to_dict(), "segmenter": segmenter.name, "settings": settings}
+        )
+        outputs.commit()
     return result
 
 

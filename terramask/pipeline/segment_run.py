@@ -29,7 +29,11 @@ import terramask
 from terramask.methods.ovss import OvssPredictor
 from terramask.methods.vocabulary import ClassVocabulary
 from terramask.options import PolygonOptions, Tiling
-from terramask.pipeline.object_outputs import label_and_score_writers, write_report
+from terramask.pipeline.object_outputs import (
+    label_and_score_writers,
+    staged_paths,
+    write_report,
+)
 from terramask.pipeline.segment_tiles import (
     LABEL_RASTER_NO_CLASS,
     LABEL_RASTER_NODATA,
@@ -130,12 +134,13 @@ def run_segment(
     *,
     tiling: Tiling = Tiling(),
     polygons: PolygonOptions = PolygonOptions(),
+    settings: dict | None = None,
     progress: Progress | None = None,
 ) -> SegmentResult:
-    """Compute the tiles not yet in the store, then assemble every output from the store."""
+    """Compute the tiles not yet in the store, then assemble every output from the store.
+
+    `settings` (what the run was asked) go into the report."""
     started = time.perf_counter()
-    if outputs.overwrite:  # the report marks a finished scene: not while outputs are replaced
-        outputs.path("report").unlink(missing_ok=True)
     plan = plan_tiles(scene.width, scene.height, tiling)
     store = TileStore.for_scene(
         outputs.directory, outputs.stem, _fingerprint(scene, vocabulary, runner, tiling)
@@ -152,55 +157,53 @@ def run_segment(
             progress("segment", finished, len(plan))
     timings = {"segment": time.perf_counter() - started}
 
-    t = time.perf_counter()
-    assembled = _assemble(scene, vocabulary, store, len(plan), outputs, polygons)
-    timings["assemble"] = time.perf_counter() - t
-    t = time.perf_counter()
-    write_preview(
-        outputs.path("preview"),
-        scene,
-        outputs.path("labels"),
-        colormap=class_colormap(vocabulary),
-        overwrite=outputs.overwrite,
-    )
-    timings["preview"] = time.perf_counter() - t
+    with outputs.writing():
+        t = time.perf_counter()
+        assembled = _assemble(scene, vocabulary, store, len(plan), outputs, polygons)
+        timings["assemble"] = time.perf_counter() - t
+        t = time.perf_counter()
+        write_preview(
+            outputs.target("preview"),
+            scene,
+            outputs.target("labels"),
+            colormap=class_colormap(vocabulary),
+        )
+        timings["preview"] = time.perf_counter() - t
 
-    pixel_area = pixel_area_m2(scene)
-    classes = [
-        {
-            "value": k + 1,
-            "name": name,
-            "synonyms": list(vocabulary.classes[k]),
-            "pixels": int(assembled.pixels[k + 1]),
-            "area_m2": None
-            if pixel_area is None
-            else float(assembled.pixels[k + 1] * pixel_area),
-            "polygons": assembled.polygons[name],
-        }
-        for k, name in enumerate(vocabulary.names)
-    ]
-    tiles = {"total": len(plan), "skipped_no_data": assembled.skipped}
-    written = {
-        kind: outputs.path(kind)
-        for kind in SEGMENT_OUTPUTS
-        if kind != "report" and (kind != "geojson" or (scene.georeferenced and scene.crs))
-    }
-    report = write_report(
-        outputs,
-        {
-            # names, not paths: beside the report, and identical wherever the folder is
-            "outputs": {k: v.name for k, v in written.items()},
-            "classes": classes,
-            "tiles": tiles,
-            **runner.description,
-            "no_class_value": LABEL_RASTER_NO_CLASS,
-            "nodata_value": LABEL_RASTER_NODATA,
-        },
-    )
+        pixel_area = pixel_area_m2(scene)
+        classes = [
+            {
+                "value": k + 1,
+                "name": name,
+                "synonyms": list(vocabulary.classes[k]),
+                "pixels": int(assembled.pixels[k + 1]),
+                "area_m2": None
+                if pixel_area is None
+                else float(assembled.pixels[k + 1] * pixel_area),
+                "polygons": assembled.polygons[name],
+            }
+            for k, name in enumerate(vocabulary.names)
+        ]
+        tiles = {"total": len(plan), "skipped_no_data": assembled.skipped}
+        written = staged_paths(outputs)
+        write_report(
+            outputs,
+            {
+                # names, not paths: beside the report, and identical wherever the folder is
+                "outputs": {k: v.name for k, v in written.items()},
+                "classes": classes,
+                "tiles": tiles,
+                **runner.description,
+                "no_class_value": LABEL_RASTER_NO_CLASS,
+                "nodata_value": LABEL_RASTER_NODATA,
+                "settings": settings,
+            },
+        )
+        committed = outputs.commit()
     store.remove()
     timings["total"] = time.perf_counter() - started
     return SegmentResult(
-        outputs={**written, "report": report},
+        outputs=committed,
         classes=classes,
         tiles={**tiles, "resumed": len(done)},
         timings=timings,
@@ -252,9 +255,8 @@ def _assemble(
     seam_pieces: list[Feature] = []
     vectors = VectorWriter(
         crs=scene.crs,
-        gpkg_path=outputs.path("gpkg"),
-        geojson_path=outputs.path("geojson") if scene.georeferenced else None,
-        overwrite=outputs.overwrite,
+        gpkg_path=outputs.target("gpkg"),
+        geojson_path=outputs.target("geojson") if scene.georeferenced else None,
     )
 
     def add(features: list[Feature]) -> None:  # pixel coordinates in, scene CRS out

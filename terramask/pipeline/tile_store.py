@@ -38,11 +38,6 @@ class TileStore:
         """The store of the scene named `scene` whose outputs go to the folder `output`."""
         return cls(_folder(output, scene), fingerprint)
 
-    @staticmethod
-    def has_tiles(output: str | os.PathLike, scene: str) -> bool:
-        """Whether a run of `scene` into `output` left finished tiles (it was interrupted)."""
-        return _folder(output, scene).is_dir()
-
     def __init__(self, folder: str | os.PathLike, fingerprint: dict) -> None:
         self.folder = Path(folder)
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))

@@ -1,0 +1,46 @@
+"""`ask` says what the model returned when nothing of it could be used, instead of a bare
+"nothing was found"."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from terramask.cli import cli
+from terramask.testing.scenes import write_synthetic_scene
+from terramask.testing.tiny_models import save_tiny_sam
+from tests.helpers.chat_server import ChatServer
+
+
+@pytest.fixture(scope="module")
+def sam(tmp_path_factory):
+    return save_tiny_sam(tmp_path_factory.mktemp("tiny") / "sam")
+
+
+@pytest.mark.parametrize(
+    ("engine", "reply", "said"),
+    [
+        ("clicks", '{"bbox": [50, 40, 150, 120], "prompt": "building"}', "1 box and 0 clicks"),
+        ("clicks", '{"points": [[120, 80]], "labels": [0]}', "only negative clicks"),
+        ("box", '{"points": [[120, 80]], "labels": [1]}', "0 boxes and 1 click"),
+    ],
+)
+def test_a_reply_the_engine_cannot_use_is_explained(tmp_path, monkeypatch, sam, engine, reply,
+                                                    said):  # fmt: skip
+    monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path / "cache"))
+    scene = write_synthetic_scene(tmp_path / "scene.tif", width=300, height=200)
+    with ChatServer([reply]) as server:
+        result = CliRunner().invoke(cli, [
+            "ask", str(scene), "the building", "--engine", engine, "--mllm-url", server.url,
+            "--mllm-model", "test-vlm", "--segmenter", str(sam), "--device", "cpu",
+            "-o", str(tmp_path / "out"), "--json",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["found"] is False
+    assert data["answer"].startswith("Nothing was segmented:") and said in data["answer"]
+    assert any(said in w for w in data["warnings"])
+    human = json.loads((tmp_path / "out" / "scene.json").read_text())
+    assert said in human["answer"]
