@@ -872,8 +872,13 @@ def score(
 ) -> dict:
     """Score a folder of predicted label maps against ground truth (mIoU, aAcc, per class).
 
+    Predictions are class indices in `classes` order, or `terramask segment`'s label rasters
+    as written (`<scene>_labels.tif`, read by their tags: value k+1 is the tagged class k,
+    matched to `classes` by name). Ground-truth values are checked: when more than 1 % of
+    pixels hold values no class or ignore rule expects, scoring stops and says which.
+
     Args:
-        pred_dir: Predicted label maps (PNG or TIFF), class indices in `classes` order.
+        pred_dir: Predicted label maps (PNG or TIFF), or a `segment` output folder.
         gt_dir: Ground truth of the same names (without extension).
         classes: The class names in index order, a list or one comma-separated string.
         ignore_index: Ground-truth value left out of the scores.
@@ -882,10 +887,13 @@ def score(
         progress: Called with (stage, done, total).
 
     Returns:
-        mIoU, aAcc and per-class IoU (percent), and the files with no partner.
+        mIoU, aAcc and per-class IoU (percent); the files with no partner; how predictions
+        were read (`prediction_encodings`); unexpected ground-truth pixels
+        (`unexpected_labels`).
 
     Raises:
-        InputError: Missing folders, no pairs, or sizes that differ.
+        InputError: Missing folders, no pairs, sizes that differ, two files of one name,
+            unexpected ground-truth values over 1 %, or a segment class not in `classes`.
     """
     from terramask.eval.score import score_folders
 

@@ -751,10 +751,28 @@ def ask(
     emit(result.to_dict(), as_json, human)
 
 
-@cli.command("eval")
-@click.argument("dataset")
-@option("root", "--root", required=True, type=click.Path(file_okay=False),
-        help="Data set folder.")  # fmt: skip
+class EvalCommand(click.Command):
+    """`eval`, whose help ends with every preset's expected layout and label values."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from terramask.eval.presets import preset_rows
+
+        with formatter.section("OVSS presets (layout under --root; label values as stored)"):
+            formatter.write_dl([
+                (row["name"], f"{row['images']} + {row['labels']}: {row['label_values']}"
+                 + ("; reduce zero label" if row["reduce_zero_label"] == "yes" else ""))
+                for row in preset_rows()
+            ])  # fmt: skip
+
+
+@cli.command("eval", cls=EvalCommand)
+@click.argument("dataset", required=False)
+@option(
+    "list_presets", "--list", "list_presets", is_flag=True,
+    help="List the OVSS presets: layout, label values, threshold, source; then exit.",
+)  # fmt: skip
+@option("root", "--root", type=click.Path(file_okay=False),
+        help="Data set folder (required unless --list).")  # fmt: skip
 @option("split", "--split", default=None, help="Split folder to score (default: the preset's).")
 @option("limit", "--limit", type=int, help="Evaluate the first N images only.")
 @option(
@@ -772,7 +790,13 @@ def ask(
 @common_options
 @click.pass_context
 def eval_command(
-    ctx: click.Context, dataset: str, root: str, as_json: bool, debug: bool, **kw: Any
+    ctx: click.Context,
+    dataset: str | None,
+    root: str | None,
+    list_presets: bool,
+    as_json: bool,
+    debug: bool,
+    **kw: Any,
 ) -> None:
     """Evaluate a method on the benchmark DATASET found under --root.
 
@@ -785,6 +809,11 @@ def eval_command(
     from terramask import api, rules
     from terramask.eval.referring_datasets import referring_dataset_names
 
+    if list_presets:
+        _list_presets(as_json)
+        return
+    if dataset is None or root is None:
+        raise click.UsageError("eval needs DATASET and --root (or --list to see the presets).")
     referring = dataset.strip().lower().replace("_", "-") in referring_dataset_names()
     mllm = mllm_from(kw)
     local = not mllm.url and bool(mllm.model)
@@ -832,8 +861,33 @@ def eval_command(
                 f"[yellow]warning[/]: {result['unmatched_images']} images had no label of the "
                 "same name and were not scored."
             )
+        unexpected = result.get("unexpected_labels") or {}
+        if unexpected.get("pixels"):
+            from terramask.eval.report import unexpected_labels_text
+
+            text = escape(unexpected_labels_text(unexpected))
+            stderr.print(f"[yellow]warning[/]: {text}", highlight=False)
 
     emit(result, as_json, human)
+
+
+def _list_presets(as_json: bool) -> None:
+    """The OVSS presets as a table (every column with --json)."""
+    from terramask.eval.presets import PRESET_COLUMNS, preset_rows
+
+    rows = preset_rows()
+
+    def human() -> None:
+        shown = ("name", "display_name", "split", "images", "labels", "label_values",
+                 "reduce_zero_label", "threshold")  # fmt: skip
+        headings = dict(PRESET_COLUMNS)
+        listing = table(*(headings[key] for key in shown), title="OVSS presets")
+        for row in rows:
+            listing.add_row(*(escape(row[key]) for key in shown))
+        stdout.print(listing)
+        stdout.print("Sources and notes: terramask eval --list --json.", highlight=False)
+
+    emit({"presets": rows}, as_json, human)
 
 
 def _referring_summary(result: dict) -> None:
@@ -876,7 +930,11 @@ def score(pred_dir: str, gt_dir: str, as_json: bool, debug: bool, **kw: Any) -> 
         result = api.score(pred_dir, gt_dir, progress=report, **kw)
 
     def human() -> None:
+        from terramask.eval.report import score_notes
+
         stdout.print(class_table(result, f"{result['images']} images"))
+        for note in score_notes(result):
+            stdout.print(f"  {escape(for_cli(note))}", highlight=False)
         unmatched = result["unmatched_predictions"] + result["unmatched_ground_truth"]
         if unmatched:
             stderr.print(

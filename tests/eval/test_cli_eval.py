@@ -147,3 +147,27 @@ def test_eval_checks_the_layout_before_building_any_engine(run, tmp_path, fake_e
     assert result.exit_code == 2
     assert str(tmp_path / "img_dir" / "val") in result.output.replace("\n", "")
     assert calls == []
+
+
+def test_eval_list_shows_every_preset_with_its_layout_and_values(run):
+    from terramask.eval.presets import list_presets
+
+    result = run("eval", "--list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["presets"]
+    assert [r["name"] for r in rows] == sorted(list_presets())
+    potsdam = next(r for r in rows if r["name"] == "potsdam")
+    assert potsdam["images"] == "img_dir/<split>/*.png" and "2 building" in potsdam["label_values"]
+    table = run("eval", "--list")
+    assert table.exit_code == 0 and "loveda" in table.output
+
+
+def test_eval_help_lists_each_preset_layout(run):
+    result = run("eval", "--help")
+    assert result.exit_code == 0
+    assert "inria" in result.output and "0 background, 1 building" in result.output
+
+
+def test_eval_without_a_dataset_says_what_it_needs(run):
+    result = run("eval")
+    assert result.exit_code == 2 and "--list" in result.output
