@@ -1044,8 +1044,14 @@ def models_pull(model: str, as_json: bool, debug: bool) -> None:
     from terramask.models import pull_model
 
     found = pull_model(model)
-    data = {"model": model, "path": str(found.path), "family": found.family}
-    emit(data, as_json, lambda: stdout.print(escape(f"downloaded to {found.path}")))
+    data = {"model": model, "path": str(found.path), "family": found.family,
+            "origin": found.origin}  # fmt: skip
+    said = {
+        "hub": f"downloaded to {found.path}",
+        "cache": f"already in the Hugging Face cache: {found.path}",
+        "local": f"already local: {found.path} is a {found.family} model folder; nothing to pull",
+    }[found.origin]
+    emit(data, as_json, lambda: stdout.print(escape(said), highlight=False))
 
 
 @cli.command()

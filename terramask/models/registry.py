@@ -171,6 +171,32 @@ def is_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
+#: Seconds to wait for the hub to accept a connection before calling it unreachable.
+HUB_PROBE_TIMEOUT_S = 2.0
+_HUB_PROBES: dict[str, str | None] = {}
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached from here (None when it can), learnt once per process
+    by opening one connection to its host: a machine without internet fails in about
+    `HUB_PROBE_TIMEOUT_S` instead of the hub client's half a minute of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if endpoint not in _HUB_PROBES:
+        parts = urlsplit(endpoint)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((parts.hostname, port), HUB_PROBE_TIMEOUT_S):
+                _HUB_PROBES[endpoint] = None
+        except OSError as exc:
+            _HUB_PROBES[endpoint] = f"the hub ({endpoint}) cannot be reached from here ({exc})"
+    return _HUB_PROBES[endpoint]
+
+
 # ---------------------------------------------------------------- family detection
 
 
@@ -375,6 +401,10 @@ def resolve_model(id_or_path: str, *, kind: str, allow_download: bool = True) ->
     if not allow_download:
         raise _not_found(requested, repo_id, folder=None, offline=False, spec=spec,
                          reason="not contacted: this command only looks locally")
+    unreachable = hub_unreachable()
+    if unreachable:
+        raise _not_found(requested, repo_id, folder=None, offline=False, spec=spec,
+                         reason=unreachable)
     try:
         fetched = _download(repo_id, spec)
     except Exception as exc:  # every hub failure becomes the same actionable paragraph
@@ -401,14 +431,20 @@ def pull_model(id_or_path: str) -> ResolvedModel:
     """Download a model into the Hugging Face cache (or confirm it is there) for offline use.
 
     Args:
-        id_or_path: An alias or hub id.
+        id_or_path: An alias or hub id (a local model folder is already local: returned as
+            it is, with origin "local").
 
     Returns:
-        Where it now is in the cache.
+        Where it now is (origin "hub" when just downloaded, "cache" or "local" when it was
+        already here).
 
     Raises:
         ModelNotFoundError: The hub does not have it, or it cannot be reached.
     """
+    local = Path(str(id_or_path).strip()).expanduser()
+    if local.exists() and detect_family(local) is not None:
+        # a folder (or checkpoint) on this machine: nothing to download
+        return ResolvedModel(local.resolve(), detect_family(local), "local", None, str(id_or_path))
     repo_id, spec = _lookup_spec(str(id_or_path).strip())
     kind = spec.kind if spec else None
     if kind is None:
@@ -416,6 +452,10 @@ def pull_model(id_or_path: str) -> ResolvedModel:
         if cached is None:
             if is_offline():
                 raise _not_found(id_or_path, repo_id, folder=None, offline=True)
+            unreachable = hub_unreachable()
+            if unreachable:
+                raise _not_found(id_or_path, repo_id, folder=None, offline=False,
+                                 reason=unreachable)
             try:
                 cached = _download(repo_id, None)
             except Exception as exc:
