@@ -118,6 +118,14 @@ def prompt(
         OutputExistsError: Outputs exist and `overwrite` is false.
         ModelNotFoundError, ModelLoadError: The segmenter cannot be found or loaded.
     """
+    _one_scene(scene, "prompt_many", raster)
+    has_coordinates = bool(points or negatives or boxes)
+    rules.refuse(
+        _given(models, polygons, crs=crs is not None),
+        rules.prompt_rules(has_coordinates=has_coordinates),
+    )
+    prompt_file = _prompt_file(has_coordinates, prompt_file, prompt_layer)
+
     from terramask.errors import NothingToDo
     from terramask.models import load_segmenter
     from terramask.pipeline.prompt_run import PROMPT_OUTPUTS, run_prompts
@@ -127,14 +135,6 @@ def prompt(
         prompts_from_options,
         prompts_from_vector,
     )
-
-    _one_scene(scene, "prompt_many", raster)
-    has_coordinates = bool(points or negatives or boxes)
-    rules.refuse(
-        _given(models, polygons, crs=crs is not None),
-        rules.prompt_rules(has_coordinates=has_coordinates),
-    )
-    prompt_file = _prompt_file(has_coordinates, prompt_file, prompt_layer)
     with open_scene(scene, raster) as opened:
         outputs = _checked_outputs(opened, output, overwrite, PROMPT_OUTPUTS)
         object_prompts = []
@@ -315,14 +315,15 @@ def segment(
         ModelNotFoundError, ModelLoadError: A model cannot be found or loaded.
     """
     from terramask.pipeline.engines import PredictorSpec
-    from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, InProcessRunner, run_segment
-    from terramask.scene import open_scene
 
     _one_scene(scene, "segment_many", raster)
     _check_segment(engine, threshold, generation, models, ray, predictor)
     vocabulary = _vocabulary(classes, background)
     spec = PredictorSpec(engine, models, generation, threshold)
     settings = _segment_settings(vocabulary, spec, predictor, raster, tiling, polygons)
+
+    from terramask.pipeline.segment_run import SEGMENT_OUTPUTS, InProcessRunner, run_segment
+    from terramask.scene import open_scene
     with open_scene(scene, raster) as opened:
         outputs = _checked_outputs(opened, output, overwrite, SEGMENT_OUTPUTS)
         if predictor is not None:
@@ -500,13 +501,14 @@ def ask(
         MLLMError: The endpoint failed after its retries, or the reply cannot be used.
         OutputExistsError: Outputs exist and `overwrite` is false.
     """
-    from terramask.pipeline.ask_run import ASK_OUTPUTS, run_ask
     from terramask.pipeline.engines import box_refinement, build_ask_models
-    from terramask.scene import open_scene
 
     _one_scene(scene, "ask_many", raster)
     _check_ask(engine, question, mllm, models, ask_options, tile, polygons)
     refinement = box_refinement(ask_options)
+
+    from terramask.pipeline.ask_run import ASK_OUTPUTS, run_ask
+    from terramask.scene import open_scene
     with open_scene(scene, raster) as opened:
         outputs = _checked_outputs(opened, output, overwrite, ASK_OUTPUTS)
         client = _client(mllm, models.device)
@@ -959,8 +961,9 @@ def _settings(verb: str, **parts: object) -> dict:
 
 
 def _one_scene(scene: PathLike, twin: str, raster: RasterOptions) -> None:
-    """Refuse a set of scenes (or a STAC asset choice) where one scene is expected."""
-    from terramask.scene import names_many
+    """Refuse a set of scenes (or a STAC asset choice) where one scene is expected, and a
+    local file that is not there (before the raster libraries load: that takes seconds)."""
+    from terramask.scene.inputs import check_source, names_many
 
     if names_many(scene) or raster.asset is not None:
         raise InputError(
@@ -968,6 +971,7 @@ def _one_scene(scene: PathLike, twin: str, raster: RasterOptions) -> None:
             f"JSON){' with `RasterOptions.asset`' if raster.asset else ''}; this function "
             f"takes one raster. Use `{twin}` for a set of scenes."
         )
+    check_source(scene)
 
 
 def _without_asset(raster: RasterOptions) -> RasterOptions:

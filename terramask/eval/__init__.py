@@ -1,14 +1,19 @@
-"""Benchmarks and metrics: OVSS presets, data-set-level mIoU, folder scoring and reports."""
+"""Benchmarks and metrics: OVSS presets, data-set-level mIoU, folder scoring and reports.
 
-from terramask.eval.metrics import SegmentationScores
-from terramask.eval.presets import OvssPreset, list_presets, load_preset, preset_rows
-from terramask.eval.score import score_folders
+Names are imported from their modules on first use (see `terramask.lazy`), so importing the
+package costs nothing until one of them is needed.
+"""
 
-__all__ = [
-    "OvssPreset",
-    "SegmentationScores",
-    "list_presets",
-    "load_preset",
-    "preset_rows",
-    "score_folders",
-]
+from terramask.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "OvssPreset": "presets",
+        "SegmentationScores": "metrics",
+        "list_presets": "presets",
+        "load_preset": "presets",
+        "preset_rows": "presets",
+        "score_folders": "score",
+    },
+)

@@ -1,34 +1,26 @@
-"""Model adapters: find SAM, SAM 3 and CLIP models offline-first and load them behind protocols."""
+"""Model adapters: find SAM, SAM 3 and CLIP models offline-first and load them behind protocols.
 
-from terramask.models.device import choose_device, choose_dtype
-from terramask.models.loader import (
-    clear_loaded,
-    load_concept_segmenter,
-    load_image_text,
-    load_segmenter,
-)
-from terramask.models.registry import (
-    DEFAULT_MODELS,
-    KNOWN_MODELS,
-    ModelSpec,
-    ResolvedModel,
-    list_models,
-    pull_model,
-    resolve_model,
-)
+Names are imported from their modules on first use (see `terramask.lazy`), so importing the
+package costs nothing until one of them is needed.
+"""
 
-__all__ = [
-    "DEFAULT_MODELS",
-    "KNOWN_MODELS",
-    "ModelSpec",
-    "ResolvedModel",
-    "choose_device",
-    "choose_dtype",
-    "clear_loaded",
-    "list_models",
-    "load_concept_segmenter",
-    "load_image_text",
-    "load_segmenter",
-    "pull_model",
-    "resolve_model",
-]
+from terramask.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "DEFAULT_MODELS": "registry",
+        "KNOWN_MODELS": "registry",
+        "ModelSpec": "registry",
+        "ResolvedModel": "registry",
+        "choose_device": "device",
+        "choose_dtype": "device",
+        "clear_loaded": "loader",
+        "list_models": "registry",
+        "load_concept_segmenter": "loader",
+        "load_image_text": "loader",
+        "load_segmenter": "loader",
+        "pull_model": "registry",
+        "resolve_model": "registry",
+    },
+)

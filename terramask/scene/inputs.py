@@ -15,6 +15,25 @@ DEFAULT_ASSETS = ("visual", "image", "data", "analytic")
 _URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
 
 
+def check_source(source: str | os.PathLike) -> None:
+    """An InputError for a local raster path that does not exist or is a folder; URLs and
+    GDAL virtual paths are left to GDAL."""
+    text = os.fspath(source)
+    if text.lower().startswith(_URL_PREFIXES):
+        return
+    local = Path(text)
+    if not local.exists():
+        raise InputError(
+            f"The raster {text} does not exist. Check the path (relative paths are read "
+            f"from {Path.cwd()}), or pass a URL such as https://… or s3://bucket/key."
+        )
+    if local.is_dir():
+        raise InputError(
+            f"{text} is a folder, not a raster file. Pass one GeoTIFF (or other GDAL "
+            "raster) file."
+        )
+
+
 def names_many(spec: str | os.PathLike) -> bool:
     """Whether `spec` names a set of scenes (a folder, a glob, a .txt list or a STAC JSON)
     rather than one raster, however many scenes the set turns out to hold."""
