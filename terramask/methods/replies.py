@@ -35,20 +35,46 @@ What is forgiven, each with a warning in `ParsedReply.warnings`:
 "not present", "there is no", ...) without coordinates, or a `"found": false` style flag.
 Either `no_target` is True or the reply has at least one box or click. A reply with neither
 coordinates nor a refusal raises `MLLMError("could not parse the model's reply: ...")`.
+
+Whatever the model writes, reading it takes time linear in the reply's length (no pattern
+here can backtrack over more than the text it matches, and each bracket's partner is found
+once) and bounded memory:
+
+- At most `max_objects` boxes, and the clicks of at most `max_objects` click groups (a group
+  is the clicks of one JSON object), are kept: the first ones as written, with a warning that
+  names how many there were (`AskOptions.max_objects`, 20 by default).
+- The JSON-like pieces tried are loaded with at most `LOAD_BUDGET` times the reply's length
+  (plus 64 KiB) in total: after a large piece fails to load, the pieces inside it are tried
+  while they fit the rest of that budget, so only text built to defeat the reader loses parts.
+- Structure nested deeper than `MAX_DEPTH` levels is not read (a warning says so).
+- At most `MAX_WARNINGS` warnings are kept (the `max_objects` ones always), then a count of
+  the rest.
 """
 
 from __future__ import annotations
 
 import ast
+import bisect
 import json
+import math
 import re
+import reprlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from terramask.errors import InputError, MLLMError
+from terramask.options import AskOptions, check_at_least
 from terramask.protocols import COORDINATE_CONVENTIONS, MLLMReply
+
+#: Characters handed to the JSON readers over one reply, as a multiple of its length.
+LOAD_BUDGET = 4
+#: Nesting levels of a reply's JSON that are read; deeper structure is ignored.
+MAX_DEPTH = 32
+#: Warnings kept per reply (the `max_objects` ones always), then a count of the rest.
+MAX_WARNINGS = 100
 
 _BOX_KEYS = ("bbox", "box", "bbox_2d", "box_2d")
 _BOX_LIST_KEYS = ("bboxes", "boxes")
@@ -67,7 +93,7 @@ _REFUSALS = re.compile(
     re.IGNORECASE,
 )
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.IGNORECASE | re.DOTALL)
-_FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.DOTALL)
+_FENCE_HEAD = re.compile(r"[a-zA-Z]*\s*")  # the language tag and blank after ```
 
 
 @dataclass
@@ -80,7 +106,7 @@ class ParsedReply:
     entity:       the noun the model named ("prompt"), or None
     answer:       the reply's words without the JSON (or its "answer" field)
     no_target:    the model says the object is not in the image
-    warnings:     everything that was repaired or guessed, for logs and reports
+    warnings:     everything that was repaired, guessed or left out, for logs and reports
     """
 
     boxes: np.ndarray
@@ -145,9 +171,26 @@ def _check_question(question: str) -> str:
 # ---------------------------------------------------------------------------- parsing
 
 
-def parse_reply(reply: MLLMReply, image_size: tuple[int, int]) -> ParsedReply:
-    """Boxes, clicks and words from a reply; `image_size` is the (H, W) the caller passed
-    in, before the client resized it to `reply.shown_size`."""
+def parse_reply(
+    reply: MLLMReply,
+    image_size: tuple[int, int],
+    *,
+    max_objects: int = AskOptions.max_objects,
+) -> ParsedReply:
+    """Boxes, clicks and words from a reply.
+
+    Args:
+        reply: What the client returned.
+        image_size: The (H, W) the caller passed in, before the client resized it to
+            `reply.shown_size`.
+        max_objects: Keep at most this many boxes, and the clicks of at most this many
+            click groups, the first ones as written (`AskOptions.max_objects`); a warning
+            names how many the reply gave.
+
+    Raises:
+        MLLMError: The reply holds no box, no clicks and no refusal.
+        InputError: `reply.convention` is unknown, or `max_objects` is below 1.
+    """
     height, width = int(image_size[0]), int(image_size[1])
     if reply.convention not in COORDINATE_CONVENTIONS:
         raise InputError(
@@ -155,7 +198,8 @@ def parse_reply(reply: MLLMReply, image_size: tuple[int, int]) -> ParsedReply:
             f"'{reply.convention}', which TerraMask cannot read. Use one of: "
             f"{', '.join(COORDINATE_CONVENTIONS)}."
         )
-    warnings: list[str] = []
+    check_at_least(max_objects, 1, "AskOptions.max_objects")
+    warnings = _Warnings()
     text = _THINK.sub(" ", reply.text or "")
     values, spans = _json_values(text)
     found = _Found()
@@ -176,6 +220,7 @@ def parse_reply(reply: MLLMReply, image_size: tuple[int, int]) -> ParsedReply:
     if refusal:
         warnings.append("the reply reads like a refusal but also gives coordinates; "
                         "the coordinates were used")
+    found.keep_first(max_objects, warnings)
 
     shown = (max(1, int(reply.shown_size[0])), max(1, int(reply.shown_size[1])))
     convention = _effective_convention(reply.convention, found, shown, warnings)
@@ -205,16 +250,35 @@ def parse_reply(reply: MLLMReply, image_size: tuple[int, int]) -> ParsedReply:
         boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
         points=np.asarray(points, dtype=np.float64).reshape(-1, 2),
         point_labels=np.asarray(labels, dtype=np.int64),
-        entity=found.entity, answer=answer, no_target=False, warnings=warnings,
+        entity=found.entity, answer=answer, no_target=False, warnings=warnings.kept(),
     )
 
 
-def _nothing(entity: str | None, answer: str, warnings: list[str]) -> ParsedReply:
+def _nothing(entity: str | None, answer: str, warnings: _Warnings) -> ParsedReply:
     return ParsedReply(
         boxes=np.zeros((0, 4)), points=np.zeros((0, 2)),
         point_labels=np.zeros((0,), dtype=np.int64), entity=entity, answer=answer,
-        no_target=True, warnings=warnings,
+        no_target=True, warnings=warnings.kept(),
     )
+
+
+class _Warnings(list):
+    """The warnings of one reply: `MAX_WARNINGS` at most, then a count of those left out;
+    `always` ones (what `max_objects` left out) are kept regardless."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left_out = 0
+
+    def append(self, message: str, *, always: bool = False) -> None:
+        if always or len(self) < MAX_WARNINGS:
+            super().append(message)
+        else:
+            self.left_out += 1
+
+    def kept(self) -> list[str]:
+        more = [f"{self.left_out} more warnings were left out"] if self.left_out else []
+        return list(self) + more
 
 
 # ---------------------------------------------------------------------------- JSON finding
@@ -224,32 +288,73 @@ def _json_values(text: str) -> tuple[list[Any], list[tuple[int, int]]]:
     """Every JSON-like value in the text (fenced first, then bare) and the spans it took."""
     values: list[Any] = []
     spans: list[tuple[int, int]] = []
-    for fence in _FENCE.finditer(text):
-        inner = fence.group(1)
-        value = _loads(inner)
+    budget = _Budget(LOAD_BUDGET * len(text) + 65536)
+    for span, (start, end) in _fences(text):
+        inner = text[start:end]
+        value = _loads(inner) if budget.take(len(inner)) else _FAIL
         if value is not _FAIL:
             values.append(value)
-            spans.append(fence.span())
+            spans.append(span)
         else:
-            found, _ = _bare_values(inner, fence.start(1))
+            found, _ = _bare_values(inner, start, budget)
             if found:
                 values.extend(found)
-                spans.append(fence.span())
+                spans.append(span)
     masked = _without_spans(text, spans, keep_length=True)
-    bare, bare_spans = _bare_values(masked, 0)
+    bare, bare_spans = _bare_values(masked, 0, budget)
     return values + bare, spans + bare_spans
 
 
-def _bare_values(text: str, offset: int) -> tuple[list[Any], list[tuple[int, int]]]:
+def _fences(text: str) -> Iterator[tuple[tuple[int, int], tuple[int, int]]]:
+    """The span of each ```fenced``` block and of its content, after the language tag.
+
+    What the regex ```[a-zA-Z]*\\s*\\n?(.*?)``` (DOTALL) finds, without its backtracking: a
+    fence left open followed by a long blank took time quadratic in the blank's length."""
+    position = 0
+    while True:
+        start = text.find("```", position)
+        if start < 0:
+            return
+        inner = _FENCE_HEAD.match(text, start + 3).end()  # type: ignore[union-attr]
+        end = text.find("```", inner)
+        if end < 0:
+            return
+        yield (start, end + 3), (inner, end)
+        position = end + 3
+
+
+class _Budget:
+    """Characters the JSON readers may still be handed (see `LOAD_BUDGET`)."""
+
+    def __init__(self, characters: int) -> None:
+        self.left = characters
+
+    def take(self, characters: int) -> bool:
+        if characters > self.left:
+            return False
+        self.left -= characters
+        return True
+
+
+_OPENING = re.compile(r"[{\[]")
+
+
+def _bare_values(
+    text: str, offset: int, budget: _Budget
+) -> tuple[list[Any], list[tuple[int, int]]]:
     """Balanced {...} / [...] segments that load, scanning left to right."""
     values, spans = [], []
+    closing = _Closings(text)
     start = 0
     while True:
-        opening = _next_opening(text, start)
-        if opening < 0:
+        match = _OPENING.search(text, start)
+        if match is None:
             return values, spans
-        end = _matching_close(text, opening)
-        value = _loads(text[opening:end]) if end > 0 else _FAIL
+        opening = match.start()
+        end = closing.after(opening)
+        value = _FAIL
+        if end > 0 and budget.take(end - opening):
+            value = _loads(text[opening:end])
         if value is not _FAIL and isinstance(value, dict | list) and value != []:
             values.append(value)
             spans.append((offset + opening, offset + end))
@@ -258,37 +363,81 @@ def _bare_values(text: str, offset: int) -> tuple[list[Any], list[tuple[int, int
             start = opening + 1
 
 
-def _next_opening(text: str, start: int) -> int:
-    positions = [p for p in (text.find("{", start), text.find("[", start)) if p >= 0]
-    return min(positions) if positions else -1
+_OUTSIDE_QUOTES = re.compile(r"[\"'{}\[\]]")
+_QUOTE_END = {'"': re.compile(r'["\\]'), "'": re.compile(r"['\\]")}
 
 
-def _matching_close(text: str, opening: int) -> int:
-    """Index after the bracket closing the one at `opening`, or -1; quotes are respected."""
-    depth, quote, escaped = 0, "", False
-    for index in range(opening, len(text)):
-        char = text[index]
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return index + 1
-    return -1
+class _Closings:
+    """Where the bracket opened at a position closes: the first `}` or `]` at which the
+    brackets counted from it balance, outside quoted strings that begin after it (a
+    backslash escapes the next character inside them); -1 when they never balance.
+
+    Each walk stops at a bracket opened inside it whose closing is already known and jumps
+    past it (or fails with it), and remembers every closing it finds, so that asking for
+    every opening of a text costs time linear in its length, not quadratic."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.known: dict[int, int] = {}
+        self.quote_ends: dict[int, int] = {}
+
+    def after(self, opening: int) -> int:
+        """Index after the bracket closing the one at `opening`, or -1."""
+        text, known = self.text, self.known
+        if opening in known:
+            return known[opening]
+        walks = [opening]  # openings whose closing is sought, innermost last
+        index = opening + 1
+        while walks:
+            result = -1
+            while True:
+                match = _OUTSIDE_QUOTES.search(text, index)
+                if match is None:
+                    break
+                char, index = match.group(), match.start()
+                if char in "\"'":
+                    index = self._quote_end(index)
+                elif char in "}]":
+                    result = index + 1
+                    break
+                elif index in known:
+                    if known[index] < 0:
+                        break
+                    index = known[index]
+                else:
+                    walks.append(index)
+                    index += 1
+            if result < 0:
+                for walk in walks:
+                    known[walk] = -1
+                break
+            known[walks.pop()] = index = result
+        return known[opening]
+
+    def _quote_end(self, quote: int) -> int:
+        """Index after the string opened at `quote` (the text's end when it never closes)."""
+        if quote not in self.quote_ends:
+            text, finder, index = self.text, _QUOTE_END[self.text[quote]], quote + 1
+            while True:
+                match = finder.search(text, index)
+                if match is None:
+                    index = len(text)
+                    break
+                if match.group() == "\\":
+                    index = match.start() + 2
+                else:
+                    index = match.start() + 1
+                    break
+            self.quote_ends[quote] = index
+        return self.quote_ends[quote]
 
 
 _FAIL = object()
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _PY_WORDS = {"true": "True", "false": "False", "null": "None"}
+_JSON_WORDS = re.compile(r"\b(true|false|null)\b")
+_NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*")  # a word that is not part of a number (1e5, 0x1f)
+_LITERAL_NAMES = {"true", "false", "null", "True", "False", "None"}
 
 
 def _loads(candidate: str) -> Any:
@@ -298,38 +447,44 @@ def _loads(candidate: str) -> Any:
         return _FAIL
     try:
         return json.loads(candidate)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
-    relaxed = _outside_strings(candidate, lambda part: _TRAILING_COMMA.sub(r"\1", part))
-    try:
-        return json.loads(relaxed)
-    except ValueError:
-        pass
-    python = _outside_strings(
-        candidate, lambda part: re.sub(r"\b(true|false|null)\b",
-                                       lambda m: _PY_WORDS[m.group(1)], part))
+    if _TRAILING_COMMA.search(candidate):
+        relaxed = _outside_strings(candidate, lambda part: _TRAILING_COMMA.sub(r"\1", part))
+        try:
+            return json.loads(relaxed)
+        except (ValueError, RecursionError):
+            pass
+    names: set[str] = set()
+
+    def python_words(part: str) -> str:
+        names.update(_NAME.findall(part))
+        return _JSON_WORDS.sub(lambda m: _PY_WORDS[m.group(1)], part)
+
+    python = _outside_strings(candidate, python_words)
+    if not names <= _LITERAL_NAMES:  # a Python literal names nothing else: not worth parsing
+        return _FAIL
     try:
         return ast.literal_eval(python)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return _FAIL
 
 
-def _outside_strings(text: str, change) -> str:
+# A quoted string up to its closing quote or the end: unrolled so that it never backtracks.
+_STRING = re.compile(
+    r""""[^"\\]*(?:\\[\s\S]?[^"\\]*)*(?:"|\Z)"""
+    r"""|'[^'\\]*(?:\\[\s\S]?[^'\\]*)*(?:'|\Z)"""
+)
+
+
+def _outside_strings(text: str, change: Callable[[str], str]) -> str:
     """Apply `change` to the parts of `text` that are not inside quoted strings."""
-    pieces, start, index, quote = [], 0, 0, ""
-    while index < len(text):
-        char = text[index]
-        if quote:
-            if char == "\\":
-                index += 1
-            elif char == quote:
-                pieces.append(text[start:index + 1])
-                start, quote = index + 1, ""
-        elif char in "\"'":
-            pieces.append(change(text[start:index]))
-            start, quote = index, char
-        index += 1
-    pieces.append(text[start:] if quote else change(text[start:]))
+    pieces, last = [], 0
+    for string in _STRING.finditer(text):
+        pieces.append(change(text[last:string.start()]))
+        pieces.append(string.group())
+        last = string.end()
+    pieces.append(change(text[last:]))
     return "".join(pieces)
 
 
@@ -359,12 +514,21 @@ class _Found:
         self.boxes: list[list[float]] = []
         self.points: list[tuple[float, float]] = []
         self.labels: list[int] = []
+        self.groups: list[int] = []  # the click group of each point, in order
+        self.click_groups = 0
         self.entity: str | None = None
         self.answer = ""
         self.empty_marker = False
         self.absent = False
+        self.too_deep = False
 
-    def collect(self, value: Any, warnings: list[str]) -> None:
+    def collect(self, value: Any, warnings: list[str], depth: int = 0) -> None:
+        if depth >= MAX_DEPTH and isinstance(value, dict | list):
+            if not self.too_deep:
+                self.too_deep = True
+                warnings.append(f"parts of the reply nested deeper than {MAX_DEPTH} levels "
+                                "were ignored")
+            return
         if isinstance(value, list):
             if _is_box(value):
                 self.boxes.append(_numbers(value))
@@ -373,7 +537,7 @@ class _Found:
             else:
                 for item in value:
                     if isinstance(item, dict | list):
-                        self.collect(item, warnings)
+                        self.collect(item, warnings, depth + 1)
             return
         if not isinstance(value, dict):
             return
@@ -381,7 +545,11 @@ class _Found:
         for key in _BOX_KEYS + _BOX_LIST_KEYS:
             if key in keys:
                 self._boxes(keys[key], key, warnings)
+        clicks = len(self.points)
         self._clicks(keys, warnings)
+        if len(self.points) > clicks:
+            self.groups.extend([self.click_groups] * (len(self.points) - clicks))
+            self.click_groups += 1
         if self.entity is None:
             for key in _ENTITY_KEYS:
                 if isinstance(keys.get(key), str) and keys[key].strip():
@@ -396,7 +564,22 @@ class _Found:
             self.absent = True
         for key in ("objects", "results", "detections", "targets"):
             if isinstance(keys.get(key), list):
-                self.collect(keys[key], warnings)
+                self.collect(keys[key], warnings, depth + 1)
+
+    def keep_first(self, limit: int, warnings: _Warnings) -> None:
+        """At most `limit` boxes and click groups, the first ones as written."""
+        if len(self.boxes) > limit:
+            warnings.append(f"the reply gave {len(self.boxes)} boxes; only the first {limit} "
+                            "were kept (`AskOptions.max_objects`)", always=True)
+            del self.boxes[limit:]
+        if self.click_groups > limit:
+            warnings.append(f"the reply gave {self.click_groups} click groups; only the clicks "
+                            f"of the first {limit} were kept (`AskOptions.max_objects`)",
+                            always=True)
+            cut = bisect.bisect_left(self.groups, limit)
+            for kept in (self.points, self.labels, self.groups):
+                del kept[cut:]
+            self.click_groups = limit
 
     def _boxes(self, raw: Any, key: str, warnings: list[str]) -> None:
         if raw in ([], None, ""):
@@ -407,7 +590,7 @@ class _Found:
             self.boxes.extend(_numbers(item) for item in raw)
         else:
             warnings.append(f"the value of '{key}' is not a box of four numbers and was "
-                            f"ignored: {str(raw)[:80]}")
+                            f"ignored: {_short(raw)}")
 
     def _clicks(self, keys: dict[str, Any], warnings: list[str]) -> None:
         if "points" in keys:
@@ -417,7 +600,7 @@ class _Found:
                 return
             if not isinstance(points, list) or not all(_is_point(p) for p in points):
                 warnings.append(f"'points' is not a list of [x, y] pairs and was ignored: "
-                                f"{str(points)[:80]}")
+                                f"{_short(points)}")
                 return
             labels = keys.get("labels", keys.get("point_labels"))
             labels = labels if isinstance(labels, list) else []
@@ -438,7 +621,7 @@ class _Found:
                         self._add_point(point, label)
                     else:
                         warnings.append(f"an entry of '{key}' is not an [x, y] pair and was "
-                                        f"ignored: {str(point)[:80]}")
+                                        f"ignored: {_short(point)}")
         if "positive" in keys and "negative" in keys and not keys["positive"]:
             self.empty_marker = True
         for key in ("point_2d", "point"):
@@ -451,18 +634,24 @@ class _Found:
         self.labels.append(label)
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple = 3, 6, 6, 6
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 80
+
+
+def _short(value: Any) -> str:
+    """At most 80 characters of a value of any size or depth, for a warning."""
+    return _SHORT.repr(value)[:80]
+
+
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, int | float):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-        return number if np.isfinite(number) else None
-    return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):  # not a number, or an integer beyond float's range
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _is_box(value: Any) -> bool:
@@ -480,12 +669,12 @@ def _numbers(values: Any) -> list[float]:
 
 
 def _label(value: Any, warnings: list[str]) -> int:
-    word = str(value).strip().lower()
+    word = str(value).strip().lower() if isinstance(value, str | int | float) else ""
     if word in _POSITIVE_WORDS:
         return 1
     if word in _NEGATIVE_WORDS:
         return 0
-    warnings.append(f"the click label {value!r} is neither 1 nor 0; read as positive")
+    warnings.append(f"the click label {_short(value)} is neither 1 nor 0; read as positive")
     return 1
 
 

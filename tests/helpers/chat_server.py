@@ -6,9 +6,10 @@
         server.requests[0].image().shape   # what the client actually sent
 
 `script` is a list of steps consumed one per request, in order: a reply text, or a `Step`
-(a status with an optional Retry-After, a pause before answering, a null content). It may
-instead be a callable that gets each `RecordedRequest` and returns a step. A request beyond
-the end of a list gets HTTP 500 "script exhausted", so an unexpected extra call shows up.
+(a status with an optional Retry-After, a pause before answering, a null content, a
+finish_reason, or a raw body sent as it is: empty, cut off, HTML, trickled). It may instead be
+a callable that gets each `RecordedRequest` and returns a step. A request beyond the end of a
+list gets HTTP 500 "script exhausted", so an unexpected extra call shows up.
 """
 
 from __future__ import annotations
@@ -29,12 +30,24 @@ from terramask.models.mllm.images import decode_data_url
 @dataclass(frozen=True)
 class Step:
     """One scripted answer: HTTP `status`; `text` is the message content (None sends null);
-    `retry_after` becomes a Retry-After header; `sleep_s` delays the answer."""
+    `finish_reason` goes with it; `retry_after` becomes a Retry-After header; `sleep_s`
+    delays the answer.
+
+    `raw` (bytes, or str sent as UTF-8) is sent as the whole body instead, with `status` and
+    `content_type`; `content_length` overrides its Content-Length header (a larger one cuts
+    the body off: the connection closes after `raw`); `trickle_s` sends `raw` one
+    `trickle_bytes` piece at a time with that pause between pieces."""
 
     text: str | None = ""
     status: int = 200
     retry_after: float | str | None = None
     sleep_s: float = 0.0
+    finish_reason: str = "stop"
+    raw: bytes | str | None = None
+    content_type: str = "application/json"
+    content_length: int | None = None
+    trickle_s: float = 0.0
+    trickle_bytes: int = 1
 
 
 @dataclass
@@ -128,9 +141,10 @@ class ChatServer:
             item = self._script(request)  # type: ignore[operator]
         return Step(text=item) if isinstance(item, str) else item
 
-    def _completion(self, text: str | None, request: RecordedRequest) -> dict[str, Any]:
+    def _completion(self, step: Step, request: RecordedRequest) -> dict[str, Any]:
         with self._lock:
             number = len(self.requests)
+        text = step.text
         words = len(text.split()) if text else 0
         return {
             "id": f"chatcmpl-scripted-{number}",
@@ -140,7 +154,7 @@ class ChatServer:
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
+                "finish_reason": step.finish_reason,
             }],
             "usage": {"prompt_tokens": 1, "completion_tokens": words,
                       "total_tokens": 1 + words},
@@ -176,14 +190,16 @@ def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             step = server._step_for(request)
             if step.sleep_s:
                 time.sleep(step.sleep_s)
-            if step.status != 200:
+            if step.raw is not None:
+                self._send_raw(step)
+            elif step.status != 200:
                 headers = {}
                 if step.retry_after is not None:
                     headers["Retry-After"] = str(step.retry_after)
                 self._send(step.status, _error(step.status, step.text or "scripted failure"),
                            headers)
             else:
-                self._send(200, server._completion(step.text, request))
+                self._send(200, server._completion(step, request))
 
         def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode("utf-8")
@@ -197,6 +213,29 @@ def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test); nothing to tell it
+
+        def _send_raw(self, step: Step) -> None:
+            data = step.raw.encode("utf-8") if isinstance(step.raw, str) else bytes(step.raw)
+            length = len(data) if step.content_length is None else step.content_length
+            if length != len(data):
+                self.close_connection = True  # a body cut off: the client sees the close
+            try:
+                self.send_response(step.status)
+                self.send_header("Content-Type", step.content_type)
+                self.send_header("Content-Length", str(length))
+                if step.retry_after is not None:
+                    self.send_header("Retry-After", str(step.retry_after))
+                self.end_headers()
+                if not step.trickle_s:
+                    self.wfile.write(data)
+                    return
+                size = max(1, step.trickle_bytes)
+                for start in range(0, len(data), size):
+                    self.wfile.write(data[start:start + size])
+                    self.wfile.flush()
+                    time.sleep(step.trickle_s)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up; nothing to tell it
 
     return Handler
 

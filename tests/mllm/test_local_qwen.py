@@ -59,3 +59,48 @@ def test_load_mllm_refuses_other_families_and_missing_folders(tmp_path):
         load_mllm(str(tmp_path / "clip"))
     with pytest.raises(ModelNotFoundError, match="was not found"):
         load_mllm(str(tmp_path / "absent"))
+
+
+def test_local_reply_is_bounded_by_max_new_tokens(tmp_path):
+    folder = save_tiny_qwen_vl(tmp_path / "q", family="qwen2_5_vl")
+    mllm = load_mllm(str(folder), device="cpu", max_new_tokens=5)
+    model = mllm._weights.model
+    real, generated = model.generate, []
+
+    def generate(**kwargs):
+        output = real(**kwargs)
+        generated.append((kwargs["max_new_tokens"], output.shape[1] - kwargs["input_ids"].shape[1]))
+        return output
+
+    model.generate = generate
+    try:
+        picture = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        reply = mllm.ask(picture, "describe")
+    finally:
+        del model.generate
+    [(asked, new)] = generated
+    assert asked == 5 and 0 < new <= 5
+    longest = max(len(token) for token in mllm._weights.tokenizer.get_vocab())
+    assert len(reply.text) <= 5 * longest
+
+
+def test_local_failure_advice_names_the_options_a_user_can_set(tmp_path):
+    folder = save_tiny_qwen_vl(tmp_path / "q", family="qwen2_5_vl")
+    mllm = load_mllm(str(folder), device="cpu", max_new_tokens=2)
+    model = mllm._weights.model
+
+    def out_of_memory(**kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    model.generate = out_of_memory
+    try:
+        with pytest.raises(MLLMError) as info:
+            mllm.ask(np.zeros((32, 32, 3), np.uint8), "describe")
+    finally:
+        del model.generate
+    message = str(info.value)
+    assert "(RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB)" in message
+    assert message.endswith(
+        "If memory ran out, show smaller images (`AskOptions.overview_size`) or use a smaller "
+        "model (`MLLMOptions.model`); otherwise re-download the model folder.")
+    assert "max_side" not in message

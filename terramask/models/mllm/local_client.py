@@ -9,6 +9,9 @@ per merged patch and mark those tokens for the model's multimodal rotary positio
 The size the model saw is read from the image processor's output (`image_grid_thw` × patch
 size): Qwen resizes to multiples of 28 (2.5) or 32 (3), and Qwen2.5-VL's pixel coordinates
 refer to that resized image.
+
+Decoding is greedy and stops after `max_new_tokens` (256 by default); only the new tokens are
+decoded, so a reply is at most that many tokens long whatever the model says.
 """
 
 from __future__ import annotations
@@ -128,9 +131,9 @@ class LocalQwenVL:
                 detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
                 raise MLLMError(
                     f"The local multimodal LLM '{self.name}' ({self.resolved.path}) failed while "
-                    f"answering ({type(exc).__name__}: {detail}). If memory ran out, lower "
-                    "max_side or use a smaller model; otherwise re-download the "
-                    "model folder."
+                    f"answering ({type(exc).__name__}: {detail}). If memory ran out, show "
+                    "smaller images (`AskOptions.overview_size`) or use a smaller model "
+                    "(`MLLMOptions.model`); otherwise re-download the model folder."
                 ) from None
             return MLLMReply(text=text, shown_size=shown, convention=self.convention,
                              model=self.name)
