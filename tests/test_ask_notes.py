@@ -44,3 +44,20 @@ def test_a_reply_the_engine_cannot_use_is_explained(tmp_path, monkeypatch, sam, 
     assert any(said in w for w in data["warnings"])
     human = json.loads((tmp_path / "out" / "scene.json").read_text())
     assert said in human["answer"]
+
+
+def test_at_most_max_objects_boxes_of_a_reply_are_segmented(tmp_path, monkeypatch, sam):
+    monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path / "cache"))
+    scene = write_synthetic_scene(tmp_path / "scene.tif", width=300, height=200)
+    boxes = [[x, 10, x + 8, 18] for x in range(0, 290, 9)]  # 33 boxes
+    reply = json.dumps([{"bbox_2d": b, "label": "car"} for b in boxes])
+    with ChatServer([reply]) as server:
+        result = CliRunner().invoke(cli, [
+            "ask", str(scene), "every car", "--engine", "box", "--mllm-url", server.url,
+            "--mllm-model", "test-vlm", "--segmenter", str(sam), "--device", "cpu",
+            "--max-objects", "3", "-o", str(tmp_path / "out"), "--json",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["boxes"]) == 3
+    assert any("33 boxes" in w and "--max-objects" not in w for w in data["warnings"])

@@ -149,7 +149,7 @@ def locate(
     if progress:
         progress("ask", 0, 1)
     reply = mllm.ask(shown, prompt)
-    parsed = parse_reply(reply, shown.shape[:2])
+    parsed = parse_reply(reply, shown.shape[:2], max_objects=ask_options.max_objects)
     if progress:
         progress("ask", 1, 1)
     timings = {"mllm": time.perf_counter() - started}
