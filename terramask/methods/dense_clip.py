@@ -12,6 +12,13 @@ attention as content): the window shrinks to that side, so all windows of an ima
 share one size and batch together. Only to reach a whole number of patches is a window
 padded, at its bottom/right by mirroring its own pixels; the logits of that padding are cut
 off after upsampling, so patches stay aligned with the pixels they came from.
+
+Thin images: the resize to `short_side` is computed as if the short side were at least the
+long side / `max_aspect`, so what the windows slide over is at most short_side by
+short_side · max_aspect (448 × 1792) whatever the image. Without it a 1-px strip would be
+scaled 448-fold (a 1 × 1024 tile to 448 × 458 752, thousands of windows; a 1 × 190 box crop to
+85 120 px wide). A strip thinner than a patch after the resize is mirrored up to one patch
+as above, and its logits cut back to it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from terramask.methods.templates import IMAGENET_TEMPLATES
 from terramask.methods.vocabulary import ClassVocabulary
 from terramask.protocols import ImageText
 
+#: The largest long-to-short side ratio the `short_side` resize honours (see the module doc).
+MAX_ASPECT = 4
+
 
 class DenseClip:
     """A `SemanticEngine` over an `ImageText` model; defaults are SegEarth-OV's published ones.
@@ -35,7 +45,8 @@ class DenseClip:
     short_side: the image is resized (bilinear) so its shorter side has this many pixels
     before windows are cut (None keeps its size); crop/stride: the sliding window;
     logit_scale: the softmax temperature over all names; cls_lambda: the global-token weight;
-    batch_size: windows per `dense_tokens` call.
+    batch_size: windows per `dense_tokens` call; max_aspect: thinner images are resized as if
+    their short side were their long side / max_aspect (see the module doc).
     """
 
     def __init__(
@@ -49,11 +60,14 @@ class DenseClip:
         logit_scale: float = 50.0,
         cls_lambda: float = -0.3,
         batch_size: int = 8,
+        max_aspect: float = MAX_ASPECT,
     ):
         if crop < 1 or not 1 <= stride <= crop:
             raise ValueError(f"need crop >= 1 and 1 <= stride <= crop, got {crop}, {stride}")
         if short_side is not None and short_side < 1:
             raise ValueError(f"short_side must be positive or None, got {short_side}")
+        if not max_aspect >= 1:
+            raise ValueError(f"max_aspect must be at least 1, got {max_aspect}")
         self.image_text = image_text
         self.templates = tuple(templates)
         self.short_side = short_side
@@ -62,6 +76,7 @@ class DenseClip:
         self.logit_scale = float(logit_scale)
         self.cls_lambda = float(cls_lambda)
         self.batch_size = max(1, int(batch_size))
+        self.max_aspect = float(max_aspect)
         self.name = f"dense-clip:{image_text.name}"
         self._text: dict[tuple[str, ...], torch.Tensor] = {}
 
@@ -97,7 +112,7 @@ class DenseClip:
     def _name_logits(self, image: np.ndarray, vocabulary: ClassVocabulary) -> torch.Tensor:
         image = _check_image(image)
         text = self.text_embeddings(vocabulary)
-        resized = resize_short_side(image, self.short_side)
+        resized = resize_short_side(image, self.short_side, self.max_aspect)
         logits = self._sliding_logits(resized, text)
         if resized.shape[:2] != image.shape[:2]:
             logits = _upsample(logits[None], image.shape[:2])[0]
@@ -139,14 +154,28 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return [min(i * stride, size - window) for i in range(steps)]
 
 
-def resize_short_side(image: np.ndarray, short_side: int | None) -> np.ndarray:
-    """The uint8 image resized (bilinear, antialiased when shrinking) to that short side."""
+def resize_short_side(
+    image: np.ndarray, short_side: int | None, max_aspect: float | None = MAX_ASPECT
+) -> np.ndarray:
+    """The uint8 image resized (bilinear, antialiased when shrinking) to that short side.
+
+    An image thinner than `max_aspect` (long side / short side) is scaled as if its short side
+    were long side / max_aspect: its long side becomes short_side · max_aspect and its short
+    side less than short_side (at least 1 px), so the result never exceeds that size.
+    """
     height, width = image.shape[:2]
-    if short_side is None or min(height, width) == short_side:
+    if short_side is None:
         return image
-    scale = short_side / min(height, width)
-    size = (short_side, max(1, round(width * scale))) if height <= width else (
-        max(1, round(height * scale)), short_side)
+    short, long = min(height, width), max(height, width)
+    reference = short if max_aspect is None else max(short, long / max_aspect)
+    if reference == short_side:
+        return image
+    scale = short_side / reference
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if reference == short:  # the short side exactly, as before thin images were capped
+        size = (short_side, size[1]) if height <= width else (size[0], short_side)
+    if size == (height, width):
+        return image
     pixels = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()
     pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False,
                            antialias=scale < 1)

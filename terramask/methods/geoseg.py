@@ -56,6 +56,13 @@ GEOSEG_REFINEMENT = BoxRefinement()
 #: Crops are enlarged to at least this short side before CLIP sees them (its training scale;
 #: a crop smaller than one ViT patch could not be embedded at all).
 CLIP_MIN_SIDE = 224
+#: CLIP Surgery's view of a crop is at most this many pixels on its long side (larger crops
+#: are shrunk to it: the self-self attention over all patches grows with its square) ...
+SURGERY_MAX_SIDE = 1024
+#: ... and a crop thinner than this ratio of long to short side is enlarged as if its short
+#: side were its long side / SURGERY_MAX_ASPECT, then padded up to CLIP_MIN_SIDE: a 190 × 1
+#: box is seen as 896 × 5 px in a 896 × 224 view, not scaled to 42 560 × 224.
+SURGERY_MAX_ASPECT = 4
 
 
 def refine_box(
@@ -72,6 +79,18 @@ def refine_box(
     x1, x2 = _grow(x1, x2, refinement.min_size, width)
     y1, y2 = _grow(y1, y2, refinement.min_size, height)
     return np.array([max(x1, 0.0), max(y1, 0.0), min(x2, width), min(y2, height)])
+
+
+def zero_area(box: Sequence[float]) -> str | None:
+    """Why an x1, y1, x2, y2 box has no area, in words, or None when it has some.
+
+    "no width" (x2 <= x1), "no height" (y2 <= y1) or "no width and no height" (a point). An
+    MLLM gives such a box when it means a point or a line, or when a small object's box is
+    rounded on the downsampled image it was shown.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    flat = [what for what, empty in (("width", x2 <= x1), ("height", y2 <= y1)) if empty]
+    return " and ".join(f"no {what}" for what in flat) or None
 
 
 def _grow(lo: float, hi: float, size: float, limit: int) -> tuple[float, float]:
@@ -92,26 +111,50 @@ def surgery_similarity(image_text: ImageText, crop: np.ndarray, entity: str) -> 
     an empty prompt: subtracting it removes what every text shares (the redundant features
     CLIP Surgery identifies), leaving what is specific to the entity.
     """
-    if min(crop.shape[:2]) < CLIP_MIN_SIDE:  # small boxes: CLIP sees them at its own scale
-        scale = CLIP_MIN_SIDE / min(crop.shape[:2])
-        size = (round(crop.shape[0] * scale), round(crop.shape[1] * scale))
-        pixels = torch.from_numpy(np.array(crop, copy=True)).permute(2, 0, 1)[None].float()
-        pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False)
-        view = pixels[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-    else:
-        view = crop
+    view, shown = surgery_view(crop)
     patches, _ = image_text.dense_tokens([view])
     patches = patches[0] / np.linalg.norm(patches[0], axis=-1, keepdims=True).clip(1e-12)
     template = SIMPLE_TEMPLATES[0]  # "a photo of a {}."; the empty prompt is the bare template
     text, empty = image_text.encode_text([template.format(entity), template.format("")], None)
     similarity = patches @ (text - empty)
     grid = torch.from_numpy(similarity.astype(np.float32))[None, None]
+    if view.shape[:2] != shown:  # padded: back to the view, cut to what shows the crop
+        grid = F.interpolate(grid, size=view.shape[:2], mode="bilinear", align_corners=False)
+        grid = grid[:, :, : shown[0], : shown[1]]
     upsampled = F.interpolate(grid, size=crop.shape[:2], mode="bilinear", align_corners=False)
     values = upsampled[0, 0].numpy()
     low, high = float(values.min()), float(values.max())
     if high - low < 1e-12:
         return np.zeros_like(values)
     return (values - low) / (high - low)
+
+
+def surgery_view(crop: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """What CLIP Surgery is shown of a crop, and the (rows, cols) of it that show the crop.
+
+    A crop with a short side under CLIP_MIN_SIDE is enlarged to it (CLIP's own scale), one
+    longer than SURGERY_MAX_SIDE is shrunk to it; a crop thinner than SURGERY_MAX_ASPECT is
+    scaled as if its short side were long / SURGERY_MAX_ASPECT (so the view is never larger
+    than SURGERY_MAX_SIDE, or CLIP_MIN_SIDE · SURGERY_MAX_ASPECT, on its long side) and then
+    mirrored at the bottom/right up to CLIP_MIN_SIDE; the similarity of that padding is cut
+    off before it is used.
+    """
+    height, width = crop.shape[:2]
+    short, long = min(height, width), max(height, width)
+    reference = max(short, long / SURGERY_MAX_ASPECT)
+    scale = CLIP_MIN_SIDE / reference if reference < CLIP_MIN_SIDE else 1.0
+    scale = min(scale, SURGERY_MAX_SIDE / long)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    view = crop
+    if size != (height, width):
+        pixels = torch.from_numpy(np.array(crop, copy=True)).permute(2, 0, 1)[None].float()
+        pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False,
+                               antialias=scale < 1)  # fmt: skip
+        view = pixels[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    extra = (max(0, CLIP_MIN_SIDE - size[0]), max(0, CLIP_MIN_SIDE - size[1]))
+    if any(extra):
+        view = np.pad(view, ((0, extra[0]), (0, extra[1]), (0, 0)), mode="symmetric")
+    return view, size
 
 
 @dataclass(frozen=True)

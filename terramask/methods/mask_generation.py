@@ -92,6 +92,8 @@ def generate_masks(
     if valid is not None:  # no prompt where there is no data
         inside = valid[points[:, 1].astype(int), points[:, 0].astype(int)]
         points, passes = points[inside], passes[inside]
+    keep = one_point_per_pixel(points, passes, width)
+    points, passes = points[keep], passes[keep]
     settled = np.zeros(len(points), dtype=bool)
     candidates: list[MaskProposal] = []
     for level in range(passes.max(initial=-1) + 1):
@@ -102,6 +104,22 @@ def generate_masks(
     kept = mask_nms(candidates, settings.nms_iou)
     cleaned = [_clean(p, settings.min_region_area) for p in kept]
     return [p for p in cleaned if p is not None]
+
+
+def one_point_per_pixel(points: np.ndarray, passes: np.ndarray, width: int) -> np.ndarray:
+    """Indexes (in order) of the grid points to decode: of points in one pixel, the earliest pass.
+
+    On an image at least `grid` pixels on each side every grid point has a pixel of its own
+    and all are kept; on a strip a few pixels thin the n × n grid piles n points into each
+    pixel, which SAM would decode n times to the same masks.
+    """
+    if len(points) == 0:
+        return np.zeros(0, dtype=np.int64)
+    pixels = points[:, 1].astype(np.int64) * width + points[:, 0].astype(np.int64)
+    order = np.lexsort((passes, pixels))  # by pixel, then by pass
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = pixels[order][1:] != pixels[order][:-1]
+    return np.sort(order[first])
 
 
 def grid_passes(n: int, strides: tuple[int, ...]) -> np.ndarray:

@@ -24,6 +24,8 @@ from terramask.models.weights import load_pretrained
 from terramask.protocols import RAW_TEMPLATE, fill_template
 
 CLIP_FAMILIES = ("clip", "siglip")
+#: The largest long-to-short side ratio given to the processor's resize and centre crop.
+MAX_ASPECT = 4
 
 
 def _model_class(family: str):
@@ -132,13 +134,30 @@ class ClipImageText:
     # ------------------------------------------------------------------ images
 
     def preprocess(self, images: Sequence[np.ndarray], *, native: bool = False) -> torch.Tensor:
-        """pixel_values on the model's device: the processor's resize/crop, or none if `native`."""
+        """pixel_values on the model's device: the processor's resize/crop, or none if `native`.
+
+        Images are always read channels-last (the processor would take a 1- or 3-px tall image
+        for channels-first). Native images must hold at least one patch per side. For the
+        processor's resize, an image whose long side exceeds `MAX_ASPECT` times its short side
+        is first padded with black at the bottom/right to that ratio: resizing its short side
+        to the crop size would otherwise blow the long side up without bound (a 1 × 20 000
+        strip to 224 × 4 480 000) to keep only the centre crop of a stretched row.
+        """
         images = _check_images(images, same_size=native)
-        kwargs: dict[str, Any] = {"return_tensors": "pt"}
+        kwargs: dict[str, Any] = {"return_tensors": "pt", "input_data_format": "channels_last"}
         if native:
+            small = [image.shape[:2] for image in images if min(image.shape[:2]) < self.patch_size]
+            if small:
+                raise InputError(
+                    f"The image-text model reads images at their own size in {self.patch_size}-"
+                    f"pixel patches, so each side needs at least {self.patch_size} pixels; got "
+                    f"{small[0][0]} × {small[0][1]}. Pad or resize the image first."
+                )
             kwargs["do_resize"] = False
             if getattr(self.image_processor, "do_center_crop", None) is not None:
                 kwargs["do_center_crop"] = False
+        else:
+            images = [_pad_to_aspect(image, MAX_ASPECT) for image in images]
         pixels = self.image_processor(images=list(images), **kwargs)["pixel_values"]
         return pixels.to(self.device, self.dtype)
 
@@ -265,6 +284,17 @@ def _siglip_value_path(head: torch.nn.Module, tokens: torch.Tensor) -> torch.Ten
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _pad_to_aspect(image: np.ndarray, max_aspect: float) -> np.ndarray:
+    """The image padded with black at the bottom/right so its long side is at most
+    `max_aspect` times its short side (the image itself when it already is)."""
+    height, width = image.shape[:2]
+    need = -(-max(height, width) // max_aspect)
+    extra = (max(0, int(need) - height), max(0, int(need) - width))
+    if not any(extra):
+        return image
+    return np.pad(image, ((0, extra[0]), (0, extra[1]), (0, 0)))
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,62 @@ from terramask.protocols import ImageEmbedding, MaskPrediction
 SAM_FAMILIES = ("sam", "sam_hq", "sam2")
 
 
+#: Token-grid side assumed when a config does not say (SAM's 1024 px input in 16 px patches).
+DEFAULT_GRID = 64
+
+
 @dataclass(frozen=True)
 class _Features:
     """What one embedded image carries: encoder outputs plus the geometry to map prompts."""
 
     embeddings: Any  # sam: tensor; sam_hq: (tensor, list of tensors); sam2: list of tensors
-    original_size: tuple[int, int]  # (H, W) of the tile
+    original_size: tuple[int, int]  # (H, W) of the tile as encoded (after `pad_thin`)
     input_size: tuple[int, int]  # (h, w) the tile was resized to before padding
+    image_size: tuple[int, int] = (0, 0)  # (H, W) of the caller's image: masks are cut to it
+
+
+def grid_side(config: Any) -> int:
+    """Tokens per side of the image encoder's grid (64 for SAM, 72 for SAM 3), from a config.
+
+    Looks for `image_size` / `patch_size` in the vision (or its backbone) config, then for the
+    coarsest `backbone_feature_sizes` (SAM 2); DEFAULT_GRID when neither is there.
+    """
+    vision = getattr(config, "vision_config", None)
+    for part in (vision, getattr(vision, "backbone_config", None)):
+        size = getattr(part, "image_size", None)
+        patch = getattr(part, "patch_size", None)
+        if isinstance(size, (list, tuple)):
+            size = min(size)
+        if isinstance(patch, (list, tuple)):
+            patch = min(patch)
+        if isinstance(size, int) and isinstance(patch, int) and size >= patch > 0:
+            return size // patch
+    sizes = getattr(vision, "backbone_feature_sizes", None)
+    if sizes:
+        return max(1, int(min(min(s) for s in sizes)))
+    return DEFAULT_GRID
+
+
+def pad_thin(image: np.ndarray, max_aspect: float) -> np.ndarray:
+    """The image with black rows (or columns) added at the bottom (or right) so that its long
+    side is at most `max_aspect` times its short side; the image itself when it already is.
+
+    SAM-family encoders resize the long side to their input size: a strip thinner than one
+    token of their grid (1 px against 1024) would shrink to nothing (SAM's processor fails on a
+    0-px side) or be stretched a thousand-fold (SAM 2, SAM 3). Padding at the bottom/right
+    keeps pixel coordinates unchanged; results are cut back to the image.
+    """
+    height, width = image.shape[:2]
+    padded = thin_padded_size(height, width, max_aspect)
+    if padded == (height, width):
+        return image
+    return np.pad(image, ((0, padded[0] - height), (0, padded[1] - width), (0, 0)))
+
+
+def thin_padded_size(height: int, width: int, max_aspect: float) -> tuple[int, int]:
+    """(H, W) of `pad_thin`'s result for an image of that size."""
+    need = math.ceil(max(height, width) / max_aspect)
+    return max(height, need), max(width, need)
 
 
 def image_key(image: np.ndarray) -> str:
@@ -59,7 +109,7 @@ class _Sam2Frames:
         self.mean = np.asarray(config.get("image_mean", [0.485, 0.456, 0.406]), np.float32)
         self.std = np.asarray(config.get("image_std", [0.229, 0.224, 0.225]), np.float32)
 
-    def __call__(self, images: np.ndarray, return_tensors: str = "pt") -> dict:
+    def __call__(self, images: np.ndarray, return_tensors: str = "pt", **_: Any) -> dict:
         from PIL import Image
 
         height, width = self.size
@@ -112,6 +162,8 @@ class SamSegmenter:
             _model_class(self.family), resolved, device, dtype
         )
         self.processor = _load_processor(Path(resolved.path), self.family)
+        #: Thinner images are padded (bottom/right) to one token of the encoder's grid.
+        self.max_aspect = grid_side(self.model.config)
         self.cache_size = max(0, int(cache_size))
         # Bounds decoder and up-sampling memory when a caller sends a whole point grid.
         self.max_prompts_per_call = max(1, int(max_prompts_per_call))
@@ -132,10 +184,15 @@ class SamSegmenter:
                 self._cache[key] = features
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-        return ImageEmbedding(image_size=features.original_size, data=features, key=key)
+        return ImageEmbedding(image_size=features.image_size, data=features, key=key)
 
     def _encode(self, image: np.ndarray) -> _Features:
-        inputs = self.processor(images=image, return_tensors="pt")
+        padded = pad_thin(image, self.max_aspect)
+        # Channels last, always: a 1- or 3-px tall image would otherwise be read as
+        # channels-first by the processor's guess.
+        inputs = self.processor(
+            images=padded, return_tensors="pt", input_data_format="channels_last"
+        )
         pixels = inputs["pixel_values"].to(self.device, self.dtype)
         original = tuple(int(v) for v in inputs["original_sizes"][0])
         if "reshaped_input_sizes" in inputs:
@@ -144,7 +201,7 @@ class SamSegmenter:
             resized = tuple(int(v) for v in pixels.shape[-2:])
         with torch.inference_mode():
             embeddings = self.model.get_image_embeddings(pixels)
-        return _Features(embeddings, original, resized)
+        return _Features(embeddings, original, resized, (image.shape[0], image.shape[1]))
 
     # ------------------------------------------------------------------ decoding
 
@@ -224,12 +281,16 @@ class SamSegmenter:
         )
 
     def _upsample(self, low_res: torch.Tensor, features: _Features) -> torch.Tensor:
+        """Logits at the encoded size, cut to the caller's image (padding dropped)."""
         original = [list(features.original_size)]
         if self.family == "sam2":
-            return self.processor.post_process_masks([low_res], original, binarize=False)[0]
-        return self.processor.post_process_masks(
-            [low_res], original, [list(features.input_size)], binarize=False
-        )[0]
+            full = self.processor.post_process_masks([low_res], original, binarize=False)[0]
+        else:
+            full = self.processor.post_process_masks(
+                [low_res], original, [list(features.input_size)], binarize=False
+            )[0]
+        height, width = features.image_size
+        return full[..., :height, :width]
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(

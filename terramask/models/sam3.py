@@ -27,7 +27,13 @@ import torch.nn.functional as F
 
 from terramask.errors import InputError
 from terramask.models.registry import ResolvedModel
-from terramask.models.sam import _check_image, image_key
+from terramask.models.sam import (
+    _check_image,
+    grid_side,
+    image_key,
+    pad_thin,
+    thin_padded_size,
+)
 from terramask.models.weights import load_pretrained
 from terramask.protocols import ConceptResult
 
@@ -78,7 +84,10 @@ def _image_preprocessor(folder: Path) -> Callable[[np.ndarray], torch.Tensor]:
     from transformers import AutoImageProcessor
 
     processor = AutoImageProcessor.from_pretrained(folder)
-    return lambda image: processor(images=image, return_tensors="pt")["pixel_values"]
+    # Channels last, always: a 1- or 3-px tall image would otherwise be read as channels-first.
+    return lambda image: processor(
+        images=image, return_tensors="pt", input_data_format="channels_last"
+    )["pixel_values"]
 
 
 class Sam3ConceptSegmenter:
@@ -113,6 +122,9 @@ class Sam3ConceptSegmenter:
         self.text_length = min(TEXT_LENGTH, int(text_config.max_position_embeddings))
         self.score_threshold = float(score_threshold)
         self.cache_size = max(0, int(cache_size))
+        #: Thinner images are padded (bottom/right) to one token of the encoder's grid before
+        #: SAM 3's square resize, rather than stretched; results are cut back to the image.
+        self.max_aspect = grid_side(self.model.config)
         # Each phrase in a call gets its own copy of the decoder's pixel features (288x288x256
         # on the real model), so phrases go through in groups of at most this many.
         self.max_phrases_per_call = max(1, int(max_phrases_per_call))
@@ -128,10 +140,11 @@ class Sam3ConceptSegmenter:
             return []
         features = self.vision_features(image)
         size = (int(image.shape[0]), int(image.shape[1]))
+        padded = thin_padded_size(*size, self.max_aspect)
         results: list[ConceptResult] = []
         for start in range(0, len(phrases), self.max_phrases_per_call):
             group = phrases[start:start + self.max_phrases_per_call]
-            results.extend(self._decode(features, group, size))
+            results.extend(self._decode(features, group, padded, size))
         return results
 
     def vision_features(self, image: np.ndarray) -> Any:
@@ -143,7 +156,7 @@ class Sam3ConceptSegmenter:
             return features
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-        pixels = self.preprocess(image).to(self.device, self.dtype)
+        pixels = self.preprocess(pad_thin(image, self.max_aspect)).to(self.device, self.dtype)
         with torch.inference_mode():
             output = self.model.get_vision_features(pixel_values=pixels)
         # Only the FPN levels are used by the decoder; the ViT tokens would double the memory.
@@ -159,7 +172,10 @@ class Sam3ConceptSegmenter:
 
     # ------------------------------------------------------------------ decoding
 
-    def _decode(self, features: Any, phrases: list[str], size: tuple[int, int]):
+    def _decode(
+        self, features: Any, phrases: list[str], size: tuple[int, int], crop: tuple[int, int]
+    ):
+        """Decode phrases; masks are resized to `size` (the encoded image) and cut to `crop`."""
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
         text = self.tokenizer(phrases, padding="max_length", max_length=self.text_length,
@@ -182,14 +198,17 @@ class Sam3ConceptSegmenter:
             presence = output.presence_logits.float().sigmoid().reshape(count)  # (P,)
             # SAM 3's instance score: detection probability times presence probability.
             scores = output.pred_logits.float().sigmoid() * presence[:, None]  # (P, Q)
-            semantic = _resize(output.semantic_seg.float(), size)[:, 0]  # (P, H, W)
+            semantic = _resize(output.semantic_seg.float(), size)[:, 0, : crop[0], : crop[1]]
             results = []
             for i in range(count):
                 keep = torch.nonzero(scores[i] > self.score_threshold).flatten()
                 keep = keep[torch.argsort(scores[i, keep], descending=True, stable=True)]
                 masks = output.pred_masks[i, keep].float()
-                logits = _resize(masks[None], size)[0] if len(keep) else masks.new_zeros(
-                    (0, *size))
+                logits = (
+                    _resize(masks[None], size)[0, :, : crop[0], : crop[1]]
+                    if len(keep)
+                    else masks.new_zeros((0, *crop))
+                )
                 results.append(ConceptResult(
                     instance_logits=_numpy(logits),
                     instance_scores=_numpy(scores[i, keep]),

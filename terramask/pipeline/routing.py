@@ -14,6 +14,11 @@ from terramask.scene import ObjectPrompt, TilePlan
 
 #: Context kept around a prompt too large for any tile, as a fraction of its size.
 LARGE_PROMPT_MARGIN = 0.15
+#: The thinnest window `job_for_bounds` gives a box, in scene pixels (one CLIP patch, and
+#: GeoSeg's smallest box) ...
+MIN_WINDOW_SIDE = 16
+#: ... and the largest ratio of its long side to its short side (see `job_for_bounds`).
+MAX_WINDOW_ASPECT = 4
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,19 @@ def job_for_bounds(
     always_decimate: bool = False,
 ) -> WindowJob:
     """The window covering pixel `bounds` (clipped to the scene), read at full resolution
-    when its long side fits in a tile, else decimated so that it does."""
+    when its long side fits in a tile, else decimated so that it does.
+
+    Context around thin boxes: a side of `bounds` shorter than MIN_WINDOW_SIDE, or than the
+    long side / MAX_WINDOW_ASPECT, is widened to that about its centre (moved back inside the
+    scene at an edge; a scene thinner than that stays its own width). A box one pixel tall
+    (a road, a wall, an MLLM's box with no height) is so segmented in a window that shows
+    what lies around it, never in a sliver that models would have to blow up to their input
+    size; what is found there may reach beyond the box's thin side.
+    """
     x0, y0, x1, y1 = bounds
+    minimum = max(MIN_WINDOW_SIDE, max(x1 - x0, y1 - y0) / MAX_WINDOW_ASPECT)
+    x0, x1 = _widen(x0, x1, minimum, width)
+    y0, y1 = _widen(y0, y1, minimum, height)
     col0 = int(np.clip(np.floor(x0), 0, width - 1))
     row0 = int(np.clip(np.floor(y0), 0, height - 1))
     col1 = int(np.clip(np.ceil(x1), col0 + 1, width))
@@ -101,3 +117,17 @@ def job_for_bounds(
     scale = max(window.width, window.height) / tile_size
     out_shape = (max(1, round(window.height / scale)), max(1, round(window.width / scale)))
     return WindowJob(window=window, out_shape=out_shape)
+
+
+def _widen(lo: float, hi: float, size: float, limit: int) -> tuple[float, float]:
+    """[lo, hi] widened about its centre to at least `size`, shifted back into [0, limit]
+    when that side of the scene allows (a range already that wide is returned as it is)."""
+    if hi - lo >= size:
+        return lo, hi
+    centre = (lo + hi) / 2
+    lo, hi = centre - size / 2, centre + size / 2
+    if lo < 0:
+        lo, hi = 0.0, min(size, float(limit))
+    elif hi > limit:
+        lo, hi = max(0.0, limit - size), float(limit)
+    return lo, hi

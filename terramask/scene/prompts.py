@@ -15,10 +15,11 @@ import pyogrio.raw
 import pyproj
 import shapely
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
+from rasterio.windows import Window
 
 from terramask.errors import InputError
 from terramask.options import Outside
-from terramask.scene.raster import GeoreferenceWarning, Scene
+from terramask.scene.raster import GeoreferenceWarning, Scene, SceneWarning
 from terramask.scene.vectors import to_pyproj
 
 Coordinates = tuple[float, float]
@@ -69,27 +70,59 @@ def _pair(values: Iterable[float]) -> str:
 
 
 class _Frame:
-    """Converts coordinates in the user's frame (pixels, or a map CRS) to scene pixels."""
+    """Converts coordinates in the user's frame (pixels, or a map CRS) to scene pixels.
+
+    Longitudes wrap: x, x - 360 and x + 360 are the same place, and each point is placed at
+    the one nearest the scene's centre. So -179.9999 and 180.0001 both land in a scene that
+    crosses the antimeridian, whichever way its grid numbers it. The turn is taken in the
+    scene's CRS when that is geographic (its grid may run past ±180, where PROJ's output does
+    not), otherwise on the coordinates given when they are geographic (lon, lat).
+    """
 
     def __init__(self, scene: Scene, crs: Any, *, pixels: bool) -> None:
         self.scene = scene
         self.pixels = pixels
         self.crs = to_pyproj(crs) if crs is not None else None
         self.transformer = None
-        if self.crs is not None and scene.crs is not None:
-            scene_crs = to_pyproj(scene.crs)
-            if not self.crs.equals(scene_crs):
-                self.transformer = pyproj.Transformer.from_crs(
-                    self.crs, scene_crs, always_xy=True
-                )
+        scene_crs = to_pyproj(scene.crs) if scene.crs is not None else None
+        if self.crs is not None and scene_crs is not None and not self.crs.equals(scene_crs):
+            self.transformer = pyproj.Transformer.from_crs(self.crs, scene_crs, always_xy=True)
+        #: where longitudes are turned by 360°: "scene" (after any transform), "given", None
+        self.wrap: str | None = None
+        if not pixels and scene_crs is not None and scene_crs.is_geographic:
+            self.wrap = "scene"
+        elif not pixels and self.crs is not None and self.crs.is_geographic:
+            self.wrap = "given"
 
     def __call__(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
         if self.pixels:
             return xs, ys
+        if self.wrap is None:
+            return self._to_pixels(xs, ys)
+        centre = (self.scene.width / 2, self.scene.height / 2)
+        best_cols, best_rows = self._to_pixels(xs, ys)
+        best = _distance(best_cols, best_rows, centre)
+        for turn in (-360.0, 360.0):
+            cols, rows = self._to_pixels(xs, ys, turn)
+            distance = _distance(cols, rows, centre)
+            nearer = distance < best
+            best_cols = np.where(nearer, cols, best_cols)
+            best_rows = np.where(nearer, rows, best_rows)
+            best = np.where(nearer, distance, best)
+        return best_cols, best_rows
+
+    def _to_pixels(
+        self, xs: np.ndarray, ys: np.ndarray, turn: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scene pixels of map coordinates, longitudes turned by `turn` degrees (see wrap)."""
+        if self.wrap == "given":
+            xs = xs + turn
         if self.transformer is not None:
             xs, ys = self.transformer.transform(xs, ys, errcheck=False)
             xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        if self.wrap == "scene":
+            xs = xs + turn
         a, b, c, d, e, f = (~self.scene.transform)[:6]
         return a * xs + b * ys + c, d * xs + e * ys + f
 
@@ -116,6 +149,12 @@ class _Frame:
         if self.pixels:
             return "pixel coordinates"
         return f"{_crs_name(self.crs)}" if self.crs is not None else "the scene CRS"
+
+
+def _distance(cols: np.ndarray, rows: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
+    """Pixel distance to `centre`; infinite where a coordinate could not be placed."""
+    distance = np.hypot(cols - centre[0], rows - centre[1])
+    return np.where(np.isfinite(distance), distance, np.inf)
 
 
 def _crs_name(crs: pyproj.CRS | None) -> str:
@@ -182,6 +221,33 @@ def _check_crs(scene: Scene, crs: Any, origin: str) -> None:
 OUTSIDE = ("error", "drop")
 
 
+def _pixel(scene: Scene, xy: np.ndarray) -> tuple[int, int]:
+    """(column, row) of the pixel under a point; a point on the far edge is in the last one."""
+    col = min(max(math.floor(xy[0]), 0), scene.width - 1)
+    row = min(max(math.floor(xy[1]), 0), scene.height - 1)
+    return col, row
+
+
+def _on_data(scene: Scene, xy: np.ndarray, what: str, drop: bool) -> bool:
+    """Whether a positive click may be used: yes when its pixel holds data (not nodata, not
+    transparent, not masked, not NaN); otherwise an InputError, or (when `drop`) no, with a
+    SceneWarning saying it was left out."""
+    col, row = _pixel(scene, xy)
+    if scene.read_valid(Window(col, row, 1, 1))[0, 0]:
+        return True
+    where = (
+        f"the {what} falls on a pixel of the scene {scene.source} that holds no data "
+        f"(column {col}, row {row}: nodata, transparent or masked), and no object can lie there"
+    )
+    if drop:
+        warnings.warn(f"Left out: {where}.", SceneWarning, stacklevel=4)
+        return False
+    raise InputError(
+        f"The prompt cannot be used: {where}. Click on a pixel that holds imagery (a negative "
+        "point, `negatives`, may lie anywhere)."
+    )
+
+
 def _dropping(outside: str) -> bool:
     if outside not in OUTSIDE:
         raise ValueError(f"outside must be one of {OUTSIDE}, not {outside!r}")
@@ -210,13 +276,20 @@ def check_prompt_options(
                 "such as EPSG:4326 or EPSG:32633."
             ) from exc
     unit = "pixel coordinates" if crs is None else _crs_name(to_pyproj(crs))
+    geographic = crs is not None and to_pyproj(crs).is_geographic
     for box in boxes:
         x1, y1, x2, y2 = (float(v) for v in box)
         if not (x2 > x1 and y2 > y1):
+            across = (
+                " A box across the antimeridian keeps x2 > x1 by going past 180 (e.g. 179.5 "
+                "to 180.5): longitudes are the same place 360° apart."
+                if geographic and x2 <= x1
+                else ""
+            )
             raise InputError(
                 f"The box ({_pair(box)}) in {unit} is empty: a box is x1, y1, x2, y2 with "
                 "x2 > x1 and y2 > y1 (left, top, right, bottom in pixels; min x, min y, max x, "
-                "max y on a map)."
+                "max y on a map)." + across
             )
     if negatives and not points and len(boxes) != 1:
         raise InputError(
@@ -249,12 +322,20 @@ def prompts_from_options(
             outside are dropped, boxes clipped to the scene or dropped, and an object left
             without a positive point or a box is dropped).
 
+    A positive click on a pixel without data (the nodata value, alpha 0, outside the
+    raster's mask, NaN) is refused with "error" and left out with a `SceneWarning` with
+    "drop": it cannot select an object, since such pixels are never part of one, and SAM
+    would answer it with whatever data lies nearby. Negative clicks may lie anywhere.
+    Longitudes in a geographic `crs` wrap (see `_Frame`): a click at 180.0001 or -179.9999
+    lands in a scene that crosses the antimeridian.
+
     Returns:
         One `ObjectPrompt` per object, in continuous scene pixel coordinates.
 
     Raises:
         InputError: A bad CRS or box, only negative points, or (with "error") a prompt
-            outside the scene (the message gives the scene's extent).
+            outside the scene (the message gives the scene's extent) or a positive click on
+            a pixel without data.
     """
     points, negatives, boxes = list(points), list(negatives), list(boxes)
     drop = _dropping(outside)
@@ -263,11 +344,17 @@ def prompts_from_options(
     frame = _Frame(scene, crs, pixels=crs is None)
     unit = frame.unit()
 
-    def placed(xys: list[Coordinates], kind: str) -> list[np.ndarray]:
-        found = [_point(scene, frame, p, f"{kind} ({_pair(p)}) in {unit}", drop) for p in xys]
-        return [p for p in found if p is not None]
+    def placed(xys: list[Coordinates], kind: str, positive: bool) -> list[np.ndarray]:
+        found = []
+        for p in xys:
+            what = f"{kind} ({_pair(p)}) in {unit}"
+            xy = _point(scene, frame, p, what, drop)
+            if xy is not None and (not positive or _on_data(scene, xy, what, drop)):
+                found.append(xy)
+        return found
 
-    pos, neg = placed(points, "point"), placed(negatives, "negative point")
+    pos = placed(points, "point", positive=True)
+    neg = placed(negatives, "negative point", positive=False)
     box_list = []
     for box in boxes:
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -322,6 +409,55 @@ class PromptFile:
     groups: dict[Any, _PromptGroup]
 
 
+#: The fields of a prompt file TerraMask reads, and what each holds.
+PROMPT_FIELDS = {
+    "group": "a number or text shared by the points (and at most one polygon) of one object",
+    "positive": "1 for a positive click, 0 for a negative one",
+    "name": "the object's name in the outputs",
+}
+
+
+def _refuse_lists(columns: dict[str, np.ndarray], source: str, layer: str | None) -> None:
+    """An InputError for a prompt field that holds a list, naming the field and the feature.
+
+    A GeoJSON array makes OGR read every value of that field as a list (a plain 3 becomes
+    [3]), so the feature named is the first whose list does not hold exactly one value, else
+    the first whose value is written as an array in the file (read again with GeoJSON's
+    ARRAY_AS_STRING), else the first one.
+    """
+    for name, meaning in PROMPT_FIELDS.items():
+        values = columns.get(name)
+        if values is None or values.dtype != object:
+            continue
+        lists = [i for i, v in enumerate(values) if isinstance(v, (list, tuple, np.ndarray))]
+        if not lists:
+            continue
+        longer = [i for i in lists if len(values[i]) != 1]
+        index = longer[0] if longer else _written_as_array(source, layer, name, lists[0])
+        value = values[index]
+        shown = value.tolist() if isinstance(value, np.ndarray) else list(value)
+        raise InputError(
+            f"The field '{name}' of feature {index + 1} of {Path(source).name} holds a list "
+            f"({shown!r}); a prompt field holds one value per feature ('{name}': {meaning}). "
+            f"Give feature {index + 1} a single value; for a point in two objects, repeat the "
+            "point once per object."
+        )
+
+
+def _written_as_array(source: str, layer: str | None, name: str, default: int) -> int:
+    """The first feature whose `name` is written as a JSON array (GeoJSON), else `default`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, _, _, (raw,) = pyogrio.raw.read(
+                source, layer=layer, columns=[name], read_geometry=False, ARRAY_AS_STRING="YES"
+            )
+    except Exception:  # any driver that cannot: the first list will do
+        return default
+    arrays = [i for i, v in enumerate(raw) if isinstance(v, str) and v.lstrip().startswith("[")]
+    return arrays[0] if arrays else default
+
+
 def read_prompt_file(path: str | os.PathLike, *, layer: str | None = None) -> PromptFile:
     """Read and check a vector file of prompts (see `prompts_from_vector`); no scene needed."""
     source = os.fspath(path)
@@ -341,6 +477,7 @@ def read_prompt_file(path: str | os.PathLike, *, layer: str | None = None) -> Pr
             "polygons (boxes around them)."
         )
     columns = {str(n).lower(): data for n, data in zip(meta["fields"], field_data, strict=True)}
+    _refuse_lists(columns, source, layer)
     geometries = shapely.from_wkb(wkb)
 
     groups: dict[Any, _PromptGroup] = {}
@@ -400,7 +537,9 @@ def prompts_from_vector(
     Points are one object each unless a `group` field joins several (with at most one polygon);
     a `positive` field (0/1, true/false) marks negative points; a MultiPoint is one object; a
     polygon becomes a box prompt from its pixel bounding box; a `name` field names the object.
-    A file without CRS is taken to be in the scene CRS (with a warning).
+    A file without CRS is taken to be in the scene CRS (with a warning). Positive points on
+    pixels without data are refused or left out as in `prompts_from_options`; a field that
+    holds a list (a GeoJSON `"group": [1, 2]`) is refused, naming the field and the feature.
 
     Args:
         scene: The scene the prompts are placed on (reprojected into its CRS).
@@ -435,7 +574,7 @@ def prompts_from_vector(
         for xy, positive, label in group.points:
             what = f"point ({_pair(xy)}) in {unit} ({label})"
             placed = _point(scene, frame, xy, what, drop)
-            if placed is not None:
+            if placed is not None and (not positive or _on_data(scene, placed, what, drop)):
                 points.append(placed)
                 labels.append(int(positive))
         box = None

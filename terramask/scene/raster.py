@@ -15,6 +15,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.transform import from_gcps
 from rasterio.windows import Window
 
 from terramask.errors import InputError
@@ -23,6 +24,9 @@ from terramask.scene.stretch import Stretch, compute_stretch, is_passthrough
 
 STRETCH_SAMPLE_SIZE = 1024
 READ_CHUNK = 2048  # source pixels per side of one chunk of a decimated read
+#: A raster georeferenced only by ground control points is placed by the affine transform that
+#: fits them when it passes within this many pixels of every one of them.
+GCP_TOLERANCE_PX = 1.0
 
 
 class SceneWarning(UserWarning):
@@ -226,7 +230,14 @@ class Scene:
         except BaseException:
             self._dataset.close()
             raise
-        if not self.georeferenced:
+        if self._gcp_note is not None:
+            georeferenced, note = self._gcp_note
+            warnings.warn(
+                note,
+                SceneWarning if georeferenced else GeoreferenceWarning,
+                stacklevel=3,
+            )
+        elif not self.georeferenced:
             warnings.warn(
                 f"{self.source} has no georeferencing (no CRS, or an identity transform): "
                 "working in pixel coordinates, and outputs will carry no CRS.",
@@ -247,6 +258,51 @@ class Scene:
         has_transform = not self.transform.almost_equals(Affine.identity())
         self.georeferenced: bool = ds.crs is not None and has_transform
         self.crs = ds.crs if self.georeferenced else None
+        #: (placed, what to tell the user) for a raster with only ground control points
+        self._gcp_note: tuple[bool, str] | None = None
+        if not has_transform:
+            gcps, gcp_crs = ds.gcps
+            if gcps:
+                self._from_gcps(list(gcps), gcp_crs)
+
+    def _from_gcps(self, gcps: list, crs: Any) -> None:
+        """Place a raster that has ground control points but no geotransform (see README).
+
+        With a CRS, at least three GCPs not on one line, and an affine transform that passes
+        within GCP_TOLERANCE_PX of each, the scene takes that transform and the GCPs' CRS;
+        otherwise (a swath whose GCPs follow a curved grid, say) it stays in pixel space.
+        Either way the user is told why (`_gcp_note`), with no warp or resampling done.
+        """
+        count = f"{len(gcps)} ground control point{'s' if len(gcps) != 1 else ''}"
+        head = f"{self.source} has no geotransform, only {count}"
+        unplaced = (
+            ": working in pixel coordinates, and outputs will carry no CRS. To place it on the "
+            "map, warp it first (e.g. gdalwarp -tps, or -order 2)."
+        )
+        transform, worst = _fit_gcps(gcps)
+        if crs is None:
+            self._gcp_note = (False, f"{head} and they have no CRS{unplaced}")
+        elif transform is None:
+            self._gcp_note = (
+                False,
+                f"{head}, too few or all on one line to fit a transform (at least 3 are "
+                f"needed){unplaced}",
+            )
+        elif worst > GCP_TOLERANCE_PX:
+            self._gcp_note = (
+                False,
+                f"{head}, which no affine transform fits (it misses one by {worst:.1f} px, more "
+                f"than {GCP_TOLERANCE_PX:g} px; the image is warped){unplaced}",
+            )
+        else:
+            self.transform = transform
+            self.crs = crs
+            self.georeferenced = True
+            self._gcp_note = (
+                True,
+                f"{head}: placed by the affine transform that fits them (within {worst:.2f} px "
+                f"of each) in {crs.to_string() or 'their CRS'}; outputs carry that transform.",
+            )
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -458,6 +514,23 @@ def _chunked(
                 out = np.empty(shape, dtype=part.dtype)
             out[:, r0:r1, c0:c1] = part
     return out
+
+
+def _fit_gcps(gcps: Sequence[Any]) -> tuple[Affine | None, float]:
+    """The least-squares affine (pixel → map) through ground control points, and the largest
+    distance in pixels between a GCP's pixel and where the affine puts its map position;
+    (None, inf) with fewer than 3 GCPs or when they lie on one line."""
+    if len(gcps) < 3:
+        return None, math.inf
+    transform = from_gcps(gcps)
+    if not transform.determinant or not all(map(math.isfinite, transform[:6])):
+        return None, math.inf
+    back = ~transform
+    worst = 0.0
+    for gcp in gcps:
+        col, row = back @ (gcp.x, gcp.y)
+        worst = max(worst, math.hypot(col - gcp.col, row - gcp.row))
+    return transform, worst
 
 
 def sample_windows(

@@ -112,7 +112,14 @@ def _candidates(axis: tuple[list[int], list[int], list[int]], lo: float, hi: flo
 
 
 def plan_tiles(width: int, height: int, tiling: Tiling = Tiling()) -> TilePlan:
-    """Plan overlapping tiles over a raster; a raster smaller than a tile is one tile."""
+    """Plan overlapping tiles over a raster; a raster smaller than a tile is one tile.
+
+    Each axis is cut on its own, so a scene thinner than a tile (a 1 × 20 000 strip) gets one
+    row of tiles along its long side, each as thin as the scene: windows are never padded to
+    a square beyond the raster, and neighbours overlap by at least `Tiling.overlap` along the
+    strip. Models that need a minimum size pad what they are given themselves and cut their
+    results back (see `models.sam.pad_thin`, `methods.dense_clip`).
+    """
     if width <= 0 or height <= 0:
         raise InputError(f"Cannot tile an empty raster of {width} × {height} pixels.")
     tile_size, overlap = tiling.tile, tiling.overlap

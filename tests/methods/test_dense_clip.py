@@ -305,3 +305,46 @@ def test_window_starts_cover_the_side_and_end_at_the_edge():
     assert window_starts(13, 6, 4) == [0, 4, 7]
     assert window_starts(448, 224, 112) == [0, 112, 224]
     assert window_starts(5, 5, 4) == [0]
+
+
+# ---------------------------------------------------------------------- thin images
+
+
+class CountingImageText:
+    """A real tiny model, recording the shape of every window `dense_tokens` is given."""
+
+    def __init__(self, model):
+        self.model = model
+        self.name, self.patch_size = model.name, model.patch_size
+        self.windows: list[tuple[int, int]] = []
+
+    def encode_text(self, texts, templates=None):
+        return self.model.encode_text(texts, templates)
+
+    def dense_tokens(self, images):
+        self.windows += [image.shape[:2] for image in images]
+        return self.model.dense_tokens(images)
+
+
+def test_thin_images_are_resized_within_a_bounded_size():
+    """The short-side resize treats a strip as if its short side were long / 4: a 1 × 1024 tile
+    becomes 2 × 1792 (448 · 4), not 448 × 458 752; images up to 4:1 resize as before."""
+    assert resize_short_side(_image(1, 1024), 448).shape == (2, 1792, 3)
+    assert resize_short_side(_image(1024, 3), 448).shape == (1792, 5, 3)
+    assert resize_short_side(_image(1, 20000), 448).shape == (1, 1792, 3)
+    assert resize_short_side(_image(100, 400), 448).shape == (448, 1792, 3)  # 4:1, as before
+    assert resize_short_side(_image(1, 1024), 448, max_aspect=None).shape == (448, 458752, 3)
+    for shape in ((1, 190), (3, 5000), (2, 2), (224, 224)):
+        resized = resize_short_side(_image(*shape), 448)
+        assert min(resized.shape[:2]) <= 448 and max(resized.shape[:2]) <= 1792
+
+
+@pytest.mark.parametrize("size", [(1, 1024), (2, 300), (3, 700), (1024, 1), (1, 1)])
+def test_strips_get_probabilities_at_their_size_from_a_few_windows(size, load_tiny_image_text):
+    counting = CountingImageText(load_tiny_image_text("clip"))
+    engine = DenseClip(counting, templates=TEMPLATES)  # SegEarth-OV's 448 / 224 / 112
+    got = engine.probabilities(_image(*size), VOCABULARY)
+    assert got.shape == (3, *size) and np.isfinite(got).all()
+    assert len(counting.windows) <= 15  # (1792 - 224) / 112 + 1
+    # a window is padded (mirrored) to whole patches, at least one: never beyond the crop
+    assert all(min(w) >= 8 and max(w) <= 224 for w in counting.windows)

@@ -14,6 +14,8 @@ from terramask.methods.geoseg import (
     refine_box,
     select_points,
     surgery_similarity,
+    surgery_view,
+    zero_area,
 )
 from terramask.protocols import ConceptResult
 from tests.helpers.doubles import ShapeSegmenter
@@ -140,3 +142,51 @@ def test_a_low_scoring_concept_leaves_the_spatial_route():
                       concept=FixedConcept(np.ones((32, 64), bool), score=0.2))  # fmt: skip
     result = route.segment_crop(crop, "pond")
     assert result.semantic_pixels == 0 and result.mask.sum() == result.spatial_pixels > 0
+
+
+# ---------------------------------------------------------------------- degenerate crops
+
+
+class RecordingStripeText(StripeText):
+    """StripeText that records the images CLIP Surgery shows it."""
+
+    def __init__(self):
+        self.shown: list[tuple[int, ...]] = []
+
+    def dense_tokens(self, images):
+        self.shown.append(images[0].shape)
+        return super().dense_tokens(images)
+
+
+def test_a_one_pixel_box_is_shown_to_clip_surgery_within_bounds():
+    """A 190 × 1 crop (an MLLM box with `refine` none) was scaled to 42 560 × 224 for CLIP
+    Surgery; it is now enlarged as if 190 × 47.5 (4:1) and mirrored up to 224 rows."""
+    view, shown = surgery_view(np.zeros((1, 190, 3), np.uint8))
+    assert view.shape == (224, 896, 3) and shown == (5, 896)
+    text = RecordingStripeText()
+    similarity = surgery_similarity(text, np.zeros((1, 190, 3), np.uint8), "pond")
+    assert text.shown == [(224, 896, 3)]
+    assert similarity.shape == (1, 190)
+    assert similarity[:, :80].min() == pytest.approx(1.0)  # the left half is the pond
+    assert similarity[:, 110:].max() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(("crop", "view", "shown"), [
+    ((100, 150), (224, 336), (224, 336)),  # small: to CLIP's scale, as before
+    ((300, 500), (300, 500), (300, 500)),  # as it is
+    ((2048, 1500), (1024, 750), (1024, 750)),  # large: shrunk to 1024 on its long side
+    ((190, 1), (896, 224), (896, 5)),  # thin, either way round
+    ((3, 5000), (224, 1024), (1, 1024)),
+    ((1, 1), (224, 224), (224, 224)),
+])  # fmt: skip
+def test_surgery_views_are_bounded(crop, view, shown):
+    got, got_shown = surgery_view(np.zeros((*crop, 3), np.uint8))
+    assert got.shape[:2] == view and got_shown == shown
+
+
+def test_zero_area_boxes_are_named():
+    assert zero_area([10, 20, 30, 40]) is None
+    assert zero_area([10, 20, 10, 40]) == "no width"
+    assert zero_area([10, 20, 30, 20]) == "no height"
+    assert zero_area([10, 20, 10, 20]) == "no width and no height"
+    assert zero_area([30, 20, 10, 40]) == "no width"  # flipped: no area either

@@ -10,6 +10,7 @@ from terramask.methods.mask_generation import (
     generate_masks,
     mask_iou,
     mask_nms,
+    one_point_per_pixel,
     point_grid,
     stability_scores,
 )
@@ -96,3 +97,24 @@ def test_no_prompts_where_there_is_no_data():
     )
     assert len(found) == 8  # half the grid
     assert all(p.bbox[1] >= 45 for p in found)
+
+
+def test_a_thin_strip_decodes_each_pixel_once():
+    """A 29 × 29 grid on a 2-px strip puts ~14 points in each pixel: each pixel is decoded
+    once (SAM would give the same masks 14 times), by the point of the earliest pass."""
+    seg = ShapeSegmenter(radius=3)
+    settings = GenerationSettings(grid=29, min_region_area=0, nms_iou=1.0, prune=False)
+    generate_masks(seg, np.zeros((2, 300, 3), np.uint8), settings)
+    decoded = np.concatenate([call["points"][:, 0] for call in seg.predict_calls])
+    pixels = {(int(x), int(y)) for x, y in decoded}
+    assert len(decoded) == len(pixels) == 29 * 2  # 29 columns, 2 rows
+
+    points = np.array([[0.2, 0.5], [0.7, 0.5], [5.5, 0.1], [0.9, 0.9]])
+    passes = np.array([1, 0, 2, 0])
+    np.testing.assert_array_equal(one_point_per_pixel(points, passes, width=10), [1, 2])
+
+
+def test_an_image_as_large_as_the_grid_keeps_every_point():
+    grid = point_grid(29, 29, 40)
+    kept = one_point_per_pixel(grid, np.zeros(len(grid), int), width=40)
+    np.testing.assert_array_equal(kept, np.arange(29 * 29))

@@ -106,3 +106,25 @@ def test_bad_image_inputs(model):
         model.patch_tokens(_images(1, 32, 32) + _images(1, 40, 32))
     with pytest.raises(InputError):
         model.encode_image([])
+
+
+@pytest.mark.parametrize("shape", [(1, 300), (3, 300), (300, 2)])
+def test_thin_images_are_read_channels_last_and_padded_before_the_crop(model, shape):
+    """A 1- or 3-px side is not taken for the channels, and a strip is padded with black to
+    4:1 before the processor's resize and centre crop, so the crop shows the strip rather
+    than the middle of a row stretched a hundred-fold (and the resize stays bounded)."""
+    height, width = shape
+    [strip] = _images(1, height, width, seed=5)
+    side = max(height, width) // 4
+    padded = np.zeros((max(height, side), max(width, side), 3), np.uint8)
+    padded[:height, :width] = strip
+    np.testing.assert_allclose(model.encode_image([strip]), model.encode_image([padded]),
+                               atol=1e-6)
+    assert model.preprocess([strip]).shape[-2:] == model.preprocess([padded]).shape[-2:]
+
+
+def test_native_images_need_one_patch_per_side(model):
+    assert model.patch_size == 8
+    with pytest.raises(InputError, match="8-pixel patches"):
+        model.dense_tokens(_images(1, 5, 300))
+    assert model.dense_tokens(_images(1, 8, 300))[0].shape[:3] == (1, 1, 37)

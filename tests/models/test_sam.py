@@ -174,3 +174,61 @@ def test_low_res_decoding_then_upsampling_equals_full_resolution(segmenter, imag
     flat = low.low_res_logits.reshape(-1, *low.low_res_logits.shape[-2:])
     upsampled = segmenter.upsample(embedding, flat)
     np.testing.assert_allclose(upsampled, full.logits.reshape(upsampled.shape), atol=1e-5)
+
+
+# ---------------------------------------------------------------------- degenerate images
+
+
+@pytest.mark.parametrize("shape", [(1, 300), (2, 300), (3, 300), (300, 1), (300, 3), (1, 1),
+                                   (1, 3000)])  # fmt: skip
+def test_strips_a_few_pixels_thin_are_segmented_at_their_own_size(segmenter, shape):
+    """1- and 3-px sides are not read as channels, and a strip that the processor's resize
+    would shrink to nothing is padded to one token of the grid; masks come back at its size."""
+    height, width = shape
+    strip = np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    embedding = segmenter.embed(strip)
+    assert embedding.image_size == shape
+    points = np.array([[[width / 2, height / 2]]])
+    prediction = segmenter.predict(embedding, points=points, point_labels=np.ones((1, 1), int))
+    assert prediction.masks.shape == (1, 3, height, width)
+    assert prediction.logits.shape == (1, 3, height, width)
+    boxes = np.array([[0.0, 0.0, float(width), float(height)]])
+    assert segmenter.predict(embedding, boxes=boxes).masks.shape == (1, 3, height, width)
+    low = segmenter.predict(embedding, points=points, full_resolution=False)
+    flat = low.low_res_logits.reshape(-1, *low.low_res_logits.shape[-2:])
+    np.testing.assert_allclose(segmenter.upsample(embedding, flat),
+                               prediction.logits.reshape(-1, height, width), atol=1e-5)
+
+
+def test_a_thin_strip_is_encoded_padded_and_its_masks_cut_back(tiny_sam):
+    """The strip is what the encoder sees on top of black padding: the same logits as the
+    padded image gives, cut to the strip."""
+    segmenter = load_segmenter(str(tiny_sam["sam"]))
+    assert segmenter.max_aspect == 8  # the tiny model: 128 px input in 16 px patches
+    strip = np.random.default_rng(4).integers(0, 256, (2, 300, 3), dtype=np.uint8)
+    padded = np.zeros((38, 300, 3), np.uint8)  # ceil(300 / 8) rows
+    padded[:2] = strip
+    points, labels = np.array([[[150.0, 1.0]]]), np.ones((1, 1), int)
+    thin = segmenter.predict(segmenter.embed(strip), points=points, point_labels=labels)
+    full = segmenter.predict(segmenter.embed(padded), points=points, point_labels=labels)
+    np.testing.assert_allclose(thin.logits, full.logits[:, :, :2], atol=1e-5)
+    np.testing.assert_array_equal(thin.iou_scores, full.iou_scores)
+
+
+def test_pad_thin_and_the_grid_side():
+    from terramask.models.sam import grid_side, pad_thin, thin_padded_size
+
+    image = np.full((1, 640, 3), 7, np.uint8)
+    padded = pad_thin(image, 64)
+    assert padded.shape == (10, 640, 3) and (padded[:1] == 7).all() and (padded[1:] == 0).all()
+    assert pad_thin(image.transpose(1, 0, 2), 64).shape == (640, 10, 3)
+    square = np.zeros((100, 150, 3), np.uint8)
+    assert pad_thin(square, 64) is square
+    assert thin_padded_size(1, 640, 64) == (10, 640) and thin_padded_size(64, 64, 64) == (64, 64)
+
+    class Config:
+        class vision_config:
+            image_size, patch_size = 1024, 16
+
+    assert grid_side(Config) == 64
+    assert grid_side(object()) == 64  # unknown: SAM's

@@ -240,3 +240,24 @@ def test_a_sam3_video_folder_loads_its_detector(tmp_path, tiny_sam3, segmenter):
     ours, theirs = (s.segment_concepts(image, ["water"])[0] for s in (video, segmenter))
     np.testing.assert_array_equal(ours.semantic_logits, theirs.semantic_logits)
     assert ours.presence == theirs.presence
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 300), (3, 300), (300, 2), (1, 1)])
+def test_thin_strips_are_padded_not_stretched_and_cut_back(segmenter, height, width):
+    """A strip thinner than one token of the grid is encoded on black padding (bottom/right)
+    instead of being stretched by the square resize; results are cut back to the strip."""
+    assert segmenter.max_aspect == 8  # the tiny model: 112 px in 14 px patches
+    segmenter.score_threshold = 0.0
+    strip = image_of(height, width)
+    [thin] = segmenter.segment_concepts(strip, ["road"])
+    assert thin.instance_logits.shape == (QUERIES, height, width)
+    assert thin.semantic_logits.shape == (height, width)
+    side = -(-max(height, width) // 8)
+    padded = np.zeros((max(height, side), max(width, side), 3), np.uint8)
+    padded[:height, :width] = strip
+    [full] = segmenter.segment_concepts(padded, ["road"])
+    np.testing.assert_allclose(thin.semantic_logits, full.semantic_logits[:height, :width],
+                               atol=1e-5)
+    np.testing.assert_allclose(thin.instance_logits, full.instance_logits[:, :height, :width],
+                               atol=1e-5)
+    np.testing.assert_allclose(thin.instance_scores, full.instance_scores, atol=1e-6)

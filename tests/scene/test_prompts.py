@@ -16,6 +16,7 @@ from terramask.errors import InputError
 from terramask.scene import (
     GeoreferenceWarning,
     ObjectPrompt,
+    SceneWarning,
     open_scene,
     prompts_from_options,
     prompts_from_vector,
@@ -212,3 +213,136 @@ def test_object_prompt_validates_shapes():
     assert prompt.points.shape == (0, 2) and prompt.bounds() == (1, 2, 3, 4)
     with pytest.raises(ValueError):
         ObjectPrompt(points=[[1, 2]], labels=[1, 0])
+
+
+# ---------------------------------------------------------------------- the antimeridian
+
+
+@pytest.mark.parametrize("west", [179.9, -180.1])  # the same place, numbered either way
+def test_lonlat_clicks_on_either_side_of_the_antimeridian(make_scene, west):
+    """A scene in EPSG:4326 across 180°: -179.9999 and 180.0001 are the same place, and both
+    land in it however its grid numbers longitudes; so do boxes and a file's points."""
+    from affine import Affine
+
+    transform = Affine(0.001, 0.0, west, 0.0, -0.001, -16.0)  # 200 px = 0.2° wide
+    with open_scene(make_scene(width=200, height=100, crs="EPSG:4326",
+                               transform=transform)) as scene:  # fmt: skip
+        for lon in (-179.9999, 180.0001, 180.0001 - 360, -179.9999 + 360):
+            (obj,) = prompts_from_options(scene, points=[(lon, -16.05)], crs="EPSG:4326")
+            np.testing.assert_allclose(obj.points, [[100.1, 50]], atol=1e-6)
+        for x1, x2 in ((179.95, 180.05), (-180.05, -179.95)):
+            (boxed,) = prompts_from_options(scene, boxes=[(x1, -16.08, x2, -16.02)],
+                                            crs="EPSG:4326")  # fmt: skip
+            np.testing.assert_allclose(boxed.box, [50, 20, 150, 80], atol=1e-6)
+        # from UTM zone 1 (east of 180°): PROJ answers -179.9999 whichever way the grid runs
+        utm = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32701", always_xy=True)
+        (obj,) = prompts_from_options(scene, points=[utm.transform(180.0001, -16.05)],
+                                      crs="EPSG:32701")  # fmt: skip
+        np.testing.assert_allclose(obj.points, [[100.1, 50]], atol=1e-6)
+        with pytest.raises(InputError, match="antimeridian"):
+            prompts_from_options(scene, boxes=[(179.95, -16.08, -179.95, -16.02)],
+                                 crs="EPSG:4326")  # fmt: skip
+        with pytest.raises(InputError, match="outside the scene"):
+            prompts_from_options(scene, points=[(179.5, -16.05)], crs="EPSG:4326")
+
+
+def test_lonlat_file_points_across_the_antimeridian(make_scene, tmp_path):
+    from affine import Affine
+
+    transform = Affine(0.001, 0.0, 179.9, 0.0, -0.001, -16.0)
+    path = _write_prompts(tmp_path / "am.geojson",
+                          [Point(-179.9999, -16.05), Point(180.0001, -16.06)], group=[1, 1])
+    with open_scene(make_scene(width=200, height=100, crs="EPSG:4326",
+                               transform=transform)) as scene:  # fmt: skip
+        (obj,) = prompts_from_vector(scene, path)
+    np.testing.assert_allclose(obj.points, [[100.1, 50], [100.1, 60]], atol=1e-6)
+
+
+def test_lonlat_clicks_on_a_utm_scene_across_the_antimeridian(make_scene):
+    """UTM zone 60 reaches past 180°: PROJ takes either longitude to the same place."""
+    to_utm = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32760", always_xy=True)
+    x, y = to_utm.transform(180.0, -17.0)
+    from terramask.testing.scenes import default_transform
+
+    transform = default_transform(10.0, (x - 1000.0, y + 500.0))  # 200 × 100 px of 10 m
+    with open_scene(make_scene(width=200, height=100, crs="EPSG:32760",
+                               transform=transform)) as scene:  # fmt: skip
+        got = [prompts_from_options(scene, points=[(lon, -17.0)], crs="EPSG:4326")[0].points
+               for lon in (-179.9999, 180.0001)]  # fmt: skip
+    np.testing.assert_allclose(got[0], got[1], atol=1e-6)
+    # 180.0001° is 10.6 m east of 180° at 17° S: a pixel east of the centre, on its row
+    assert got[0][0, 0] == pytest.approx(101.07, abs=0.05)
+    assert got[0][0, 1] == pytest.approx(50, abs=0.5)
+
+
+# ---------------------------------------------------------------------- clicks on nodata
+
+
+@pytest.fixture(params=["nodata", "alpha"])
+def bordered(request, make_scene):
+    """A 120 × 80 scene whose 10-px border holds no data (a nodata value, or alpha 0)."""
+    kwargs = {"alpha": True} if request.param == "alpha" else {}
+    with open_scene(make_scene(width=120, height=80, nodata_border=10, **kwargs)) as scene:
+        yield scene
+
+
+def test_a_positive_click_on_nodata_is_refused(bordered):
+    with pytest.raises(InputError, match=r"point \(5, 5\) in pixel coordinates.*no data"):
+        prompts_from_options(bordered, points=[(60, 40), (5, 5)])
+    with pytest.raises(InputError, match="column 119, row 79"):  # the far edge: the last pixel
+        prompts_from_options(bordered, points=[(120, 80)])
+    # on data, and negatives anywhere, are fine
+    (obj,) = prompts_from_options(bordered, points=[(60, 40)], negatives=[(5, 5)])
+    assert obj.labels.tolist() == [1, 0]
+    (boxed,) = prompts_from_options(bordered, boxes=[(0, 0, 60, 40)])
+    assert boxed.box.tolist() == [0, 0, 60, 40]
+
+
+def test_a_positive_click_on_nodata_is_dropped_with_a_warning(bordered):
+    with pytest.warns(SceneWarning, match=r"Left out: the point \(5, 5\)"):
+        (obj,) = prompts_from_options(bordered, points=[(60, 40), (5, 5)], outside="drop")
+    assert obj.points.tolist() == [[60, 40]]
+    with pytest.warns(SceneWarning):
+        assert prompts_from_options(bordered, points=[(5, 5)], outside="drop") == []
+    with pytest.warns(SceneWarning):  # the box stays, its click on nodata goes
+        (boxed,) = prompts_from_options(bordered, points=[(5, 5)], boxes=[(0, 0, 60, 40)],
+                                        outside="drop")  # fmt: skip
+    assert len(boxed.points) == 0 and boxed.box.tolist() == [0, 0, 60, 40]
+
+
+def test_a_file_point_on_nodata_is_refused_or_dropped(bordered, tmp_path):
+    path = _write_prompts(tmp_path / "nd.gpkg", [Point(_map(bordered, 5, 5)),
+                                                 Point(_map(bordered, 60, 40))],
+                          crs="EPSG:32633", name=["edge", "middle"])  # fmt: skip
+    with pytest.raises(InputError, match=r"feature 1 of nd\.gpkg.*no data"):
+        prompts_from_vector(bordered, path)
+    with pytest.warns(SceneWarning, match="feature 1 of nd.gpkg"):
+        objs = prompts_from_vector(bordered, path, outside="drop")
+    assert [o.name for o in objs] == ["middle"]
+
+
+# ---------------------------------------------------------------------- list-valued fields
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("group", [1, 2]),
+    ("positive", [1]),
+    ("name", ["a", "b"]),
+])  # fmt: skip
+def test_a_list_valued_field_is_refused_naming_field_and_feature(scene, tmp_path, field, value):
+    import json
+
+    lon, lat = _lonlat(scene, 50, 50)
+    features = [
+        {"type": "Feature", "properties": {field: 3 if field != "name" else "x"},
+         "geometry": {"type": "Point", "coordinates": [lon, lat]}},
+        {"type": "Feature", "properties": {field: value},
+         "geometry": {"type": "Point", "coordinates": [lon, lat]}},
+    ]  # fmt: skip
+    path = tmp_path / "lists.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    with pytest.raises(InputError) as info:
+        prompts_from_vector(scene, path)
+    message = str(info.value)
+    assert f"field '{field}' of feature 2 of lists.geojson holds a list" in message
+    assert repr(value) in message

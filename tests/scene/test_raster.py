@@ -273,3 +273,66 @@ def test_a_decimated_read_in_chunks_equals_one_read(tmp_path, monkeypatch):
     assert np.array_equal(chunked.valid, single.valid) and not single.valid.all()
     off = np.abs(chunked.image.astype(int) - single.image).max(axis=2)
     assert off.max() <= 1 and (off > 0).mean() < 1e-3
+
+
+# ---------------------------------------------------------------------- ground control points
+
+
+def write_gcp_scene(path, gcp_xy, *, count=5, width=64, height=48):
+    """A GeoTIFF with no geotransform, only GCPs (EPSG:32633) at the corners and centre (the
+    first `count` of them): `gcp_xy(col, row)` gives each one's map position."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    data = np.random.default_rng(0).integers(1, 255, (3, height, width), dtype=np.uint8)
+    places = [(0, 0), (width, 0), (0, height), (width, height), (width / 2, height / 2)]
+    places = places[:count]
+    gcps = [GroundControlPoint(row=r, col=c, x=gcp_xy(c, r)[0], y=gcp_xy(c, r)[1])
+            for c, r in places]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3,
+                           dtype="uint8", photometric="RGB") as dst:  # fmt: skip
+            dst.write(data)
+            dst.gcps = (gcps, CRS.from_epsg(32633))
+    return path
+
+
+def test_a_raster_with_only_gcps_is_placed_by_their_affine(tmp_path):
+    affine = Affine(0.5, 0.1, 500_000.0, 0.05, -0.5, 4_650_000.0)  # rotated a little
+    path = write_gcp_scene(tmp_path / "gcps.tif", lambda c, r: affine @ (c, r))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = open_scene(path)
+    with scene:
+        assert scene.georeferenced and scene.crs.to_string() == "EPSG:32633"
+        assert tuple(scene.transform) == pytest.approx(tuple(affine), abs=1e-6)
+        assert scene.bounds[0] == pytest.approx(500_000.0)
+        again = pickle.loads(pickle.dumps(scene))
+        assert tuple(again.transform) == pytest.approx(tuple(affine), abs=1e-6)
+        again.close()
+    notes = [w for w in caught if issubclass(w.category, SceneWarning)]
+    assert len(notes) == 1 and not issubclass(notes[0].category, GeoreferenceWarning)
+    message = str(notes[0].message)
+    assert "5 ground control points" in message and "affine" in message and "EPSG:32633" in message
+    assert not any("NotGeoreferenced" in w.category.__name__ for w in caught)
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("warped", "no affine transform fits"),
+    ("too few", "at least 3 are needed"),
+])  # fmt: skip
+def test_gcps_that_cannot_place_the_raster_leave_it_in_pixels_saying_why(tmp_path, case, reason):
+    if case == "warped":  # a swath: the rows bend, far more than a pixel off any affine
+        path = write_gcp_scene(tmp_path / "gcps.tif",
+                               lambda c, r: (500_000 + c + 0.02 * r * r, 4_650_000 - r))
+    else:
+        path = write_gcp_scene(tmp_path / "gcps.tif", lambda c, r: (10 + c, 50 - r), count=2)
+    with pytest.warns(GeoreferenceWarning) as caught:
+        scene = open_scene(path)
+    with scene:
+        assert not scene.georeferenced and scene.crs is None
+        assert scene.transform == Affine.identity()
+    [note] = [w for w in caught if issubclass(w.category, SceneWarning)]
+    message = str(note.message)
+    assert reason in message and "pixel coordinates" in message and "gdalwarp" in message

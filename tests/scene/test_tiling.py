@@ -91,3 +91,32 @@ def test_tile_for_box_on_a_seam_and_too_big():
     assert plan.tile_for_box(seam - 20, 10, seam + 30, 30) is second
     assert plan.tile_for_box(0, 0, 400, 10) is None  # wider than any tile
     assert plan.tile_for_box(first.window.width - 10, 10, second.window.col_off + 260, 20) is None
+
+
+@pytest.mark.parametrize(("width", "height"), [(20000, 1), (5000, 2), (3, 3000), (2500, 3)])
+def test_thin_scenes_are_tiled_along_their_long_side_only(width, height):
+    """A scene thinner than a tile gets one row (or column) of tiles as thin as the scene,
+    full length along it, overlapping by at least the overlap, cores partitioning it."""
+    plan = plan_tiles(width, height, Tiling(1024, 128))
+    rows, cols = plan.shape
+    long_side, thin_side = max(width, height), min(width, height)
+    assert min(rows, cols) == 1 and max(rows, cols) == len(plan) > 1
+    count = np.zeros((height, width), dtype=np.int32)
+    for t in plan:
+        win = t.window
+        assert sorted((win.width, win.height)) == [thin_side, 1024]  # never square
+        assert win.col_off >= 0 and win.col_off + win.width <= width
+        assert win.row_off >= 0 and win.row_off + win.height <= height
+        count[t.core.toslices()] += 1
+    assert (count == 1).all()
+    along = [t.window.col_off if width > height else t.window.row_off for t in plan]
+    for start, following in itertools.pairwise(along):
+        assert start + 1024 - following >= 128  # the overlap holds between neighbours
+    assert along[-1] + 1024 == long_side
+    # a click anywhere on the strip has a tile, and a box across the whole thin side too
+    if width > height:
+        assert plan.tile_for_box(width / 2, 0.5, width / 2, 0.5) is not None
+        assert plan.tile_for_box(100, 0, 400, height) is not None
+    else:
+        assert plan.tile_for_box(0.5, height / 2, 0.5, height / 2) is not None
+        assert plan.tile_for_box(0, 100, width, 400) is not None
