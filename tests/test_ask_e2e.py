@@ -57,7 +57,10 @@ def test_geoseg_segments_inside_the_refined_box(scene, tiny, tmp_path):
         assert (mask.crs, mask.transform, mask.shape) == (src.crs, src.transform, src.shape)
         ids = mask.read(1)
         x0, y0 = src.transform @ (76, 92)
-    assert box["refined_map"][:2] == pytest.approx([x0, y0], abs=1e-3)
+        x1, y1 = src.transform @ (232, 274)
+    # [minx, miny, maxx, maxy] in map units: on a north-up grid the top-left corner is
+    # (minx, maxy)
+    assert box["refined_map"] == pytest.approx([x0, y1, x1, y0], abs=1e-3)
     outside = np.ones(ids.shape, bool)
     outside[92:274, 76:232] = False
     assert not (ids[outside] == 1).any()

@@ -23,6 +23,8 @@ from terramask.options import AskEngine, AskOptions, PolygonOptions, Tiling
 from terramask.pipeline.engines import AskModels
 from terramask.pipeline.object_outputs import (
     OBJECT_OUTPUTS,
+    map_box,
+    map_point,
     scene_summary,
     write_object_outputs,
     write_report,
@@ -31,6 +33,7 @@ from terramask.pipeline.objects import FoundObject, crop_object, paint_block
 from terramask.pipeline.routing import WindowJob, job_for_bounds
 from terramask.protocols import MLLM, Progress, SceneReader, Segmenter
 from terramask.scene import OutputSet, Scene
+from terramask.scene.writers import Mark
 
 ASK_OUTPUTS = OBJECT_OUTPUTS
 #: Context around a box (box engine) or a click cluster (clicks engine), as a fraction.
@@ -43,19 +46,25 @@ FUSED_LOGIT = 10.0
 
 @dataclass
 class AskResult:
-    """The answer, what the model said and how it was read, the files written."""
+    """The answer, what the model said and how it was read, the files written (layers and
+    report; their sidecars apart).
+
+    In `details`, boxes are [x1, y1, x2, y2] in scene pixels (`*_px`) and [minx, miny, maxx,
+    maxy] in the scene's CRS (`*_map`), which `prompt`'s `boxes` with `crs` take back."""
 
     answer: str
     found: bool
     outputs: dict[str, Path]
     details: dict
     timings: dict[str, float] = field(default_factory=dict)
+    sidecars: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "answer": self.answer,
             "found": self.found,
             "outputs": {k: str(v) for k, v in self.outputs.items()},
+            "sidecars": {k: str(v) for k, v in self.sidecars.items()},
             **self.details,
             "timings_s": self.timings,
         }
@@ -108,15 +117,16 @@ def run_ask(
         answer = f"No {located.name} was found in the scene."
     with outputs.writing():
         written = write_object_outputs(
-            scene, located.objects, outputs, polygons=polygons, progress=progress
-        )
+            scene, located.objects, outputs, polygons=polygons,
+            marks=ask_marks(located.details), progress=progress,
+        )  # fmt: skip
         timings.update(written.timings)
         timings["total"] = time.perf_counter() - started
         details = {
             **located.details, "area_m2": written.areas.get(1), "scene": scene_summary(scene)
         }
         paths = {**written.paths, "report": outputs.path("report")}
-        result = AskResult(answer, found, paths, details, timings)
+        result = AskResult(answer, found, paths, details, timings, written.sidecars)
         write_report(outputs, {**result.to_dict(), "settings": settings})
         outputs.commit()
     return result
@@ -256,14 +266,14 @@ def _segment(
 
 
 def _box_record(scene: SceneReader, box: np.ndarray, refined: np.ndarray | None) -> dict:
+    """A box as read from the reply (and refined): [x1, y1, x2, y2] in scene pixels, and, on
+    georeferenced scenes, [minx, miny, maxx, maxy] in the scene's CRS (`map_box`)."""
     record = {"mllm_px": np.round(box, 2).tolist()}
     if refined is not None:
         record["refined_px"] = np.round(refined, 2).tolist()
     if scene.georeferenced:
         for key in list(record):
-            x1, y1, x2, y2 = record[key]
-            corners = [scene.transform @ (x, y) for x, y in ((x1, y1), (x2, y2))]
-            record[key.replace("_px", "_map")] = [round(v, 3) for c in corners for v in c]
+            record[key.replace("_px", "_map")] = map_box(scene.transform, record[key])
     return record
 
 
@@ -272,10 +282,22 @@ def _point_records(scene: SceneReader, points: np.ndarray, labels: np.ndarray) -
     for (x, y), label in zip(points, labels, strict=True):
         record = {"px": [round(float(x), 2), round(float(y), 2)], "label": int(label)}
         if scene.georeferenced:
-            mx, my = scene.transform @ (float(x), float(y))
-            record["map"] = [round(mx, 3), round(my, 3)]
+            record["map"] = map_point(scene.transform, (x, y))
         records.append(record)
     return records
+
+
+def ask_marks(details: dict) -> list[Mark]:
+    """What the preview draws of a reply: the MLLM's boxes and their refinements, or its
+    clicks (positive and negative), from `locate`'s details."""
+    marks = []
+    for record in details.get("boxes", []):
+        marks.append(Mark("mllm_box", tuple(record["mllm_px"])))
+        if "refined_px" in record:
+            marks.append(Mark("refined_box", tuple(record["refined_px"])))
+    for record in details.get("points", []):
+        marks.append(Mark("positive" if record["label"] else "negative", tuple(record["px"])))
+    return marks
 
 
 def mllm_request(

@@ -13,6 +13,8 @@ from terramask.methods.interactive import segment_prompts
 from terramask.options import PROMPT_TILING, PolygonOptions, Tiling
 from terramask.pipeline.object_outputs import (
     OBJECT_OUTPUTS,
+    map_box,
+    map_point,
     scene_summary,
     write_object_outputs,
     write_report,
@@ -21,22 +23,29 @@ from terramask.pipeline.objects import FoundObject, crop_object
 from terramask.pipeline.routing import route_prompts
 from terramask.protocols import Progress, Segmenter
 from terramask.scene import ObjectPrompt, OutputSet, Scene, plan_tiles
+from terramask.scene.writers import Mark
 
 PROMPT_OUTPUTS = OBJECT_OUTPUTS
 
 
 @dataclass
 class PromptResult:
-    """What a prompt run produced: file paths, one summary per object, timings."""
+    """What a prompt run produced: file paths (layers and report; their sidecars apart), one
+    summary per object, timings.
+
+    Boxes in map units are [minx, miny, maxx, maxy] (`map_box`), which `boxes` with `crs`
+    takes back."""
 
     outputs: dict[str, Path]
     objects: list[dict]
     scene: dict
     timings: dict[str, float] = field(default_factory=dict)
+    sidecars: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "outputs": {k: str(v) for k, v in self.outputs.items()},
+            "sidecars": {k: str(v) for k, v in self.sidecars.items()},
             "objects": self.objects,
             "scene": self.scene,
             "timings_s": self.timings,
@@ -78,8 +87,9 @@ def run_prompts(
 
     with outputs.writing():
         written = write_object_outputs(
-            scene, objects, outputs, polygons=polygons, progress=progress
-        )
+            scene, objects, outputs, polygons=polygons, marks=prompt_marks(prompts),
+            progress=progress,
+        )  # fmt: skip
         timings.update(written.timings)
         timings["total"] = time.perf_counter() - started
         summaries = [
@@ -90,6 +100,7 @@ def run_prompts(
             objects=summaries,
             scene=scene_summary(scene),
             timings=timings,
+            sidecars=written.sidecars,
         )
         write_report(
             outputs, {**result.to_dict(), "segmenter": segmenter.name, "settings": settings}
@@ -98,16 +109,30 @@ def run_prompts(
     return result
 
 
+def prompt_marks(prompts: Sequence[ObjectPrompt]) -> list[Mark]:
+    """The prompts as the preview draws them: clicks (positive or negative) and boxes."""
+    marks = []
+    for prompt in prompts:
+        if prompt.box is not None:
+            marks.append(Mark("box", tuple(prompt.box)))
+        for xy, label in zip(np.asarray(prompt.points).reshape(-1, 2), prompt.labels, strict=True):
+            marks.append(Mark("positive" if label else "negative", tuple(xy)))
+    return marks
+
+
 def _summary(scene: Scene, prompt: ObjectPrompt, obj: FoundObject, area_m2: float | None) -> dict:
+    """One object in the report: pixel boxes are [x1, y1, x2, y2] (column, row); map boxes
+    [minx, miny, maxx, maxy] in the scene's CRS (`map_box`)."""
     pixels = int(obj.mask.sum())
     col0, row0, col1, row1 = obj.scene_bounds()
+    bbox_px = [round(v, 2) for v in (col0, row0, col1, row1)] if pixels else None
     summary = {
         "id": obj.id,
         "name": obj.name,
         "score": round(obj.score, 4),
         "empty": obj.is_empty,
         "area_m2": area_m2,
-        "bbox_px": [round(v, 2) for v in (col0, row0, col1, row1)] if pixels else None,
+        "bbox_px": bbox_px,
         "prompt_px": {
             "points": np.asarray(prompt.points).round(3).tolist(),
             "labels": np.asarray(prompt.labels).tolist(),
@@ -115,6 +140,10 @@ def _summary(scene: Scene, prompt: ObjectPrompt, obj: FoundObject, area_m2: floa
         },
     }
     if scene.georeferenced:
-        points = [scene.transform @ (x, y) for x, y in np.asarray(prompt.points).reshape(-1, 2)]
-        summary["prompt_map"] = {"points": [[round(x, 3), round(y, 3)] for x, y in points]}
+        t = scene.transform
+        summary["bbox_map"] = None if bbox_px is None else map_box(t, (col0, row0, col1, row1))
+        summary["prompt_map"] = {
+            "points": [map_point(t, xy) for xy in np.asarray(prompt.points).reshape(-1, 2)],
+            "box": None if prompt.box is None else map_box(t, prompt.box),
+        }
     return summary

@@ -4,6 +4,9 @@ Seam rule: every tile is predicted on its whole window (overlap included, for co
 keeps only its core; cores partition the scene, seams sit in the middle of each overlap.
 Polygons are made per core and those of one class that meet across a seam are merged.
 
+Beside the label raster go its category names and attribute table (GDAL's `.aux.xml`) and
+QGIS styles for it and the polygons, so GIS software shows class names in the run's colours.
+
 A run has two phases. Tiles are computed by a runner (in this process, or on Ray actors),
 in any order, and each finished tile is kept on disk in the tile store; a re-run of the
 same command skips the tiles already there. Then the outputs are assembled from the store in
@@ -30,8 +33,10 @@ from terramask.methods.ovss import OvssPredictor
 from terramask.methods.vocabulary import ClassVocabulary
 from terramask.options import PolygonOptions, Tiling
 from terramask.pipeline.object_outputs import (
+    SIDECAR_KINDS,
     label_and_score_writers,
     staged_paths,
+    staged_sidecars,
     write_report,
 )
 from terramask.pipeline.segment_tiles import (
@@ -49,10 +54,16 @@ from terramask.scene.polygons import (
     pixel_area_m2,
     to_scene_crs,
 )
+from terramask.scene.styles import Category, write_raster_styles, write_vector_style
 from terramask.scene.vectors import VectorWriter
 from terramask.scene.writers import PALETTE, write_preview
 
-SEGMENT_OUTPUTS = ("labels", "score", "gpkg", "geojson", "preview", "report")
+SEGMENT_OUTPUTS = (
+    "labels", "score", "gpkg", "geojson", "preview", "labels_aux", "labels_style",
+    "vector_style", "report",
+)  # fmt: skip
+#: The name of value 0 ("no class") in the label raster's category names.
+NO_CLASS_NAME = "no class"
 
 __all__ = ["LABEL_RASTER_NODATA", "LABEL_RASTER_NO_CLASS", "SEGMENT_OUTPUTS", "run_segment"]
 
@@ -63,6 +74,12 @@ def class_colormap(vocabulary: ClassVocabulary) -> dict[int, tuple[int, int, int
     for k in range(len(vocabulary)):
         colours[k + 1] = (*PALETTE[k % len(PALETTE)], 255)
     return colours
+
+
+def class_categories(vocabulary: ClassVocabulary) -> list[Category]:
+    """Each class as the label raster holds it: value k + 1, its name, its colour."""
+    colours = class_colormap(vocabulary)
+    return [Category(k + 1, name, colours[k + 1]) for k, name in enumerate(vocabulary.names)]
 
 
 def label_raster_tags(vocabulary: ClassVocabulary) -> dict[str, str]:
@@ -110,16 +127,19 @@ class InProcessRunner:
 
 @dataclass
 class SegmentResult:
-    """Files written, per-class pixel counts and areas, tiles, timings."""
+    """Files written (layers and report; their sidecars apart), per-class pixel counts and
+    areas, tiles, timings."""
 
     outputs: dict[str, Path]
     classes: list[dict]
     tiles: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
+    sidecars: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "outputs": {k: str(v) for k, v in self.outputs.items()},
+            "sidecars": {k: str(v) for k, v in self.sidecars.items()},
             "classes": self.classes,
             "tiles": self.tiles,
             "timings_s": self.timings,
@@ -160,6 +180,14 @@ def run_segment(
     with outputs.writing():
         t = time.perf_counter()
         assembled = _assemble(scene, vocabulary, store, len(plan), outputs, polygons)
+        categories = class_categories(vocabulary)
+        write_raster_styles(
+            outputs.target("labels_aux"),
+            outputs.target("labels_style"),
+            categories,
+            unnamed=NO_CLASS_NAME,
+        )
+        write_vector_style(outputs.target("vector_style"), categories, "label")
         timings["assemble"] = time.perf_counter() - t
         t = time.perf_counter()
         write_preview(
@@ -167,6 +195,7 @@ def run_segment(
             scene,
             outputs.target("labels"),
             colormap=class_colormap(vocabulary),
+            legend=[(c.name, c.colour) for c in categories],
         )
         timings["preview"] = time.perf_counter() - t
 
@@ -186,11 +215,13 @@ def run_segment(
         ]
         tiles = {"total": len(plan), "skipped_no_data": assembled.skipped}
         written = staged_paths(outputs)
+        sidecars = staged_sidecars(outputs)
         write_report(
             outputs,
             {
                 # names, not paths: beside the report, and identical wherever the folder is
                 "outputs": {k: v.name for k, v in written.items()},
+                "sidecars": {k: v.name for k, v in sidecars.items()},
                 "classes": classes,
                 "tiles": tiles,
                 **runner.description,
@@ -203,10 +234,11 @@ def run_segment(
     store.remove()
     timings["total"] = time.perf_counter() - started
     return SegmentResult(
-        outputs=committed,
+        outputs={k: v for k, v in committed.items() if k not in SIDECAR_KINDS},
         classes=classes,
         tiles={**tiles, "resumed": len(done)},
         timings=timings,
+        sidecars={k: v for k, v in committed.items() if k in SIDECAR_KINDS},
     )
 
 

@@ -29,6 +29,13 @@ SUFFIXES = {
     "gpkg": ".gpkg",
     "geojson": ".geojson",
     "preview": "_preview.png",
+    # travel with the layers above: GDAL's PAM sidecars (category names, attribute table)
+    # and QGIS default styles (`<basename>.qml`; the polygons' serves the GeoJSON as well)
+    "mask_aux": "_mask.tif.aux.xml",
+    "labels_aux": "_labels.tif.aux.xml",
+    "mask_style": "_mask.qml",
+    "labels_style": "_labels.qml",
+    "vector_style": ".qml",
     "report": ".json",
 }
 #: Where sets are written before they are swapped into place.

@@ -13,6 +13,7 @@ from PIL import Image
 from terramask.atomic import atomic_output
 from terramask.errors import OutputError
 from terramask.scene import OutputSet, RasterWriter, open_scene, write_preview
+from terramask.scene.writers import LEGEND_ENTRIES_MAX, MARK_STYLES, Mark
 
 ROTATED = Affine.translation(500000, 4650000) @ Affine.rotation(20) @ Affine.scale(0.5, -0.5)
 COLORS = {0: (0, 0, 0, 0), 1: (255, 0, 0, 255), 2: (0, 0, 255, 255)}
@@ -160,3 +161,83 @@ def test_float_score_raster(tmp_path):
         assert src.dtypes[0] == "float32" and src.nodata == -1.0 and src.crs.to_epsg() == 4326
         assert np.array_equal(src.read(), scores)
         assert src.overviews(1) == [2, 4]  # until the smallest level fits in one block
+
+
+def _preview_inputs(make_scene, tmp_path):
+    scene_path = make_scene(width=300, height=200)
+    mask = tmp_path / "m.tif"
+    with open_scene(scene_path) as scene:
+        labels = np.zeros((200, 300), "uint8")
+        labels[50:100, 100:200] = 1
+        with RasterWriter(mask, width=300, height=200, dtype="uint8", crs=scene.crs,
+                          transform=scene.transform) as writer:
+            writer.write(labels, rasterio.windows.Window(0, 0, 300, 200))
+    return scene_path, mask
+
+
+def test_preview_legend_and_prompt_marks(make_scene, tmp_path):
+    scene_path, mask = _preview_inputs(make_scene, tmp_path)
+    marks = [Mark("box", (100, 50, 200, 100)), Mark("positive", (20.5, 20.5)),
+             Mark("negative", (260.5, 160.5))]  # fmt: skip
+    with open_scene(scene_path) as scene:
+        plain = np.asarray(Image.open(write_preview(
+            tmp_path / "plain.png", scene, mask, colormap={1: (255, 0, 0)}, max_size=150
+        )))  # fmt: skip
+        out = write_preview(tmp_path / "p.png", scene, mask, colormap={1: (255, 0, 0)},
+                            legend=[("roof", (255, 0, 0, 255))], marks=marks, max_size=150)
+        again = write_preview(tmp_path / "q.png", scene, mask, colormap={1: (255, 0, 0)},
+                              legend=[("roof", (255, 0, 0, 255))], marks=marks, max_size=150)
+    assert out.read_bytes() == again.read_bytes()  # drawn deterministically
+    image = np.asarray(Image.open(out))
+    assert image.shape[0] == 100 and image.shape[1] > 150  # the map, then the legend panel
+    view, panel = image[:, :150], image[:, 150:]
+    yellow, green, red = (MARK_STYLES[k][1] for k in ("box", "positive", "negative"))
+    assert tuple(view[25, 75]) == yellow and tuple(view[49, 75]) == yellow  # top, bottom
+    assert tuple(view[37, 50]) == yellow and tuple(view[37, 99]) == yellow  # left, right
+    assert np.array_equal(view[30:45, 55:95], plain[30:45, 55:95])  # inside: untouched
+    assert tuple(view[10, 10]) == green and tuple(view[80, 130]) == red
+    assert np.array_equal(view[60:75, 10:60], plain[60:75, 10:60])  # away from marks
+    pixels = panel.reshape(-1, 3)
+    for colour in ((255, 0, 0), yellow, green, red):
+        assert (pixels == colour).all(axis=1).any()  # a swatch or symbol for each entry
+    assert (pixels == 0).all(axis=1).any()  # black text
+    assert not (pixels == MARK_STYLES["refined_box"][1]).all(axis=1).any()  # not drawn
+
+
+def test_preview_legend_panel_grows_for_many_entries(make_scene, tmp_path):
+    scene_path, mask = _preview_inputs(make_scene, tmp_path)
+
+    def legend(n):
+        return [(f"class {i} with a name longer than the legend allows, cut", (i, 0, 0))
+                for i in range(n)]  # fmt: skip
+
+    with open_scene(scene_path) as scene:
+        heights = {
+            n: np.asarray(Image.open(write_preview(
+                tmp_path / f"{n}.png", scene, mask, colormap={}, legend=legend(n), max_size=150
+            ))).shape[0]
+            for n in (30, LEGEND_ENTRIES_MAX, 5000)
+        }  # fmt: skip
+        image = np.asarray(Image.open(tmp_path / "30.png"))
+    assert heights[30] > 100  # taller than the map: every entry fits
+    assert (image[100:, :150] == 255).all()  # below the map: white
+    assert heights[5000] == heights[LEGEND_ENTRIES_MAX]  # the rest are counted in one line
+
+
+def test_legend_text_is_one_line_the_font_can_draw():
+    from PIL import ImageFont
+
+    from terramask.scene.writers import LEGEND_TEXT_MAX, _legend_text
+
+    free = ImageFont.load_default(size=12)
+    assert _legend_text("road\nand  street", free) == "road and street"
+    long = _legend_text("x" * 100, free)
+    assert len(long) == LEGEND_TEXT_MAX and long.endswith("...")
+    bitmap = ImageFont.load_default_imagefont()
+    assert _legend_text("建筑 forêt", bitmap) == "?? forêt"  # Latin-1 only, and no error
+
+
+def test_marks_are_checked():
+    with pytest.raises(ValueError, match="unknown mark kind 'circle'"):
+        Mark("circle", (1, 2))
+    assert Mark("positive", (np.float32(1.5), 2)).coords == (1.5, 2.0)
