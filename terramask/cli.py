@@ -540,8 +540,7 @@ def prompt(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: Any
                 "yes" if obj["empty"] else "",
             )
         stdout.print(rows)
-        for kind, path in result.outputs.items():
-            stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
+        _print_files(result)
 
     emit(result.to_dict(), as_json, human)
 
@@ -638,10 +637,15 @@ def segment(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: An
             f"in {result.timings['total']:.1f} s, peak memory {peak_rss_mib():.0f} MiB",
             highlight=False,
         )
-        for kind, path in result.outputs.items():
-            stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
+        _print_files(result)
 
     emit(result.to_dict(), as_json, human)
+
+
+def _print_files(result: Any) -> None:
+    """The layers a run wrote, then their sidecars (GDAL .aux.xml, QGIS styles)."""
+    for kind, path in {**result.outputs, **getattr(result, "sidecars", {})}.items():
+        stdout.print(f"  {kind:12} {escape(str(path))}", highlight=False)
 
 
 def _finish_batch(summary: Any, as_json: bool) -> None:
@@ -745,8 +749,7 @@ def ask(
         stdout.print(Text(for_cli(result.answer), style="bold"))
         for warning in result.details.get("warnings", []):
             stdout.print(Text.assemble(("  note: ", "yellow"), for_cli(warning)))
-        for kind, path in result.outputs.items():
-            stdout.print(f"  {kind:8} {escape(str(path))}", highlight=False)
+        _print_files(result)
 
     emit(result.to_dict(), as_json, human)
 

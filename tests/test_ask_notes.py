@@ -61,3 +61,25 @@ def test_at_most_max_objects_boxes_of_a_reply_are_segmented(tmp_path, monkeypatc
     data = json.loads(result.stdout)
     assert len(data["boxes"]) == 3
     assert any("33 boxes" in w and "--max-objects" not in w for w in data["warnings"])
+
+
+@pytest.mark.parametrize(("box", "flat"), [
+    ([100, 80, 100, 80], "no width and no height"),
+    ([60, 90, 240, 90], "no height"),
+])  # fmt: skip
+def test_a_box_without_area_is_reported_as_such(tmp_path, monkeypatch, sam, box, flat):
+    monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path / "cache"))
+    scene = write_synthetic_scene(tmp_path / "scene.tif", width=300, height=200)
+    reply = json.dumps({"bbox": box, "prompt": "well"})
+    with ChatServer([reply]) as server:
+        result = CliRunner().invoke(cli, [
+            "ask", str(scene), "the well", "--engine", "box", "--mllm-url", server.url,
+            "--mllm-model", "test-vlm", "--segmenter", str(sam), "--device", "cpu",
+            "-o", str(tmp_path / "out"), "--json",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["boxes"][0]["zero_area"] == flat
+    assert any(flat in w and "window of context" in w for w in data["warnings"])
+    if not data["found"]:
+        assert "had " + flat in data["answer"]

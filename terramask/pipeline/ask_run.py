@@ -188,6 +188,7 @@ def locate(
             for box in boxes:
                 refined = refine_box(box, (scene.height, scene.width), refinement)
                 details["boxes"].append(_box_record(scene, box, refined))
+                _note_flat(details, box)
                 job = job_for_bounds(tuple(refined), tile_size, scene.width, scene.height)
                 window = scene.read(job.window, out_shape=job.out_shape)
                 result = route.segment_crop(window.image, name)
@@ -198,8 +199,15 @@ def locate(
         elif engine == "box":
             for box in boxes:
                 details["boxes"].append(_box_record(scene, box, None))
-                job = _context_job(box, tile_size, scene)
-                prompt_box = PointBoxPrompt(np.zeros((0, 2)), np.zeros(0, np.int64), box=box)
+                if _note_flat(details, box):  # a box with no area: a click at its centre
+                    centre = np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]])
+                    job = _context_job(box, tile_size, scene, minimum=MIN_CLICK_WINDOW)
+                    prompt_box = PointBoxPrompt(centre, np.ones(1, np.int64))
+                else:
+                    job = _context_job(box, tile_size, scene)
+                    prompt_box = PointBoxPrompt(
+                        np.zeros((0, 2)), np.zeros(0, np.int64), box=box
+                    )
                 objects += _segment(scene, segmenter, job, prompt_box, name)
         elif engine == "clicks" and len(points):
             labels = np.asarray(parsed.point_labels, dtype=np.int64)
@@ -213,9 +221,30 @@ def locate(
                 objects += _segment(scene, segmenter, job, click_prompt, name)
     timings["segment"] = time.perf_counter() - t
     unused = None if parsed.no_target or objects else _nothing_used(engine, parsed)
+    flat = [b for b in details["boxes"] if "zero_area" in b]
+    if flat and len(flat) == len(details["boxes"]) and all(o.is_empty for o in objects):
+        unused = (
+            f"the model's box had {flat[0]['zero_area']} (it gave a point or a line, not a "
+            "box), and nothing was found around it."
+        )
     if unused:
         details["warnings"].append(unused)
     return Located(objects, name, parsed.answer or None, details, timings, unused)
+
+
+def _note_flat(details: dict, box: np.ndarray) -> str | None:
+    """Mark a box with no area in its record and in the warnings; return why it has none."""
+    from terramask.methods.geoseg import zero_area
+
+    flat = zero_area(box)
+    if flat:
+        record = details["boxes"][-1]
+        record["zero_area"] = flat
+        details["warnings"].append(
+            f"The model's box {record['mllm_px']} has {flat}: it was segmented in a window "
+            "of context around it."
+        )
+    return flat
 
 
 def _nothing_used(engine: str, parsed: object) -> str:
