@@ -763,13 +763,8 @@ def evaluate(
     from terramask.eval.referring_datasets import referring_dataset_names
 
     name = dataset.strip().lower().replace("_", "-")
-    if name in referring_dataset_names():
-        return _evaluate_referring(
-            dataset, root, split=split, limit=limit, engine=engine, threshold=threshold,
-            generation=generation, models=models, mllm=mllm, ask_options=ask_options,
-            output=output, overwrite=overwrite, progress=progress,
-        )  # fmt: skip
-    return _evaluate_ovss(
+    run = _evaluate_referring if name in referring_dataset_names() else _evaluate_ovss
+    return run(
         dataset, root, split=split, limit=limit, engine=engine, threshold=threshold,
         generation=generation, models=models, mllm=mllm, ask_options=ask_options,
         output=output, overwrite=overwrite, progress=progress,

@@ -12,7 +12,7 @@ from terramask.errors import InputError
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 #: STAC asset keys tried, in order, when no `RasterOptions.asset` is given.
 DEFAULT_ASSETS = ("visual", "image", "data", "analytic")
-_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
+_URL_PREFIXES = ("http://", "https://", "ftp://", "s3://", "gs://", "az://", "/vsi")
 
 
 def check_source(source: str | os.PathLike) -> None:

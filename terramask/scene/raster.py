@@ -20,6 +20,7 @@ from rasterio.windows import Window
 
 from terramask.errors import InputError
 from terramask.options import RasterOptions
+from terramask.scene.inputs import check_source
 from terramask.scene.stretch import Stretch, compute_stretch, is_passthrough
 
 STRETCH_SAMPLE_SIZE = 1024
@@ -92,18 +93,7 @@ def _gdal_reason(exc: BaseException) -> str:
 
 
 def _open_dataset(source: str, path: str) -> rasterio.io.DatasetReader:
-    if _is_local(path):
-        local = Path(path)
-        if not local.exists():
-            raise InputError(
-                f"The raster {source} does not exist. Check the path (relative paths are read "
-                f"from {Path.cwd()}), or pass a URL such as https://… or s3://bucket/key."
-            )
-        if local.is_dir():
-            raise InputError(
-                f"{source} is a folder, not a raster file. Pass one GeoTIFF (or other GDAL "
-                "raster) file."
-            )
+    check_source(source)
     # Remote files: don't probe the server for sidecar files (.ovr, .msk, .aux.xml) one
     # request each; cloud-optimised rasters carry overviews and masks inside.
     options = {} if _is_local(path) else {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
