@@ -440,9 +440,10 @@ def _check_segment(
     ray: RayOptions | None,
     predictor: object,
 ) -> None:
-    from terramask.options import SEGMENT_ENGINES, check_choice
+    from terramask.options import SEGMENT_ENGINES, check_choice, check_probability
 
     check_choice(engine, SEGMENT_ENGINES, "engine")
+    check_probability(threshold, "threshold")
     given = _given(
         models, generation, ray, engine=engine != "sam+clip", threshold=threshold is not None
     )
@@ -787,9 +788,10 @@ def _evaluate_ovss(
 ) -> dict:
     from terramask.eval.ovss import evaluate_ovss
     from terramask.eval.presets import load_preset
-    from terramask.options import SEGMENT_ENGINES, check_choice
+    from terramask.options import SEGMENT_ENGINES, check_choice, check_probability
     from terramask.pipeline.engines import PredictorSpec
 
+    check_probability(threshold, "threshold")
     preset = load_preset(dataset)
     method = engine or "sam+clip" if engine is None or isinstance(engine, str) else None
     if method is not None:

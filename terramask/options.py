@@ -59,6 +59,12 @@ def check_at_least(value: float | None, minimum: float, name: str, unit: str = "
         raise InputError(f"`{name}` must be at least {minimum:g}{unit}, not {value!r}.")
 
 
+def check_probability(value: float | None, name: str) -> None:
+    """An InputError naming the option `name` unless `value` is None or within [0, 1]."""
+    if value is not None and not 0 <= value <= 1:  # NaN fails both comparisons
+        raise InputError(f"`{name}` is a probability between 0 and 1, not {value!r}.")
+
+
 #: The smallest window a model is given, in pixels.
 MIN_TILE = 64
 
@@ -347,4 +353,5 @@ __all__ = [
     "changed",
     "check_at_least",
     "check_choice",
+    "check_probability",
 ]

@@ -51,7 +51,7 @@ class ClassVocabulary:
     def parse(cls, specs: Sequence[str], background: str | None = None) -> ClassVocabulary:
         """From CLI-style specs, each "name" or "name,synonym,..."; `background` by name."""
         classes = tuple(
-            tuple(part.strip() for part in spec.split(",") if part.strip()) or (spec,)
+            tuple(part.strip() for part in spec.split(",") if part.strip())
             for spec in specs
         )
         vocabulary = cls(classes)

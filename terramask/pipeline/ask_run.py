@@ -185,10 +185,10 @@ def locate(
     if not parsed.no_target:
         if engine == "geoseg":
             route = models.route or DualRoute(segmenter)
-            for box in boxes:
+            for box, shown_box in zip(boxes, parsed.boxes, strict=True):
                 refined = refine_box(box, (scene.height, scene.width), refinement)
                 details["boxes"].append(_box_record(scene, box, refined))
-                _note_flat(details, box)
+                _note_degenerate(details, shown_box)
                 job = job_for_bounds(tuple(refined), tile_size, scene.width, scene.height)
                 window = scene.read(job.window, out_shape=job.out_shape)
                 result = route.segment_crop(window.image, name)
@@ -197,9 +197,9 @@ def locate(
                 found = ObjectMask(mask, logits, result.score)
                 objects.append(crop_object(1, name, found, job.to_scene))
         elif engine == "box":
-            for box in boxes:
+            for box, shown_box in zip(boxes, parsed.boxes, strict=True):
                 details["boxes"].append(_box_record(scene, box, None))
-                if _note_flat(details, box):  # a box with no area: a click at its centre
+                if _note_degenerate(details, shown_box) == "zero_area":  # a click at its centre
                     centre = np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]])
                     job = _context_job(box, tile_size, scene, minimum=MIN_CLICK_WINDOW)
                     prompt_box = PointBoxPrompt(centre, np.ones(1, np.int64))
@@ -232,19 +232,31 @@ def locate(
     return Located(objects, name, parsed.answer or None, details, timings, unused)
 
 
-def _note_flat(details: dict, box: np.ndarray) -> str | None:
-    """Mark a box with no area in its record and in the warnings; return why it has none."""
+#: A box thinner than this (pixels of the image the model saw) is a line, not a box.
+THIN_BOX_PX = 2.0
+
+
+def _note_degenerate(details: dict, shown_box: object) -> str | None:
+    """Mark a box with no area ("zero_area") or one a line thin ("thin") in its record and the
+    warnings, judged in the image the model saw; return which, or None for a proper box."""
     from terramask.methods.geoseg import zero_area
 
-    flat = zero_area(box)
+    x1, y1, x2, y2 = (float(v) for v in shown_box)
+    record = details["boxes"][-1]
+    flat = zero_area((x1, y1, x2, y2))
     if flat:
-        record = details["boxes"][-1]
         record["zero_area"] = flat
-        details["warnings"].append(
-            f"The model's box {record['mllm_px']} has {flat}: it was segmented in a window "
-            "of context around it."
-        )
-    return flat
+        said = f"has {flat}"
+    elif min(x2 - x1, y2 - y1) < THIN_BOX_PX:
+        record["thin"] = f"{x2 - x1:g} × {y2 - y1:g} px in the image shown"
+        said = f"is thin ({record['thin']}): a line rather than a box"
+    else:
+        return None
+    details["warnings"].append(
+        f"The model's box {record['mllm_px']} {said}; it was segmented in a window of context "
+        "around it."
+    )
+    return "zero_area" if flat else "thin"
 
 
 def _nothing_used(engine: str, parsed: object) -> str:

@@ -25,8 +25,8 @@ from terramask.atomic import atomic_output, write_atomic
 from terramask.errors import OutputError
 from terramask.pipeline.segment_tiles import TileResult
 from terramask.scene import Feature
+from terramask.scene.outputs import WORK_FOLDER
 
-WORK_FOLDER = ".terramask-work"
 _FINGERPRINT = "run.json"
 
 

@@ -40,6 +40,8 @@ SUFFIXES = {
 }
 #: Where sets are written before they are swapped into place.
 STAGING_FOLDER = ".terramask-staging"
+#: Where a tiled run keeps its finished tiles until its set is written (`pipeline.tile_store`).
+WORK_FOLDER = ".terramask-work"
 _JOURNAL = "commit.json"
 
 
@@ -108,7 +110,7 @@ class OutputSet:
     def recover(self) -> None:
         """Finish a swap a killed run had started (its journal lists the moves), and remove
         whatever an interrupted run had staged but not swapped, or had left under temporary
-        names beside the outputs."""
+        names beside the outputs, or had kept as finished tiles of a set that is complete."""
         sweep_temps(self.directory, self.stem)
         journal = self.staging / _JOURNAL
         if journal.is_file():
@@ -121,6 +123,10 @@ class OutputSet:
                 if staged.exists():
                     os.replace(staged, self.directory / name)
         self._clear_staging()
+        if self.path("report").exists():  # a finished set: its tiles are no longer needed
+            shutil.rmtree(self.directory / WORK_FOLDER / self.stem, ignore_errors=True)
+            with suppress(OSError):
+                (self.directory / WORK_FOLDER).rmdir()
 
     @contextmanager
     def writing(self) -> Iterator[OutputSet]:
@@ -131,6 +137,11 @@ class OutputSet:
             self.staging.mkdir(parents=True, exist_ok=True)
             yield self
         except BaseException as exc:
+            if (self.staging / _JOURNAL).is_file():
+                # stopped during the swap (Ctrl-C between two renames): finish it, so the
+                # folder holds the whole new set, never part of it
+                self.recover()
+                raise
             self._clear_staging()
             if isinstance(exc, TerraMaskError) and not isinstance(exc, OutputError):
                 raise
