@@ -205,8 +205,21 @@ class SemanticEngine(Protocol):
         ...
 
 
-#: How a multimodal LLM writes coordinates: pixels of the image it was shown, 0-1000 or 0-1.
-COORDINATE_CONVENTIONS = ("pixels", "0-1000", "0-1")
+#: The coordinate frames a multimodal LLM is asked to answer in, and read back in:
+#: "pixel" (pixels of the image as the model was shown it, origin top-left, x right, y down),
+#: "norm1000" (0-1000 on both axes, Qwen3-VL's native grounding grid) and "norm1" (0-1).
+COORDINATE_CONVENTIONS = ("pixel", "norm1000", "norm1")
+#: The same tuple under the name the prompts and replies use.
+COORDINATE_FRAMES = COORDINATE_CONVENTIONS
+#: Earlier names of the frames, still accepted wherever a frame is read.
+LEGACY_FRAME_NAMES = {"pixels": "pixel", "0-1000": "norm1000", "0-1": "norm1"}
+
+
+def frame_name(frame: str) -> str:
+    """The frame's name in `COORDINATE_FRAMES` (earlier names such as "pixels" or "0-1000"
+    are translated); an unknown name is returned unchanged for the caller to refuse."""
+    name = str(frame).strip().lower()
+    return LEGACY_FRAME_NAMES.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -214,14 +227,24 @@ class MLLMReply:
     """A multimodal LLM's answer and what is needed to read its coordinates.
 
     `shown_size` is the (height, width) of the image the model actually saw (after any
-    resize the client did); `convention` is how this model family writes coordinates.
+    resize the client did); `frame` is the coordinate frame the model was asked to answer
+    in (one of `COORDINATE_FRAMES`; earlier names such as "pixels" are translated). The
+    parser reads the reply in exactly that frame.
     """
 
     text: str
     shown_size: tuple[int, int]
-    convention: str
+    frame: str
     model: str
     cached: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame", frame_name(self.frame))
+
+    @property
+    def convention(self) -> str:
+        """The frame under its former attribute name (read-only)."""
+        return self.frame
 
 
 @runtime_checkable

@@ -1,7 +1,25 @@
-"""Reads a multimodal LLM's reply into boxes and clicks in the original image's pixels.
+"""Asks a multimodal LLM for boxes or clicks, and reads its reply into the image's pixels.
 
-Pure text → structures (no HTTP, no model): the prompts ask for strict JSON, and this module
-forgives what models actually write.
+Pure text → structures (no HTTP, no model): the prompts ask for strict JSON in one coordinate
+frame, and this module forgives what models actually write — except the frame.
+
+Coordinate frames (`terramask.protocols.COORDINATE_FRAMES`): "pixel" (pixels of the image as
+the model was shown it, `MLLMReply.shown_size`; origin top-left, x right, y down),
+"norm1000" (0-1000 on both axes, Qwen3-VL's native grid) and "norm1" (0-1). Each client
+has one (`frame`, guessed from the model or chosen with `coords=`). The prompt asks for that
+frame in words — in "pixel" it states the image's size, W x H, as GeoSeg's reference does —
+and the parser reads the reply in exactly the frame of `MLLMReply.frame`, then maps it to
+the caller's image. Nothing is rescaled from one frame into another: a value outside the
+frame (below 0, or beyond the width, height, 1000 or 1) is clamped to it and reported in
+`ParsedReply.out_of_frame` and `warnings`; values that look written in another frame (all
+at most 1 when pixels were asked for, say) are only reported (`suspected_frame`).
+
+The usual request (what `ask` does):
+
+    frame, shown = request_frame(mllm, image.shape[:2])       # or prompt_for(...) in one go
+    prompt = box_prompt(question, frame=frame, image_size=shown)
+    reply = mllm.ask(image, prompt)
+    parsed = parse_reply(reply, image.shape[:2], max_objects=...)
 
 What the prompt writer can rely on (see `box_prompt` and `clicks_prompt`):
 
@@ -18,18 +36,13 @@ What is forgiven, each with a warning in `ParsedReply.warnings`:
 
 - JSON in ```json fences or inside prose, single quotes, trailing commas, Python's
   True/False/None, numbers written as strings; `<think>` blocks are ignored.
-- Coordinates in another convention than the model's declared one (`MLLMReply.convention`):
-  with "pixels", if every value is ≤ 1 they are read as 0-1; if some x exceeds the shown
-  width (or some y the shown height) but every value is ≤ 1000 they are read as 0-1000.
-  With "0-1000", all values ≤ 1 are read as 0-1 and any value > 1000 as pixels. With "0-1",
-  values above 1 are read as pixels when they fit the shown image, else as 0-1000.
 - A box whose second corner lies left of or above its first (x2 < x1 or y2 < y1) is read as
-  [x, y, w, h] when x + w and y + h both stay inside the frame the model wrote in (the
+  [x, y, w, h] when x + w and y + h both stay inside the frame the model was asked for (the
   shown image, 1000 or 1); otherwise its corners are swapped. (An [x, y, w, h] box with
   w > x and h > y cannot be told apart from a corner box and is read as corners.)
-- Boxes partly outside the image are clamped to it; boxes entirely outside, and clicks
-  outside the image, are dropped. If nothing usable remains, the reply counts as
-  `no_target`.
+- Box coordinates outside the frame are clamped to it (and reported); a box entirely
+  outside, and a click outside, are dropped (and reported). If nothing usable remains, the
+  reply counts as `no_target`.
 
 `no_target` is True for an explicit empty list, a refusal ("I cannot", "no such",
 "not present", "there is no", ...) without coordinates, or a `"found": false` style flag.
@@ -48,7 +61,7 @@ once) and bounded memory:
   while they fit the rest of that budget, so only text built to defeat the reader loses parts.
 - Structure nested deeper than `MAX_DEPTH` levels is not read (a warning says so).
 - At most `MAX_WARNINGS` warnings are kept (the `max_objects` ones always), then a count of
-  the rest.
+  the rest; likewise at most `MAX_WARNINGS` entries of `out_of_frame`.
 """
 
 from __future__ import annotations
@@ -67,7 +80,7 @@ import numpy as np
 
 from terramask.errors import InputError, MLLMError
 from terramask.options import AskOptions, check_at_least
-from terramask.protocols import COORDINATE_CONVENTIONS, MLLMReply
+from terramask.protocols import COORDINATE_FRAMES, MLLMReply, frame_name
 
 #: Characters handed to the JSON readers over one reply, as a multiple of its length.
 LOAD_BUDGET = 4
@@ -107,6 +120,16 @@ class ParsedReply:
     answer:       the reply's words without the JSON (or its "answer" field)
     no_target:    the model says the object is not in the image
     warnings:     everything that was repaired, guessed or left out, for logs and reports
+    frame:        the coordinate frame the reply was read in (the one it was asked for)
+    out_of_frame: each coordinate that lay outside that frame, as JSON-ready dicts:
+                  {"object": "box"|"click", "index": i, "coordinate": "x1"|"y1"|"x2"|"y2"|
+                  "x"|"y", "value": v, "frame": f, "limit": the bound crossed (0, or the
+                  frame's width, height, 1000 or 1), "action": "clamped"|"dropped"};
+                  values as read (a box's corners ordered), in the frame's units
+    suspected_frame: another frame the values look written in (e.g. "norm1000" when pixels
+                  were asked for and values pass the image's size but stay within 1000),
+                  reported only: the reply is never rescaled into it; None when nothing
+                  looks amiss
     """
 
     boxes: np.ndarray
@@ -116,46 +139,189 @@ class ParsedReply:
     answer: str
     no_target: bool
     warnings: list[str] = field(default_factory=list)
+    frame: str = "pixel"
+    out_of_frame: list[dict[str, Any]] = field(default_factory=list)
+    suspected_frame: str | None = None
 
 
 # ---------------------------------------------------------------------------- prompts
 
 
-def box_prompt(question: str) -> str:
-    """The GeoSeg instruction: one box around what the question refers to, as strict JSON."""
+def box_prompt(
+    question: str, *, frame: str = "pixel", image_size: tuple[int, int] | None = None
+) -> str:
+    """GeoSeg's instruction: one box around what the question refers to, as strict JSON.
+
+    The structure of GeoSeg's reference prompt (`qwen_api_server.py`), in our words and
+    adapted to the frame: JSON only; global coordinate alignment ([0, 0] top-left, [W, H]
+    bottom-right with W and H filled in); whole-entity inclusion; execution steps ending in
+    a boundary check; the image size restated; the schema `{"bbox": [x1, y1, x2, y2],
+    "prompt": "<entity noun>"}` with a warning against x drift; `prompt` a simple English noun
+    phrase for SAM 3. We add the "not in the image" answer `{"bbox": [], "prompt": ""}`.
+
+    Args:
+        question: What to find.
+        frame: The coordinate frame to ask for ("pixel", "norm1000", "norm1"): the client's
+            `frame` (see `request_frame`).
+        image_size: The (H, W) the model will see the image at (the client's
+            `shown_size(...)`), stated in the "pixel" frame; without it the prompt names W
+            and H without numbers. Ignored in the normalised frames, whose prompts state the
+            frame instead.
+
+    The text depends only on the arguments (it is part of the reply cache's key).
+    """
     question = _check_question(question)
-    return (
-        "You are looking at an overhead (satellite or aerial) image.\n"
-        f"Question: {question}\n"
-        "Find the region of the image that the question refers to. Answer with strict JSON "
-        "only, no other text:\n"
-        '{"bbox": [x1, y1, x2, y2], "prompt": "<entity noun>"}\n'
-        "- x1, y1 is the top-left and x2, y2 the bottom-right corner of one box that tightly "
-        "covers the target, in pixel coordinates of this image (x to the right, y down, "
-        "origin at the top-left corner).\n"
-        '- "prompt" is a short noun phrase naming the target, e.g. "building", '
-        '"swimming pool", "farmland".\n'
-        "- If the target is not in the image, answer exactly: "
-        '{"bbox": [], "prompt": ""}'
-    )
+    words = _FrameWords(frame, image_size)
+    return "\n".join([
+        "Look carefully at this overhead (satellite or aerial) image and answer the question "
+        "about it. Reply with a single valid JSON object and nothing else.",
+        "",
+        "GUIDELINES",
+        f"1. Global coordinate alignment: before you place the box, {words.alignment} "
+        "Keep the horizontal (x) and vertical (y) coordinates on this grid, without any "
+        "shift.",
+        "2. Whole-entity inclusion: the box must enclose the entire physical structure of "
+        "the target. Do not cut off its edges or the parts that stick out (for a bridge, "
+        "both of its ramps; for an aircraft, the wingtips).",
+        "",
+        "STEPS",
+        "1. Look over the whole image to understand the scene.",
+        f'2. Find the target the question asks about: "{question}"',
+        "3. Boundary check: look closely at each edge of the target and make sure that x1, "
+        "y1, x2 and y2 reach its outermost pixels.",
+        "",
+        words.size,
+        "",
+        "ANSWER FORMAT",
+        '{"bbox": [x1, y1, x2, y2], "prompt": "<entity noun>"}',
+        f'- "bbox": x1, y1 is the top-left corner and x2, y2 the bottom-right corner, '
+        f"{words.units}. IMPORTANT: do not let the coordinates drift; check that the x "
+        "values are not shifted to the right, and make the box wide and tall enough to "
+        "hold the whole object.",
+        '- "prompt": a simple English noun or short noun phrase naming the target, for the '
+        'segmentation model SAM 3 (e.g. "bridge", "aircraft", "stadium").',
+        '- If the target is not in the image, answer exactly: {"bbox": [], "prompt": ""}',
+        "",
+        "Answer with the JSON object only.",
+    ])
 
 
-def clicks_prompt(question: str, *, max_clicks: int = 6) -> str:
-    """The click-prompting instruction: positive and negative points, as strict JSON."""
+def clicks_prompt(
+    question: str,
+    *,
+    max_clicks: int = 6,
+    frame: str = "pixel",
+    image_size: tuple[int, int] | None = None,
+) -> str:
+    """The click-prompting instruction: positive and negative points, as strict JSON.
+
+    `frame` and `image_size` as in `box_prompt`: the prompt states the frame, and in "pixel"
+    the image's size, the same way. The text depends only on the arguments."""
     question = _check_question(question)
-    return (
-        "You are looking at an overhead (satellite or aerial) image.\n"
-        f"Question: {question}\n"
+    words = _FrameWords(frame, image_size)
+    return "\n".join([
+        "You are looking at an overhead (satellite or aerial) image.",
+        f"Question: {question}",
         "Mark the target that the question refers to with clicks for a segmentation model. "
-        "Answer with strict JSON only, no other text:\n"
-        '{"points": [[x, y], ...], "labels": [1, 0, ...]}\n'
-        "- Each point is a pixel of this image (x to the right, y down, origin at the "
-        "top-left corner).\n"
+        "Answer with strict JSON only, no other text:",
+        '{"points": [[x, y], ...], "labels": [1, 0, ...]}',
+        f"- Coordinates: {words.alignment}",
+        f"- {words.size}",
+        f"- Each point is [x, y], {words.units}.",
         "- Label 1 marks a point on the target; label 0 marks a point on background next to "
         "it that must be excluded. The first point is a positive click well inside the "
-        f"target. Use 1 to {max_clicks} points.\n"
-        '- If the target is not in the image, answer exactly: {"points": [], "labels": []}'
-    )
+        f"target. Use 1 to {max_clicks} points.",
+        '- If the target is not in the image, answer exactly: {"points": [], "labels": []}',
+    ])
+
+
+def request_frame(mllm: Any, image_size: tuple[int, int]) -> tuple[str, tuple[int, int]]:
+    """The frame to ask `mllm` for and the (H, W) it will see an image of `image_size` at.
+
+    The clients of `terramask.models.mllm` have `frame` and `shown_size(image_size)`; any
+    other `MLLM` (a test double) is asked for pixels of the image as given."""
+    frame = _check_frame(getattr(mllm, "frame", "pixel"), f"the client {mllm!r}")
+    size_of = getattr(mllm, "shown_size", None)
+    shown = size_of(tuple(image_size)) if callable(size_of) else image_size
+    return frame, (int(shown[0]), int(shown[1]))
+
+
+def prompt_for(
+    mllm: Any,
+    question: str,
+    image_size: tuple[int, int],
+    *,
+    clicks: bool = False,
+    max_clicks: int = 6,
+) -> str:
+    """`box_prompt` (or `clicks_prompt`) in `mllm`'s frame for an image of `image_size`
+    (H, W, before the client shrinks it): `request_frame` then the prompt."""
+    frame, shown = request_frame(mllm, image_size)
+    if clicks:
+        return clicks_prompt(question, max_clicks=max_clicks, frame=frame, image_size=shown)
+    return box_prompt(question, frame=frame, image_size=shown)
+
+
+class _FrameWords:
+    """How a prompt states its coordinate frame: the alignment sentence, the size line and
+    the units of a coordinate."""
+
+    def __init__(self, frame: str, image_size: tuple[int, int] | None) -> None:
+        frame = _check_frame(frame, "the prompt")
+        axes = "x grows to the right and y grows downwards"
+        if frame == "norm1000":
+            self.alignment = (
+                "use the relative 0-1000 grid: [0, 0] is the top-left corner of the image "
+                "and [1000, 1000] its bottom-right corner, whatever the image's size in "
+                f"pixels; {axes}.")
+            self.size = ("Coordinate frame: relative coordinates from 0 to 1000 on both axes "
+                         "(0-1000, not pixels).")
+            self.units = "as relative coordinates from 0 to 1000 (not pixels)"
+        elif frame == "norm1":
+            self.alignment = (
+                "use fractions of the image's size: [0, 0] is the top-left corner of the "
+                "image and [1, 1] its bottom-right corner, whatever the image's size in "
+                f"pixels; {axes}.")
+            self.size = ("Coordinate frame: fractions from 0 to 1 of the image's width and "
+                         "height (0-1, not pixels), e.g. 0.25.")
+            self.units = "as fractions from 0 to 1 of the image's width and height"
+        elif image_size is None:
+            self.alignment = (
+                "fix the origin [0, 0] at the top-left corner of the image and [W, H] at its "
+                "bottom-right corner, where W and H are the image's width and height in "
+                f"pixels; {axes}.")
+            self.size = "Image size: W x H pixels, the width and height of this image."
+            self.units = "in pixels of this image"
+        else:
+            height, width = _check_size(image_size)
+            self.alignment = (
+                f"fix the origin [0, 0] at the top-left corner of the image and [{width}, "
+                f"{height}] at its bottom-right corner; {axes}, in pixels.")
+            self.size = f"Image size: {width} x {height} pixels (width x height)."
+            self.units = f"in pixels of this {width} x {height} image"
+
+
+def _check_frame(frame: Any, where: str) -> str:
+    name = frame_name(frame)
+    if name not in COORDINATE_FRAMES:
+        raise InputError(
+            f"The coordinate frame '{frame}' of {where} is not one TerraMask can read. Use one "
+            f"of: {', '.join(COORDINATE_FRAMES)}."
+        )
+    return name
+
+
+def _check_size(image_size: Any) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        height = width = 0
+    if height < 1 or width < 1:
+        raise InputError(
+            f"The image size {image_size!r} stated in the multimodal LLM's prompt must be "
+            "(height, width) in whole pixels, each at least 1."
+        )
+    return height, width
 
 
 def _check_question(question: str) -> str:
@@ -177,7 +343,12 @@ def parse_reply(
     *,
     max_objects: int = AskOptions.max_objects,
 ) -> ParsedReply:
-    """Boxes, clicks and words from a reply.
+    """Boxes, clicks and words from a reply, in the pixels of the caller's image.
+
+    The coordinates are read in exactly `reply.frame`, the frame the model was asked for:
+    pixels of `reply.shown_size`, 0-1000 or 0-1. Values outside it are clamped (box
+    corners) or dropped (clicks, boxes entirely outside) and listed in `out_of_frame`;
+    nothing is rescaled into another frame.
 
     Args:
         reply: What the client returned.
@@ -189,15 +360,10 @@ def parse_reply(
 
     Raises:
         MLLMError: The reply holds no box, no clicks and no refusal.
-        InputError: `reply.convention` is unknown, or `max_objects` is below 1.
+        InputError: `reply.frame` is unknown, or `max_objects` is below 1.
     """
     height, width = int(image_size[0]), int(image_size[1])
-    if reply.convention not in COORDINATE_CONVENTIONS:
-        raise InputError(
-            f"The reply from '{reply.model}' declares the coordinate convention "
-            f"'{reply.convention}', which TerraMask cannot read. Use one of: "
-            f"{', '.join(COORDINATE_CONVENTIONS)}."
-        )
+    frame = _check_frame(reply.frame, f"the reply from '{reply.model}'")
     check_at_least(max_objects, 1, "AskOptions.max_objects")
     warnings = _Warnings()
     text = _THINK.sub(" ", reply.text or "")
@@ -207,10 +373,11 @@ def parse_reply(
         found.collect(value, warnings)
     answer = _without(text, spans) or found.answer
     refusal = bool(_REFUSALS.search(_without(text, spans) or found.answer or ""))
+    outside = _OutOfFrame(frame)
 
     if not found.boxes and not found.points:
         if found.empty_marker or found.absent or refusal:
-            return _nothing(found.entity, answer, warnings)
+            return _nothing(found.entity, answer, warnings, outside, None)
         raise MLLMError(
             f"could not parse the model's reply: {reply.text.strip()[:200]!r} (model "
             f"'{reply.model}': it holds no box, no clicks and no refusal). Check that the "
@@ -223,43 +390,90 @@ def parse_reply(
     found.keep_first(max_objects, warnings)
 
     shown = (max(1, int(reply.shown_size[0])), max(1, int(reply.shown_size[1])))
-    convention = _effective_convention(reply.convention, found, shown, warnings)
-    frame_h, frame_w = _frame(convention, shown)
-    scale_x, scale_y = width / frame_w, height / frame_h
+    limits = _limits(frame, shown)
+    suspected = _suspected_frame(frame, found, limits, shown, warnings)
+    scale_x, scale_y = width / limits[0], height / limits[1]
+    where = _where(frame, shown)
 
     boxes = []
     for index, raw in enumerate(found.boxes):
-        box = _order_box(raw, (frame_w, frame_h), index, warnings)
-        box = [box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y]
-        kept = _clamp_box(box, (width, height), index, warnings)
+        box = _order_box(raw, limits, index, warnings)
+        kept = _clamp_box(box, limits, index, where, warnings, outside)
         if kept is not None:
-            boxes.append(kept)
+            boxes.append([kept[0] * scale_x, kept[1] * scale_y,
+                          kept[2] * scale_x, kept[3] * scale_y])
     points, labels = [], []
     for index, ((x, y), label) in enumerate(zip(found.points, found.labels, strict=True)):
-        x, y = x * scale_x, y * scale_y
-        if not (0 <= x <= width and 0 <= y <= height):
-            warnings.append(f"click {index} at ({x:.1f}, {y:.1f}) lies outside the "
-                            f"{width}x{height} image and was dropped")
+        crossed = outside.check("click", index, (("x", x, limits[0]), ("y", y, limits[1])),
+                                "dropped")
+        if crossed:
+            warnings.append(f"click {index} at ({x:g}, {y:g}) lies outside {where} and was "
+                            "dropped")
             continue
-        points.append((x, y))
+        points.append((x * scale_x, y * scale_y))
         labels.append(label)
     if not boxes and not points:
         warnings.append("no box or click lies inside the image; treated as no target")
-        return _nothing(found.entity, answer, warnings)
+        return _nothing(found.entity, answer, warnings, outside, suspected)
+    outside.finish(warnings)
     return ParsedReply(
         boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
         points=np.asarray(points, dtype=np.float64).reshape(-1, 2),
         point_labels=np.asarray(labels, dtype=np.int64),
         entity=found.entity, answer=answer, no_target=False, warnings=warnings.kept(),
+        frame=frame, out_of_frame=outside.entries, suspected_frame=suspected,
     )
 
 
-def _nothing(entity: str | None, answer: str, warnings: _Warnings) -> ParsedReply:
+def _nothing(entity: str | None, answer: str, warnings: _Warnings, outside: _OutOfFrame,
+             suspected: str | None) -> ParsedReply:
+    outside.finish(warnings)
     return ParsedReply(
         boxes=np.zeros((0, 4)), points=np.zeros((0, 2)),
         point_labels=np.zeros((0,), dtype=np.int64), entity=entity, answer=answer,
-        no_target=True, warnings=warnings.kept(),
+        no_target=True, warnings=warnings.kept(), frame=outside.frame,
+        out_of_frame=outside.entries, suspected_frame=suspected,
     )
+
+
+class _OutOfFrame:
+    """The coordinates of one reply that lay outside its frame (`ParsedReply.out_of_frame`):
+    the first `MAX_WARNINGS` of them, then a warning counting the rest."""
+
+    def __init__(self, frame: str) -> None:
+        self.frame = frame
+        self.entries: list[dict[str, Any]] = []
+        self.left_out = 0
+
+    def check(self, kind: str, index: int,
+              coordinates: tuple[tuple[str, float, float], ...], action: str) -> bool:
+        """Record each (name, value, upper limit) outside [0, limit]; whether any was."""
+        crossed = False
+        for name, value, limit in coordinates:
+            bound = 0.0 if value < 0 else limit if value > limit else None
+            if bound is None:
+                continue
+            crossed = True
+            if len(self.entries) >= MAX_WARNINGS:
+                self.left_out += 1
+                continue
+            self.entries.append({
+                "object": kind, "index": index, "coordinate": name, "value": _plain(value),
+                "frame": self.frame, "limit": _plain(bound), "action": action,
+            })
+        return crossed
+
+    def finish(self, warnings: _Warnings) -> None:
+        if self.left_out:
+            warnings.append(f"{self.left_out} more coordinates outside the '{self.frame}' "
+                            "frame were not listed", always=True)
+            self.left_out = 0
+
+
+def _plain(value: float) -> int | float:
+    """A JSON-friendly number: an int when it is whole."""
+    value = float(value)
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
 class _Warnings(list):
@@ -681,49 +895,62 @@ def _label(value: Any, warnings: list[str]) -> int:
 # ---------------------------------------------------------------------------- geometry
 
 
-def _effective_convention(
-    declared: str, found: _Found, shown: tuple[int, int], warnings: list[str]
-) -> str:
-    """The declared convention, unless the values cannot be in it (see the module doc)."""
+def _limits(frame: str, shown: tuple[int, int]) -> tuple[float, float]:
+    """(width, height) of the frame the coordinates were asked for."""
+    if frame == "norm1000":
+        return 1000.0, 1000.0
+    if frame == "norm1":
+        return 1.0, 1.0
+    return float(shown[1]), float(shown[0])
+
+
+def _where(frame: str, shown: tuple[int, int]) -> str:
+    """The frame in words, for warnings."""
+    if frame == "norm1000":
+        return "the 'norm1000' frame (0-1000)"
+    if frame == "norm1":
+        return "the 'norm1' frame (0-1)"
+    return f"the 'pixel' frame of the {shown[1]}x{shown[0]} image shown"
+
+
+def _suspected_frame(frame: str, found: _Found, limits: tuple[float, float],
+                     shown: tuple[int, int], warnings: _Warnings) -> str | None:
+    """Another frame the values look written in, reported with a warning; never applied."""
     xs = [v for box in found.boxes for v in (box[0], box[2])] + [p[0] for p in found.points]
     ys = [v for box in found.boxes for v in (box[1], box[3])] + [p[1] for p in found.points]
+    if not xs:
+        return None
     largest = max(xs + ys)
+    past = max(xs) > limits[0] or max(ys) > limits[1]
     fits_shown = max(xs) <= shown[1] and max(ys) <= shown[0]
-    guess = declared
-    if declared == "pixels":
-        if largest <= 1.0:
-            guess = "0-1"
-        elif not fits_shown and largest <= 1000:
-            guess = "0-1000"
-    elif declared == "0-1000":
-        if largest <= 1.0:
-            guess = "0-1"
-        elif largest > 1000:
-            guess = "pixels"
-    elif largest > 1.0:
-        guess = "pixels" if fits_shown else "0-1000"
-    if guess != declared:
-        warnings.append(f"coordinates up to {largest:g} do not fit the declared '{declared}' "
-                        f"convention for a {shown[1]}x{shown[0]} image; read as '{guess}'")
-    return guess
+    suspected = None
+    if frame == "pixel":
+        if 0 < largest <= 1.0 and max(shown) > 2:
+            suspected = "norm1"
+        elif past and largest <= 1000:
+            suspected = "norm1000"
+    elif frame == "norm1000":
+        if 0 < largest <= 1.0:
+            suspected = "norm1"
+        elif past and fits_shown:
+            suspected = "pixel"
+    elif past:
+        suspected = "pixel" if fits_shown else "norm1000" if largest <= 1000 else None
+    if suspected is not None:
+        warnings.append(f"coordinates up to {largest:g} look written in the '{suspected}' "
+                        f"frame, but the model was asked for {_where(frame, shown)}; they "
+                        f"were read in the '{frame}' frame as asked, not rescaled")
+    return suspected
 
 
-def _frame(convention: str, shown: tuple[int, int]) -> tuple[float, float]:
-    """(height, width) of the frame the coordinates are written in."""
-    if convention == "0-1000":
-        return 1000.0, 1000.0
-    if convention == "0-1":
-        return 1.0, 1.0
-    return float(shown[0]), float(shown[1])
-
-
-def _order_box(box: list[float], frame: tuple[float, float], index: int,
+def _order_box(box: list[float], limits: tuple[float, float], index: int,
                warnings: list[str]) -> list[float]:
-    """Corners in order; an [x, y, w, h] box read as such when it fits (see the module doc)."""
+    """Corners in order; an [x, y, w, h] box read as such when it fits the frame's (width,
+    height) `limits` (see the module doc)."""
     x1, y1, x2, y2 = box
     if x2 >= x1 and y2 >= y1:
         return box
-    if x1 + x2 <= frame[0] and y1 + y2 <= frame[1]:
+    if x1 + x2 <= limits[0] and y1 + y2 <= limits[1]:
         warnings.append(f"box {index} {_fmt(box)} has its second corner before its first; "
                         "read as [x, y, width, height]")
         return [x1, y1, x1 + x2, y1 + y2]
@@ -731,19 +958,24 @@ def _order_box(box: list[float], frame: tuple[float, float], index: int,
     return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
 
 
-def _clamp_box(box: list[float], size: tuple[int, int], index: int,
-               warnings: list[str]) -> list[float] | None:
-    width, height = size
+def _clamp_box(box: list[float], limits: tuple[float, float], index: int, where: str,
+               warnings: list[str], outside: _OutOfFrame) -> list[float] | None:
+    """The box clamped to the frame (its out-of-frame values recorded), or None when it
+    lies entirely outside."""
+    width, height = limits
     x1, y1, x2, y2 = box
-    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
-        warnings.append(f"box {index} (image pixels {_fmt(box)}) lies entirely outside the "
-                        f"{width}x{height} image and was dropped")
+    gone = x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0
+    coordinates = (("x1", x1, width), ("y1", y1, height), ("x2", x2, width), ("y2", y2, height))
+    outside.check("box", index, coordinates, "dropped" if gone else "clamped")
+    if gone:
+        warnings.append(f"box {index} {_fmt(box)} lies entirely outside {where} and was "
+                        "dropped")
         return None
     clamped = [min(max(x1, 0.0), width), min(max(y1, 0.0), height),
                min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
     if clamped != box:
-        warnings.append(f"box {index} (image pixels {_fmt(box)}) reaches outside the "
-                        f"{width}x{height} image and was clamped to {_fmt(clamped)}")
+        warnings.append(f"box {index} {_fmt(box)} reaches outside {where} and was clamped "
+                        f"to {_fmt(clamped)}")
     return clamped
 
 

@@ -10,11 +10,16 @@
 finish_reason, or a raw body sent as it is: empty, cut off, HTML, trickled). It may instead be
 a callable that gets each `RecordedRequest` and returns a step. A request beyond the end of a
 list gets HTTP 500 "script exhausted", so an unexpected extra call shows up.
+
+`Grounder` is such a callable: a model that obeys the prompt's coordinate frame, answering
+one object (given as fractions of the image) in pixels of the image sent, 0-1000 or 0-1,
+whichever the prompt asks for, and recording what it read.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +92,51 @@ class RecordedRequest:
 
 ScriptItem = str | Step
 Script = Sequence[ScriptItem] | Callable[[RecordedRequest], ScriptItem]
+
+_STATED_SIZE = re.compile(r"Image size: (\d+) x (\d+) pixels")
+
+
+@dataclass
+class Asked:
+    """What a `Grounder` read from one request: the frame the prompt asked for, the size it
+    stated (W, H; None when it stated none) and the size of the image sent (W, H)."""
+
+    frame: str
+    stated: tuple[int, int] | None
+    sent: tuple[int, int]
+
+
+class Grounder:
+    """A script that answers like a model obeying the prompt's coordinate frame.
+
+    `box` is the object as fractions of the image (x1, y1, x2, y2). The frame is read from
+    the prompt's words: "0-1000" → norm1000, "0-1, not pixels" → norm1, else pixels of the
+    image as sent (decoded from the request). The answer is `{"bbox": [...], "prompt":
+    label}`, pixels and 0-1000 rounded to whole numbers as models write them, 0-1 to four
+    decimals. Each request's reading is kept in `asked`.
+    """
+
+    def __init__(self, box: Sequence[float], *, label: str = "building") -> None:
+        self.box = [float(v) for v in box]
+        self.label = label
+        self.asked: list[Asked] = []
+
+    def __call__(self, request: RecordedRequest) -> str:
+        prompt = " ".join(request.texts())
+        height, width = request.image().shape[:2]
+        stated = _STATED_SIZE.search(prompt)
+        if "0-1000" in prompt:
+            frame, scale, digits = "norm1000", (1000.0, 1000.0), 0
+        elif "0-1, not pixels" in prompt:
+            frame, scale, digits = "norm1", (1.0, 1.0), 4
+        else:
+            frame, scale, digits = "pixel", (float(width), float(height)), 0
+        self.asked.append(Asked(frame, (int(stated[1]), int(stated[2])) if stated else None,
+                                (int(width), int(height))))
+        x1, y1, x2, y2 = self.box
+        values = [x1 * scale[0], y1 * scale[1], x2 * scale[0], y2 * scale[1]]
+        written = [round(v, digits) if digits else round(v) for v in values]
+        return json.dumps({"bbox": written, "prompt": self.label})
 
 
 class ChatServer:

@@ -8,25 +8,25 @@ import math
 import numpy as np
 import pytest
 
-from terramask.errors import MLLMError, ModelLoadError, ModelNotFoundError
+from terramask.errors import InputError, MLLMError, ModelLoadError, ModelNotFoundError
 from terramask.methods.replies import box_prompt, parse_reply
 from terramask.models.mllm import ReplyCache, load_mllm
 from terramask.testing.tiny_models import save_tiny_qwen_vl
 
 # Qwen resizes to multiples of 2×patch (28 for 2.5, 32 for 3): for 120x240 both sides
 # round to the nearest multiple; the tiny processor's pixel cap (64 merged patches) is not hit.
-CASES = [("qwen2_5_vl", 28, "pixels"), ("qwen3_vl", 32, "0-1000")]
+CASES = [("qwen2_5_vl", 28, "pixel"), ("qwen3_vl", 32, "norm1000")]
 
 
-@pytest.mark.parametrize(("family", "factor", "convention"), CASES)
-def test_tiny_qwen_answers_with_the_size_it_showed(tmp_path, family, factor, convention):
+@pytest.mark.parametrize(("family", "factor", "frame"), CASES)
+def test_tiny_qwen_answers_with_the_size_it_showed(tmp_path, family, factor, frame):
     folder = save_tiny_qwen_vl(tmp_path / family, family=family)
     mllm = load_mllm(str(folder), device="cpu", max_new_tokens=12)
     picture = np.random.default_rng(0).integers(0, 256, (120, 240, 3), dtype=np.uint8)
     reply = mllm.ask(picture, box_prompt("where is the pool?"), system="Answer in JSON.")
     expected = (round(120 / factor) * factor, round(240 / factor) * factor)
     assert expected[0] * expected[1] <= 64 * factor * factor
-    assert reply.shown_size == expected and reply.convention == convention
+    assert reply.shown_size == expected and reply.frame == frame
     assert isinstance(reply.text, str) and reply.model == str(folder)
     try:
         parsed = parse_reply(reply, (120, 240))
@@ -104,3 +104,33 @@ def test_local_failure_advice_names_the_options_a_user_can_set(tmp_path):
         "If memory ran out, show smaller images (`AskOptions.overview_size`) or use a smaller "
         "model (`MLLMOptions.model`); otherwise re-download the model folder.")
     assert "max_side" not in message
+
+
+@pytest.mark.parametrize(("family", "factor", "frame"), CASES)
+def test_local_qwen_says_the_size_it_will_show_and_is_asked_in_its_frame(
+    tmp_path, family, factor, frame
+):
+    from terramask.methods.replies import prompt_for
+
+    folder = save_tiny_qwen_vl(tmp_path / family, family=family)
+    mllm = load_mllm(str(folder), device="cpu", max_side=200, max_new_tokens=2)
+    picture = np.random.default_rng(3).integers(0, 256, (150, 400, 3), dtype=np.uint8)
+    # 400 → 200 long side: 75x200, then Qwen's processor rounds it to its patch grid
+    shown = mllm.shown_size(picture.shape[:2])
+    prompt = prompt_for(mllm, "where is the pool?", picture.shape[:2])
+    reply = mllm.ask(picture, prompt)
+    assert reply.shown_size == shown and shown[0] % factor == 0 and shown[1] % factor == 0
+    assert mllm.frame == reply.frame == frame
+    if frame == "pixel":
+        assert f"Image size: {shown[1]} x {shown[0]} pixels" in prompt
+    else:
+        assert "0-1000, not pixels" in prompt and "Image size:" not in prompt
+
+
+def test_local_qwen_coords_override_the_family_frame(tmp_path):
+    folder = save_tiny_qwen_vl(tmp_path / "q3", family="qwen3_vl")
+    mllm = load_mllm(str(folder), device="cpu", max_new_tokens=2, coords="pixel")
+    assert mllm.frame == "pixel"
+    assert mllm.ask(np.zeros((64, 64, 3), np.uint8), "describe").frame == "pixel"
+    with pytest.raises(InputError, match="coordinate frame 'thousandths'"):
+        load_mllm(str(folder), device="cpu", coords="thousandths")

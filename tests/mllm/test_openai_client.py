@@ -9,7 +9,7 @@ import pytest
 
 from terramask.errors import InputError, MLLMError
 from terramask.methods.replies import box_prompt, parse_reply
-from terramask.models.mllm import OpenAIChatMLLM, ReplyCache, guess_convention
+from terramask.models.mllm import OpenAIChatMLLM, ReplyCache, guess_convention, guess_frame
 from tests.helpers.chat_server import ChatServer, Step
 
 pytest.importorskip("openai")
@@ -31,7 +31,7 @@ def test_good_json_reply_round_trip_and_request_shape():
         reply = client(server).ask(image(), "find the building", system="be terse")
         request = server.requests[0]
     assert reply.text == BOX and reply.shown_size == (100, 200) and not reply.cached
-    assert reply.convention == "pixels" and reply.model == "gpt-4o"
+    assert reply.frame == "pixel" and reply.model == "gpt-4o"
     assert request.path == "/v1/chat/completions"
     assert request.body["model"] == "gpt-4o" and request.body["temperature"] == 0.0
     assert request.body["messages"][0] == {"role": "system", "content": "be terse"}
@@ -57,7 +57,7 @@ def test_resized_image_pixels_are_scaled_back():
         reply = mllm.ask(image(1000, 2000), "find it")
         sent = server.requests[0].image()
     assert sent.shape == (500, 1000, 3) and reply.shown_size == (500, 1000)
-    assert reply.convention == "pixels"
+    assert reply.frame == "pixel"
     np.testing.assert_array_equal(parse_reply(reply, (1000, 2000)).boxes, [[200, 100, 600, 500]])
 
 
@@ -65,7 +65,7 @@ def test_qwen3_thousandths_become_original_pixels():
     with ChatServer(['{"bbox_2d": [250, 100, 500, 900], "label": "field"}']) as server:
         mllm = client(server, "Qwen/Qwen3-VL-32B-Instruct", max_side=512)
         reply = mllm.ask(image(800, 1600), "find it")
-    assert reply.convention == "0-1000" and reply.shown_size == (256, 512)
+    assert reply.frame == "norm1000" and reply.shown_size == (256, 512)
     parsed = parse_reply(reply, (800, 1600))
     np.testing.assert_array_equal(parsed.boxes, [[400, 80, 800, 720]])
     assert parsed.entity == "field" and parsed.warnings == []
@@ -161,8 +161,8 @@ def test_cache_hit_makes_no_second_request(tmp_path):
         second = mllm.ask(image(), "find it")
         assert len(server.requests) == 1
     assert not first.cached and second.cached
-    assert (second.text, second.shown_size, second.convention) == (
-        first.text, first.shown_size, first.convention)
+    assert (second.text, second.shown_size, second.frame) == (
+        first.text, first.shown_size, first.frame)
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
@@ -192,19 +192,20 @@ def test_default_cache_folder_follows_terramask_cache(monkeypatch, tmp_path):
     assert ReplyCache().folder == tmp_path / "mllm"
 
 
-@pytest.mark.parametrize(("model", "convention"), [
-    ("Qwen/Qwen3-VL-32B-Instruct", "0-1000"), ("qwen3-vl:8b", "0-1000"),
-    ("Qwen/Qwen2.5-VL-7B-Instruct", "pixels"), ("qwen2.5vl:7b", "pixels"),
-    ("qwen2_5_vl", "pixels"), ("Qwen/Qwen2-VL-7B-Instruct", "0-1000"),
-    ("OpenGVLab/InternVL3-8B", "0-1000"), ("gpt-5", "pixels"), ("gpt-4o-mini", "pixels"),
+@pytest.mark.parametrize(("model", "frame"), [
+    ("Qwen/Qwen3-VL-32B-Instruct", "norm1000"), ("qwen3-vl:8b", "norm1000"),
+    ("Qwen/Qwen2.5-VL-7B-Instruct", "pixel"), ("qwen2.5vl:7b", "pixel"),
+    ("qwen2_5_vl", "pixel"), ("Qwen/Qwen2-VL-7B-Instruct", "norm1000"),
+    ("OpenGVLab/InternVL3-8B", "norm1000"), ("gpt-5", "pixel"), ("gpt-4o-mini", "pixel"),
 ])
-def test_convention_guess(model, convention):
-    assert guess_convention(model) == convention
+def test_frame_guess(model, frame):
+    assert guess_frame(model) == frame == guess_convention(model)
+    assert OpenAIChatMLLM("http://127.0.0.1:1/v1", model).frame == frame
 
 
 def test_bad_settings_and_inputs_are_input_errors():
-    with pytest.raises(InputError, match="convention"):
-        OpenAIChatMLLM("http://127.0.0.1:1/v1", "m", convention="percent")
+    with pytest.raises(InputError, match=r"coordinate frame 'percent'.*auto, pixel, norm1000"):
+        OpenAIChatMLLM("http://127.0.0.1:1/v1", "m", coords="percent")
     with pytest.raises(InputError, match="max_side"):
         OpenAIChatMLLM("http://127.0.0.1:1/v1", "m", max_side=4)
     mllm = OpenAIChatMLLM("http://127.0.0.1:1/v1", "m")

@@ -14,8 +14,8 @@ ORIGINAL = (1000, 2000)
 SHOWN = (500, 1000)
 
 
-def parse(text: str, convention: str = "pixels", shown=SHOWN, size=ORIGINAL):
-    return parse_reply(MLLMReply(text, shown, convention, "test-model"), size)
+def parse(text: str, frame: str = "pixel", shown=SHOWN, size=ORIGINAL):
+    return parse_reply(MLLMReply(text, shown, frame, "test-model"), size)
 
 
 def test_strict_json_box_scaled_from_shown_to_original_pixels():
@@ -61,15 +61,23 @@ def test_think_blocks_are_ignored():
     np.testing.assert_array_equal(parsed.boxes, [[20, 40, 220, 440]])
 
 
-def test_zero_to_thousand_convention():
-    parsed = parse('{"bbox": [100, 250, 500, 750], "prompt": "x"}', convention="0-1000")
+def test_zero_to_thousand_frame():
+    parsed = parse('{"bbox": [100, 250, 500, 750], "prompt": "x"}', frame="norm1000")
     np.testing.assert_array_equal(parsed.boxes, [[200, 250, 1000, 750]])
-    assert parsed.warnings == []
+    assert parsed.warnings == [] and parsed.frame == "norm1000"
+    assert parsed.out_of_frame == [] and parsed.suspected_frame is None
 
 
-def test_zero_to_one_convention():
-    parsed = parse('{"bbox": [0.1, 0.2, 0.5, 0.6]}', convention="0-1")
+def test_zero_to_one_frame():
+    parsed = parse('{"bbox": [0.1, 0.2, 0.5, 0.6]}', frame="norm1")
     np.testing.assert_allclose(parsed.boxes, [[200, 200, 1000, 600]])
+
+
+def test_earlier_frame_names_still_read():
+    assert MLLMReply("", (1, 1), "pixels", "m").frame == "pixel"
+    assert MLLMReply("", (1, 1), "0-1000", "m").convention == "norm1000"
+    old = parse('{"bbox": [100, 250, 500, 750]}', frame="0-1000")
+    np.testing.assert_array_equal(old.boxes, [[200, 250, 1000, 750]])
 
 
 def test_xywh_box_is_read_as_such_when_it_fits():
@@ -86,23 +94,38 @@ def test_swapped_corners_that_cannot_be_xywh_are_reordered():
     assert "swapped" in parsed.warnings[0]
 
 
-def test_pixels_declared_but_all_values_below_one_reads_as_fractions():
+# The three tests below replace ones that expected the parser to rescale values that did
+# not fit the declared convention into another one (0-1, 0-1000, pixels): the reply is now
+# read in the frame it was asked for, clamped, and the other frame only reported.
+
+
+def test_pixels_asked_but_all_values_below_one_stay_pixels_and_are_suspected():
     parsed = parse('{"bbox": [0.1, 0.2, 0.3, 0.4]}')
-    np.testing.assert_allclose(parsed.boxes, [[200, 200, 600, 400]])
-    assert "read as '0-1'" in parsed.warnings[0]
+    np.testing.assert_allclose(parsed.boxes, [[0.2, 0.4, 0.6, 0.8]])
+    assert parsed.suspected_frame == "norm1" and parsed.out_of_frame == []
+    assert "'norm1'" in parsed.warnings[0] and "not rescaled" in parsed.warnings[0]
 
 
-def test_pixels_declared_but_values_past_the_shown_size_read_as_thousandths():
+def test_pixels_asked_but_values_past_the_shown_size_are_clamped_and_reported():
     parsed = parse('{"bbox": [100, 200, 900, 800]}', shown=(500, 700))
-    np.testing.assert_array_equal(parsed.boxes, [[200, 200, 1800, 800]])
-    assert "read as '0-1000'" in parsed.warnings[0]
+    np.testing.assert_allclose(parsed.boxes, [[100 * 2000 / 700, 400, 2000, 1000]])
+    assert parsed.suspected_frame == "norm1000"
+    assert parsed.out_of_frame == [
+        {"object": "box", "index": 0, "coordinate": "x2", "value": 900, "frame": "pixel",
+         "limit": 700, "action": "clamped"},
+        {"object": "box", "index": 0, "coordinate": "y2", "value": 800, "frame": "pixel",
+         "limit": 500, "action": "clamped"},
+    ]
+    assert any("clamped to [100, 200, 700, 500]" in w for w in parsed.warnings)
 
 
-def test_thousandths_declared_but_values_past_1000_read_as_pixels():
-    parsed = parse('{"bbox": [100, 200, 1200, 400]}', convention="0-1000",
-                   shown=(1000, 2000))
-    np.testing.assert_array_equal(parsed.boxes, [[100, 200, 1200, 400]])
-    assert "read as 'pixels'" in parsed.warnings[0]
+def test_thousandths_asked_but_values_past_1000_are_clamped_and_reported():
+    parsed = parse('{"bbox": [100, 200, 1200, 400]}', frame="norm1000", shown=(1000, 2000))
+    np.testing.assert_array_equal(parsed.boxes, [[200, 200, 2000, 400]])
+    assert parsed.suspected_frame == "pixel"
+    assert parsed.out_of_frame == [{"object": "box", "index": 0, "coordinate": "x2",
+                                    "value": 1200, "frame": "norm1000", "limit": 1000,
+                                    "action": "clamped"}]
 
 
 def test_box_partly_outside_is_clamped_with_a_warning():
@@ -171,9 +194,9 @@ def test_clicks_outside_the_image_are_dropped_and_empty_points_mean_no_target():
     assert parse('{"points": [], "labels": []}').no_target
 
 
-def test_unknown_convention_is_an_input_error():
-    with pytest.raises(InputError, match="convention"):
-        parse('{"bbox": [1, 2, 3, 4]}', convention="percent")
+def test_unknown_frame_is_an_input_error():
+    with pytest.raises(InputError, match="coordinate frame 'percent'"):
+        parse('{"bbox": [1, 2, 3, 4]}', frame="percent")
 
 
 def test_prompts_ask_for_the_parsed_json_and_refuse_empty_questions():

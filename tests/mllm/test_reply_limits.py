@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse(text: str, size=(100, 100), **kw):
-    return parse_reply(MLLMReply(text, size, "pixels", "test-model"), size, **kw)
+    return parse_reply(MLLMReply(text, size, "pixel", "test-model"), size, **kw)
 
 
 def test_adversarial_replies_do_not_hang():
@@ -57,7 +57,7 @@ def test_adversarial_replies_do_not_hang():
         }
         for name, text in cases.items():
             try:
-                parsed = parse_reply(MLLMReply(text, (100, 100), "pixels", "m"), (100, 100))
+                parsed = parse_reply(MLLMReply(text, (100, 100), "pixel", "m"), (100, 100))
                 outcome = f"parsed {len(parsed.boxes)}"
             except MLLMError as exc:
                 outcome = "refused" if "could not parse" in str(exc) else f"MLLMError {exc}"

@@ -1,7 +1,7 @@
 """Remembers multimodal LLM replies on disk so that a rerun or a resumed job pays nothing.
 
 One JSON file per reply, named by a sha256 over everything that can change the answer (the
-pixels, prompt, system prompt, model, temperature, resize and coordinate convention). Files
+pixels, prompt, system prompt, model, temperature, resize and coordinate frame). Files
 are written under a temporary name and renamed, so concurrent writers and crashes never
 leave a half-written entry; an unreadable entry is treated as a miss.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from terramask.atomic import write_atomic
 from terramask.errors import OutputError
-from terramask.protocols import MLLMReply
+from terramask.protocols import COORDINATE_FRAMES, MLLMReply, frame_name
 
 
 def default_cache_folder() -> Path:
@@ -44,24 +44,29 @@ class ReplyCache:
         model: str,
         temperature: float | None,
         max_side: int,
-        convention: str,
+        frame: str,
         extra: str = "",
     ) -> str:
-        """The sha256 naming one request; `extra` carries client-specific settings."""
-        fields = [image_digest, prompt, system, model, temperature, max_side, convention, extra]
+        """The sha256 naming one request; `frame` is the coordinate frame the model was asked
+        to answer in, `extra` carries client-specific settings."""
+        fields = [image_digest, prompt, system, model, temperature, max_side, frame, extra]
         return hashlib.sha256(json.dumps(fields).encode("utf-8")).hexdigest()
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> MLLMReply | None:
-        """The stored reply marked `cached=True`, or None on a miss or an unreadable entry."""
+        """The stored reply marked `cached=True`, or None on a miss, an unreadable entry or
+        one in a coordinate frame TerraMask no longer reads."""
         try:
             data = json.loads(self._path(key).read_text(encoding="utf-8"))
+            frame = frame_name(str(data["frame"] if "frame" in data else data["convention"]))
+            if frame not in COORDINATE_FRAMES:
+                return None
             return MLLMReply(
                 text=str(data["text"]),
                 shown_size=(int(data["shown_size"][0]), int(data["shown_size"][1])),
-                convention=str(data["convention"]),
+                frame=frame,
                 model=str(data["model"]),
                 cached=True,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from terramask.errors import InputError
+from terramask.models.mllm.images import DEFAULT_MAX_SIDE
 from terramask.options import MLLMOptions
 from terramask.protocols import MLLM
 
@@ -11,7 +12,10 @@ def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
     """An OpenAI-compatible client when `options.url` is given, else a local Qwen-VL.
 
     Replies are cached (keyed by image, prompt, model and settings) unless `options.cache`
-    is off, so re-running a question or an evaluation costs nothing.
+    is off, so re-running a question or an evaluation costs nothing. The client's coordinate
+    frame comes from `options.coords` ("auto" guesses from the model) and its image limit
+    from `options.max_side` (long side in pixels, 1024 by default), when the options have
+    them.
 
     Args:
         options: The endpoint or local model and how to talk to it.
@@ -28,6 +32,9 @@ def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
     from terramask.models.mllm.cache import ReplyCache
 
     cache = ReplyCache() if options.cache else None
+    max_side = getattr(options, "max_side", None)
+    settings = {"coords": getattr(options, "coords", None) or "auto",
+                "max_side": DEFAULT_MAX_SIDE if max_side is None else max_side}
     if options.url:
         from terramask.models.mllm.openai_client import OpenAIChatMLLM
 
@@ -45,11 +52,12 @@ def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
             max_retries=options.retries,
             max_concurrency=options.concurrency,
             cache=cache,
+            **settings,
         )
     if options.model:
         from terramask.models.mllm.local_client import load_mllm
 
-        return load_mllm(options.model, device=device, cache=cache)
+        return load_mllm(options.model, device=device, cache=cache, **settings)
     raise InputError(
         "A multimodal LLM is needed: `MLLMOptions.url` and `MLLMOptions.model` for an "
         "OpenAI-compatible endpoint (GPT-5, vLLM, SGLang, Ollama), or `MLLMOptions.model` "

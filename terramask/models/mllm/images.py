@@ -17,6 +17,9 @@ from PIL import Image
 from terramask.errors import InputError
 
 IMAGE_FORMATS = ("png", "jpeg")
+#: The longest side, in pixels, of the image a client shows the model unless told otherwise
+#: (`max_side`); smaller images are shown at their native resolution.
+DEFAULT_MAX_SIDE = 1024
 
 
 def as_rgb(image: np.ndarray, *, what: str = "the image") -> np.ndarray:
@@ -39,14 +42,25 @@ def as_rgb(image: np.ndarray, *, what: str = "the image") -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
-def fit_long_side(image: np.ndarray, max_side: int) -> np.ndarray:
-    """The image shrunk (never enlarged) so its long side is at most `max_side`, aspect kept."""
-    height, width = image.shape[:2]
-    scale = max_side / max(height, width)
+def fitted_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """The (H, W) `fit_long_side` gives an image of `size` (H, W): unchanged when its long
+    side is at most `max_side`, else shrunk to it with the aspect kept."""
+    height, width = int(size[0]), int(size[1])
+    scale = max_side / max(height, width, 1)
     if scale >= 1.0:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def fit_long_side(image: np.ndarray, max_side: int) -> np.ndarray:
+    """The image shrunk (never enlarged) so its long side is at most `max_side`, aspect kept.
+
+    This is the only resize a client does: an image within the limit is sent at its native
+    resolution."""
+    height, width = fitted_size(image.shape[:2], max_side)
+    if (height, width) == image.shape[:2]:
         return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
 
 
 def image_digest(image: np.ndarray) -> str:

@@ -6,9 +6,13 @@ processor that needs torchvision, which TerraMask does not depend on. What the p
 would do for one image is small: expand the template's single `<|image_pad|>` into one token
 per merged patch and mark those tokens for the model's multimodal rotary positions.
 
-The size the model saw is read from the image processor's output (`image_grid_thw` × patch
-size): Qwen resizes to multiples of 28 (2.5) or 32 (3), and Qwen2.5-VL's pixel coordinates
-refer to that resized image.
+The image is given at its native resolution, shrunk first only when its long side exceeds
+`max_side` (1024 by default; `MLLMOptions.max_side`); Qwen's own processor then rounds it to
+multiples of 28 (2.5) or 32 (3) within its pixel budget. The size the model saw is read from
+the processor's output (`image_grid_thw` × patch size), and `shown_size(image_size)` tells a
+caller that size before asking, so the prompt can state it: Qwen2.5-VL's pixel coordinates
+refer to that resized image. The coordinate frame follows the family (Qwen2.5-VL "pixel",
+Qwen3-VL "norm1000", see `terramask.models.mllm.frames`) unless `coords=` names one.
 
 Decoding is greedy and stops after `max_new_tokens` (256 by default); only the new tokens are
 decoded, so a reply is at most that many tokens long whatever the model says.
@@ -30,12 +34,17 @@ from terramask.models.device import choose_device, choose_dtype
 from terramask.models.loader import load_once
 from terramask.models.mllm.asking import AskItem, ask_each, check_prompt
 from terramask.models.mllm.cache import ReplyCache, cached
-from terramask.models.mllm.images import as_rgb, fit_long_side, image_digest
+from terramask.models.mllm.frames import FAMILY_FRAME, choose_frame
+from terramask.models.mllm.images import (
+    DEFAULT_MAX_SIDE,
+    as_rgb,
+    fit_long_side,
+    fitted_size,
+    image_digest,
+)
 from terramask.models.registry import ResolvedModel, resolve_model
 from terramask.protocols import MLLMReply
 
-#: How each local family writes coordinates (see openai_client's table).
-FAMILY_CONVENTION = {"qwen2_5_vl": "pixels", "qwen3_vl": "0-1000"}
 _IMAGE_PAD = "<|image_pad|>"
 
 
@@ -96,11 +105,18 @@ class LocalQwenVL:
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
-        max_side: int = 1024,
+        max_side: int = DEFAULT_MAX_SIDE,
         max_new_tokens: int = 256,
+        coords: str | None = "auto",
         cache: ReplyCache | None = None,
     ) -> None:
-        """Loads the weights (once per folder, device and dtype in a process)."""
+        """Loads the weights (once per folder, device and dtype in a process).
+
+        `max_side` is the longest side, in pixels, of the image given to the model
+        (`MLLMOptions.max_side`): a smaller image goes at its native resolution (then Qwen's
+        processor rounds it to its patch grid). `coords` is the coordinate frame the model is
+        asked to answer in: "auto" (Qwen2.5-VL pixel, Qwen3-VL norm1000), "pixel",
+        "norm1000" or "norm1" (`MLLMOptions.coords`)."""
         if int(max_side) < 28 or int(max_new_tokens) < 1:
             raise InputError(
                 f"The local multimodal LLM '{resolved.requested}' got max_side={max_side} and "
@@ -108,17 +124,36 @@ class LocalQwenVL:
             )
         self.resolved = resolved
         self.name = resolved.requested
-        self.convention = FAMILY_CONVENTION.get(resolved.family, "pixels")
+        self.frame = choose_frame(coords, guess=FAMILY_FRAME.get(resolved.family, "pixel"),
+                                  model=resolved.requested)
         self.max_side = int(max_side)
         self.max_new_tokens = int(max_new_tokens)
         self.cache = cache
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
         dev = choose_device(device)
         self._dtype = choose_dtype(dev, dtype)
         self._weights: _QwenWeights = load_once(
             "mllm", resolved, dev, self._dtype, lambda d, t: _QwenWeights(resolved, d, t))
 
+    @property
+    def convention(self) -> str:
+        """The frame under its former name (read-only)."""
+        return self.frame
+
+    def shown_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The (H, W) the model will see an image of `image_size` (H, W) at: shrunk to
+        `max_side`, then rounded by Qwen's processor to its patch grid. Pixel coordinates in
+        the reply refer to this size; the prompt should state it."""
+        fitted = fitted_size(image_size, self.max_side)
+        if fitted not in self._sizes:
+            blank = np.zeros((*fitted, 3), dtype=np.uint8)
+            self._sizes[fitted] = self._processed(blank)[1]
+        return self._sizes[fitted]
+
     def ask(self, image: np.ndarray, prompt: str, *, system: str | None = None) -> MLLMReply:
-        """Show the image with the prompt and decode greedily; MLLMError if generation fails."""
+        """Show the image with the prompt and decode greedily; MLLMError if generation fails.
+
+        The reply carries the size the model saw (`shown_size`) and this client's frame."""
         check_prompt(prompt, self.name)
         resized = fit_long_side(as_rgb(image), self.max_side)
 
@@ -135,19 +170,26 @@ class LocalQwenVL:
                     "smaller images (`AskOptions.overview_size`) or use a smaller model "
                     "(`MLLMOptions.model`); otherwise re-download the model folder."
                 ) from None
-            return MLLMReply(text=text, shown_size=shown, convention=self.convention,
-                             model=self.name)
+            return MLLMReply(text=text, shown_size=shown, frame=self.frame, model=self.name)
 
         fields = dict(
             image_digest=image_digest(resized), prompt=prompt, system=system,
             model=f"local:{self.resolved.path}", temperature=0.0, max_side=self.max_side,
-            convention=self.convention, extra=f"greedy:{self.max_new_tokens}",
+            frame=self.frame, extra=f"greedy:{self.max_new_tokens}",
         )
         return cached(self.cache, fields, compute)
 
     def ask_many(self, items: Sequence[AskItem]) -> list[MLLMReply | TerraMaskError]:
         """Ask one after another (one GPU); each item's failure is returned, not raised."""
         return ask_each(self.ask, items)
+
+    def _processed(self, image: np.ndarray) -> tuple[Any, tuple[int, int]]:
+        """The image processor's output for one image and the (H, W) the model sees."""
+        processor = self._weights.image_processor
+        vision = processor(images=[image], return_tensors="pt")
+        grid = vision["image_grid_thw"][0]
+        patch = int(getattr(processor, "patch_size", 14))
+        return vision, (int(grid[1]) * patch, int(grid[2]) * patch)
 
     def _generate(self, image: np.ndarray, prompt: str,
                   system: str | None) -> tuple[str, tuple[int, int]]:
@@ -160,11 +202,9 @@ class LocalQwenVL:
         text = weights.tokenizer.apply_chat_template(
             messages, chat_template=weights.chat_template, add_generation_prompt=True,
             tokenize=False)
-        vision = weights.image_processor(images=[image], return_tensors="pt")
+        vision, shown = self._processed(image)
         grid = vision["image_grid_thw"][0]
         merge = int(getattr(weights.image_processor, "merge_size", 2))
-        patch = int(getattr(weights.image_processor, "patch_size", 14))
-        shown = (int(grid[1]) * patch, int(grid[2]) * patch)
         if text.count(weights.image_token) != 1:
             raise MLLMError(
                 f"The chat template of the local multimodal LLM '{self.name}' did not place "
@@ -189,7 +229,7 @@ class LocalQwenVL:
         return weights.tokenizer.decode(new_tokens, skip_special_tokens=True), shown
 
     def __repr__(self) -> str:
-        return f"LocalQwenVL({self.name!r}, convention={self.convention!r})"
+        return f"LocalQwenVL({self.name!r}, frame={self.frame!r}, max_side={self.max_side})"
 
 
 def load_mllm(
@@ -197,11 +237,13 @@ def load_mllm(
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
-    max_side: int = 1024,
+    max_side: int = DEFAULT_MAX_SIDE,
     max_new_tokens: int = 256,
+    coords: str | None = "auto",
     cache: ReplyCache | None = None,
 ) -> LocalQwenVL:
-    """A local Qwen-VL `MLLM` from an alias (qwen2.5-vl-7b, qwen3-vl), hub id or folder."""
+    """A local Qwen-VL `MLLM` from an alias (qwen2.5-vl-7b, qwen3-vl), hub id or folder;
+    `max_side` and `coords` as in `LocalQwenVL`."""
     resolved = resolve_model(id_or_path, kind="mllm")
     return LocalQwenVL(resolved, device=device, dtype=dtype, max_side=max_side,
-                       max_new_tokens=max_new_tokens, cache=cache)
+                       max_new_tokens=max_new_tokens, coords=coords, cache=cache)

@@ -25,21 +25,16 @@ Whatever the endpoint sends, one item ends in bounded time and memory:
   wait the server asked for against `timeout_s`, the time the user allowed for one answer;
   back-off and the attempts before are not counted in it.
 
-Coordinate conventions guessed from the model name (override with `convention=`):
+Coordinates: each client asks in one frame (`frame`: "pixel", "norm1000" or "norm1"), guessed
+from the model name unless `coords=` names one (see `terramask.models.mllm.frames`): Qwen3-VL
+0-1000, Qwen2.5-VL and any other model (GPT, Claude, ...) pixels of the image as sent. The
+prompt asks for that frame in words and states the image's size (`shown_size(image_size)`
+tells the caller the size before asking); the reply carries the frame, and the parser
+(`terramask.methods.replies`) reads it in exactly that frame, reporting and clamping values
+outside it.
 
-================================  =========  ==============================================
-model name contains               guess      why
-================================  =========  ==============================================
-qwen3-vl (any size, MoE too)      0-1000     Qwen3-VL grounds on a 0-1000 relative grid
-qwen2.5-vl / qwen2_5_vl           pixels     Qwen2.5-VL writes absolute pixels of the
-                                             image it was shown (after resizing)
-qwen2-vl                          0-1000     Qwen2-VL's grounding grid
-internvl                          0-1000     InternVL's grounding grid
-anything else (gpt, claude, ...)  pixels     what the prompt asks for
-================================  =========  ==============================================
-
-The reply parser (`terramask.methods.replies`) also notices values that cannot be in the
-declared convention and warns, so a wrong guess costs accuracy rather than silence.
+The image is sent at its native resolution, shrunk only when its long side exceeds
+`max_side` (1024 by default; `MLLMOptions.max_side`).
 """
 
 from __future__ import annotations
@@ -48,7 +43,6 @@ import email.utils
 import json
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -59,22 +53,18 @@ import numpy as np
 from terramask.errors import InputError, MLLMError, TerraMaskError
 from terramask.models.mllm.asking import AskItem, ask_each, check_prompt
 from terramask.models.mllm.cache import ReplyCache, cached
+from terramask.models.mllm.frames import choose_frame, guess_frame
 from terramask.models.mllm.images import (
+    DEFAULT_MAX_SIDE,
     IMAGE_FORMATS,
     as_rgb,
     data_url,
     encode_image,
     fit_long_side,
+    fitted_size,
     image_digest,
 )
-from terramask.protocols import COORDINATE_CONVENTIONS, MLLMReply
-
-_CONVENTION_BY_NAME = (
-    (re.compile(r"qwen3[\w.\-]*vl"), "0-1000"),
-    (re.compile(r"qwen2[.\-_]?5[\-_ ]?vl"), "pixels"),
-    (re.compile(r"qwen2[\-_ ]?vl"), "0-1000"),
-    (re.compile(r"internvl"), "0-1000"),
-)
+from terramask.protocols import MLLMReply
 
 #: The longest reply text accepted, in bytes of UTF-8 (1 MB).
 MAX_REPLY_BYTES = 1_000_000
@@ -83,25 +73,8 @@ BODY_FACTOR = 4
 #: Statuses after which a Retry-After header is honoured.
 _RETRY_AFTER_STATUSES = (429, 503)
 
-
-def guess_convention(model: str) -> str:
-    """How a model writes coordinates, guessed from its name (see the module's table)."""
-    name = model.lower().rsplit("/", 1)[-1]
-    for pattern, convention in _CONVENTION_BY_NAME:
-        if pattern.search(name):
-            return convention
-    return "pixels"
-
-
-def check_convention(convention: str, *, model: str) -> str:
-    """The convention, or an InputError listing the ones the parser understands."""
-    if convention not in COORDINATE_CONVENTIONS:
-        raise InputError(
-            f"The coordinate convention '{convention}' given for the model '{model}' is not one "
-            f"TerraMask can read. Use one of: {', '.join(COORDINATE_CONVENTIONS)} (or leave it "
-            "out to guess from the model name)."
-        )
-    return convention
+#: The former name of `terramask.models.mllm.frames.guess_frame`.
+guess_convention = guess_frame
 
 
 class _Attempt(Exception):
@@ -133,8 +106,8 @@ class OpenAIChatMLLM:
         model: str,
         *,
         api_key: str | None = None,
-        max_side: int = 1024,
-        convention: str | None = None,
+        max_side: int = DEFAULT_MAX_SIDE,
+        coords: str | None = "auto",
         timeout_s: float = 60.0,
         max_retries: int = 4,
         backoff_s: float = 1.0,
@@ -144,8 +117,15 @@ class OpenAIChatMLLM:
         image_format: str = "png",
         cache: ReplyCache | None = None,
     ) -> None:
-        """`temperature=None` sends none (reasoning models such as GPT-5 accept only their
-        default); `api_key` falls back to $OPENAI_API_KEY, then "EMPTY" for local servers."""
+        """A client of `model` at `base_url`.
+
+        `max_side` is the longest side, in pixels, of the image sent (`MLLMOptions.max_side`):
+        a smaller image goes at its native resolution, a larger one is shrunk, aspect kept;
+        this is the only resize. `coords` is the coordinate frame the model is asked to
+        answer in: "auto" (guessed from the model name, see `frames`), "pixel", "norm1000"
+        or "norm1" (`MLLMOptions.coords`). `temperature=None` sends none (reasoning models
+        such as GPT-5 accept only their default); `api_key` falls back to $OPENAI_API_KEY,
+        then "EMPTY" for local servers."""
         try:
             from openai import OpenAI
         except ImportError:
@@ -180,8 +160,7 @@ class OpenAIChatMLLM:
         self.model = str(model)
         self.name = self.model
         self.max_side = int(max_side)
-        self.convention = check_convention(convention or guess_convention(self.model),
-                                           model=self.model)
+        self.frame = choose_frame(coords, guess=guess_frame(self.model), model=self.model)
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.backoff_s = float(backoff_s)
@@ -198,19 +177,32 @@ class OpenAIChatMLLM:
 
     # ------------------------------------------------------------------ public
 
+    @property
+    def convention(self) -> str:
+        """The frame under its former name (read-only)."""
+        return self.frame
+
+    def shown_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The (H, W) the model will see an image of `image_size` (H, W) at: the image as
+        sent, shrunk only if its long side exceeds `max_side`. Pixel coordinates in the
+        reply refer to this size; the prompt should state it."""
+        return fitted_size(image_size, self.max_side)
+
     def ask(self, image: np.ndarray, prompt: str, *, system: str | None = None) -> MLLMReply:
-        """Show the image (shrunk to max_side) with the prompt; MLLMError after the retries."""
+        """Show the image (shrunk to max_side) with the prompt; MLLMError after the retries.
+
+        The reply carries the size the image was sent at and this client's frame."""
         check_prompt(prompt, self.model)
         shown = fit_long_side(as_rgb(image), self.max_side)
 
         def compute() -> MLLMReply:
             text = self._complete(self._messages(shown, prompt, system))
             return MLLMReply(text=text, shown_size=(int(shown.shape[0]), int(shown.shape[1])),
-                             convention=self.convention, model=self.model)
+                             frame=self.frame, model=self.model)
 
         fields = dict(
             image_digest=image_digest(shown), prompt=prompt, system=system, model=self.model,
-            temperature=self.temperature, max_side=self.max_side, convention=self.convention,
+            temperature=self.temperature, max_side=self.max_side, frame=self.frame,
             extra=self.image_format,
         )
         return cached(self.cache, fields, compute)
@@ -226,7 +218,7 @@ class OpenAIChatMLLM:
 
     def __repr__(self) -> str:
         return (f"OpenAIChatMLLM({self.base_url!r}, {self.model!r}, "
-                f"convention={self.convention!r}, max_side={self.max_side})")
+                f"frame={self.frame!r}, max_side={self.max_side})")
 
     # ------------------------------------------------------------------ HTTP
 
