@@ -26,8 +26,10 @@ from terramask.errors import InputError
 from terramask.options import (
     INDEX_CRS,
     PROMPT_TILING,
+    REFERENCE_GENERATION,
     AskEngine,
     AskOptions,
+    BenchmarkProtocol,
     GenerationSettings,
     MLLMOptions,
     ModelOptions,
@@ -580,7 +582,7 @@ def ask_many(
                 try:
                     with open_scene(source, one_raster) as opened:
                         request = mllm_request(
-                            opened, question, engine=engine, ask_options=ask_options
+                            opened, question, client, engine=engine, ask_options=ask_options
                         )
                 except TerraMaskError:
                     continue  # the scene's own run records why
@@ -726,6 +728,8 @@ def evaluate(
     models: ModelOptions = ModelOptions(),
     mllm: MLLMOptions | MLLM | None = None,
     ask_options: AskOptions | None = None,
+    protocol: BenchmarkProtocol = "reference",
+    judge: MLLMOptions | MLLM | None = None,
     output: PathLike = "terramask-out",
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -745,10 +749,18 @@ def evaluate(
             geoseg, clicks, box, default geoseg), or for OVSS a ready `OvssPredictor` or
             `SemanticEngine`.
         threshold: OVSS: overrides the preset's background threshold.
-        generation: OVSS with sam+clip: SAM's automatic mask generation.
+        generation: OVSS with sam+clip: SAM's automatic mask generation (default
+            `REFERENCE_GENERATION`, segment-anything's generator, as the papers ran it).
         models: The models the engine uses, and the device.
         mllm: Referring: the multimodal LLM (options, or a ready client).
         ask_options: Referring: box refinement and overview size.
+        protocol: Referring: "reference" (the published evaluation code's samples — RRSIS-D
+            one per object with its first sentence, EarthReason the first question per image,
+            UniGeoSeg's set the first instruction with interactive coordinates sent straight
+            to SAM — scored on the 512 centred letterbox) or "all-texts" (every sentence or
+            question, at the image's size).
+        judge: Referring: an MLLM that scores each prediction's faithfulness, localization
+            and robustness 1–5 as GeoSeg's judge does (overlap binned from IoU).
         output: Predictions, report.json and report.md go to `output/<dataset>_<split>`.
         overwrite: Replace an earlier evaluation in that folder.
         progress: Called with (stage, done, total).
@@ -762,13 +774,16 @@ def evaluate(
         OutputExistsError: An earlier evaluation is in the folder and `overwrite` is false.
     """
     from terramask.eval.referring_datasets import referring_dataset_names
+    from terramask.options import PROTOCOLS, check_choice
 
+    check_choice(protocol, PROTOCOLS, "protocol")
     name = dataset.strip().lower().replace("_", "-")
     run = _evaluate_referring if name in referring_dataset_names() else _evaluate_ovss
     return run(
         dataset, root, split=split, limit=limit, engine=engine, threshold=threshold,
         generation=generation, models=models, mllm=mllm, ask_options=ask_options,
-        output=output, overwrite=overwrite, progress=progress,
+        protocol=protocol, judge=judge, output=output, overwrite=overwrite,
+        progress=progress,
     )  # fmt: skip
 
 
@@ -782,6 +797,8 @@ def _evaluate_ovss(
     models: ModelOptions,
     mllm: MLLMOptions | MLLM | None,
     ask_options: AskOptions | None,
+    protocol: str,
+    judge: MLLMOptions | MLLM | None,
     split: str | None,
     output: PathLike,
     **run: Any,
@@ -796,7 +813,10 @@ def _evaluate_ovss(
     method = engine or "sam+clip" if engine is None or isinstance(engine, str) else None
     if method is not None:
         check_choice(method, SEGMENT_ENGINES, "engine")
-    given = _given(models, generation, ask_options, mllm, threshold=threshold is not None)
+    given = _given(
+        models, generation, ask_options, mllm, threshold=threshold is not None,
+        protocol=protocol != "reference", judge=judge is not None,
+    )  # fmt: skip
     rules.refuse(
         given, rules.evaluate_rules("ovss", method, local_mllm=False, predictor=engine)
     )
@@ -805,7 +825,7 @@ def _evaluate_ovss(
         spec = PredictorSpec(
             method,
             models,
-            generation or GenerationSettings(),
+            REFERENCE_GENERATION if generation is None else generation,
             threshold=preset.threshold if threshold is None else threshold,
             # the SAM-voting paper keeps masks per target class on single-class sets
             single_class=1 if preset.kind == "single-class" else None,
@@ -835,6 +855,7 @@ def _evaluate_referring(
     models: ModelOptions,
     mllm: MLLMOptions | MLLM | None,
     ask_options: AskOptions | None,
+    judge: MLLMOptions | MLLM | None,
     **run: Any,
 ) -> dict:
     from terramask.eval.referring import evaluate_asking
@@ -853,7 +874,8 @@ def _evaluate_referring(
     rules.refuse(given, rules.evaluate_rules("referring", engine, local_mllm=_is_local(mllm)))
     return evaluate_asking(
         dataset, root, engine=engine, mllm=lambda: _client(mllm, models.device),
-        models=models, ask_options=ask_options, **run,
+        models=models, ask_options=ask_options,
+        judge=None if judge is None else (lambda: _client(judge, models.device)), **run,
     )  # fmt: skip
 
 

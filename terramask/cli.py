@@ -36,9 +36,14 @@ from rich.text import Text
 from terramask import __version__
 from terramask.errors import TerraMaskError
 from terramask.options import (
+    AMG_MODES,
     ASK_ENGINES,
+    BOXES_MODES,
+    COORDS,
+    GENERATION_PRESETS,
     INDEX_CRS,
     PROMPT_TILING,
+    PROTOCOLS,
     REFINEMENTS,
     SEGMENT_ENGINES,
     AskOptions,
@@ -277,6 +282,8 @@ def model_options(*roles: str) -> Callable[[Callable[..., Any]], Any]:
         "segmenter": "SAM-family model: hub id, alias or local folder.",
         "clip": "CLIP-family model: hub id, alias or local folder.",
         "sam3": "SAM 3 model (facebook/sam3, gated): hub id or local folder.",
+        "featup": "SegEarth-OV's SimFeatUp upsampler for dense CLIP: checkpoint file, folder "
+        "or hub id [default: bilinear].",
     }
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -290,7 +297,7 @@ def model_options(*roles: str) -> Callable[[Callable[..., Any]], Any]:
 
 
 def models_from(kw: dict[str, Any]) -> ModelOptions:
-    roles = ("segmenter", "clip", "sam3", "device")
+    roles = ("segmenter", "clip", "sam3", "featup", "device")
     return built(ModelOptions, {k: kw.pop(k, None) for k in roles})
 
 
@@ -302,6 +309,12 @@ def mllm_options(func: Callable[..., Any]) -> Callable[..., Any]:
         option("MLLMOptions.model", "--mllm-model",
                help="Model name at that endpoint, or a local Qwen-VL (alias, hub id, folder)."),
         option("MLLMOptions.key", "--mllm-key", help="API key [default: $OPENAI_API_KEY]."),
+        option("MLLMOptions.coords", "--mllm-coords", type=click.Choice(COORDS),
+               help="The coordinate frame the model is asked for and read in: auto (from the "
+               "model: Qwen3-VL 0-1000, Qwen2.5-VL and others pixels of the image as sent), "
+               "pixel, norm1000, norm1 [default: auto]."),
+        option("MLLMOptions.max_side", "--mllm-max-side", type=int,
+               help="Long side the image is shrunk to before it is sent [default: 1024]."),
         option("MLLMOptions.timeout", "--mllm-timeout", type=float,
                help=f"Seconds to wait for one reply [default: {d.timeout:g}]."),
         option("MLLMOptions.retries", "--mllm-retries", type=int,
@@ -319,7 +332,8 @@ def mllm_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def mllm_from(kw: dict[str, Any]) -> MLLMOptions:
-    names = ("url", "model", "key", "timeout", "retries", "concurrency", "cache")
+    names = ("url", "model", "key", "coords", "max_side", "timeout", "retries", "concurrency",
+             "cache")  # fmt: skip
     return built(MLLMOptions, {n: kw.pop(f"mllm_{n}") for n in names})
 
 
@@ -333,6 +347,9 @@ def ask_options(func: Callable[..., Any]) -> Callable[..., Any]:
         option("AskOptions.overview_size", "--overview-size", type=int,
                help="Long side of the scene overview the MLLM is shown (clients may shrink "
                f"it further) [default: {d.overview_size}]."),
+        option("AskOptions.boxes", "--boxes", type=click.Choice(BOXES_MODES),
+               help="The boxes of a reply the geoseg and box engines segment: one (the first, "
+               f"as GeoSeg's reference) or all (their union) [default: {d.boxes}]."),
         option("AskOptions.max_objects", "--max-objects", type=int,
                help="At most this many boxes or click groups of one reply are segmented "
                f"[default: {d.max_objects}]."),
@@ -342,12 +359,17 @@ def ask_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def ask_options_from(kw: dict[str, Any]) -> AskOptions:
-    names = ("refine", "calibration", "overview_size", "max_objects")
+    names = ("refine", "calibration", "overview_size", "max_objects", "boxes")
     return built(AskOptions, {n: kw.pop(n) for n in names})
 
 
 def generation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     d = GenerationSettings()
+    func = option(
+        "GenerationSettings.amg", "--amg", type=click.Choice(AMG_MODES),
+        help="sam+clip: reference (segment-anything's automatic mask generator: eval's "
+        "default) or fast (low-res stability, mask NMS, clean-up, pruning: segment's default).",
+    )(func)  # fmt: skip
     func = option(
         "GenerationSettings.prune", "--prune/--no-prune", default=None,
         help="sam+clip: decode the point grid coarse to fine, skipping points inside a mask "
@@ -360,11 +382,14 @@ def generation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)  # fmt: skip
 
 
-def generation_from(kw: dict[str, Any]) -> GenerationSettings | None:
+def generation_from(kw: dict[str, Any], default_mode: str) -> GenerationSettings | None:
+    """The mask generation the flags ask for: `--amg`'s preset (else the verb's default mode)
+    with `--grid` and `--prune` over it; None when no flag was given."""
+    mode = kw.pop("amg")
     values = {"grid": kw.pop("grid"), "prune": kw.pop("prune")}
-    if all(v is None for v in values.values()):
+    if mode is None and all(v is None for v in values.values()):
         return None
-    return built(GenerationSettings, values)
+    return built(GenerationSettings, values, GENERATION_PRESETS[mode or default_mode])
 
 
 def simplify_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -551,7 +576,7 @@ def prompt(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: Any
         help="Class, with synonyms: road,street")  # fmt: skip
 @option("engine", "--engine", type=click.Choice(SEGMENT_ENGINES), default="sam+clip",
         show_default=True)  # fmt: skip
-@model_options("segmenter", "clip", "sam3")
+@model_options("segmenter", "clip", "sam3", "featup")
 @generation_options
 @option("threshold", "--threshold", type=float,
         help="Probability (0-1) below which a pixel is background (or 'no class').")  # fmt: skip
@@ -595,7 +620,7 @@ def segment(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: An
     raster = raster_from(kw)
     options = dict(
         models=models_from(kw),
-        generation=generation_from(kw) or GenerationSettings(),
+        generation=generation_from(kw, "fast") or GenerationSettings(),
         raster=raster,
         tiling=built(Tiling, {"tile": kw.pop("tile"), "overlap": kw.pop("overlap")}),
         polygons=built(
@@ -785,10 +810,20 @@ class EvalCommand(click.Command):
 )  # fmt: skip
 @option("threshold", "--threshold", type=float,
         help="OVSS sets: override the preset's background threshold.")  # fmt: skip
-@model_options("segmenter", "clip", "sam3")
+@model_options("segmenter", "clip", "sam3", "featup")
 @generation_options
 @mllm_options
 @ask_options
+@option(
+    "protocol", "--protocol", type=click.Choice(PROTOCOLS), default="reference",
+    show_default=True,
+    help="Referring sets: reference (the published evaluation's samples and 512 canvas) or "
+    "all-texts (every sentence or question, at the image's size).",
+)  # fmt: skip
+@option("judge", "--judge-url", "judge",
+        help="Referring sets: an OpenAI-compatible endpoint that judges each prediction "
+        "(faithfulness, localization, robustness 1-5, as GeoSeg's judge).")  # fmt: skip
+@option("judge_model", "--judge-model", help="The judge's model name at --judge-url.")
 @output_options
 @common_options
 @click.pass_context
@@ -830,11 +865,17 @@ def eval_command(
         ),
     )
     asking = ask_options_from(kw)
+    judge_url, judge_model = kw.pop("judge"), kw.pop("judge_model")
+    judge = None
+    if judge_url or judge_model:
+        if not (judge_url and judge_model):
+            raise click.UsageError("--judge-url and --judge-model go together.")
+        judge = MLLMOptions(url=judge_url, model=judge_model)
     with progress_reporter(not as_json) as report:
         result = api.evaluate(
             dataset, root, engine=engine, models=models_from(kw),
-            generation=generation_from(kw), mllm=mllm if referring else None,
-            ask_options=asking if referring else None, progress=report, **kw,
+            generation=generation_from(kw, "reference"), mllm=mllm if referring else None,
+            ask_options=asking if referring else None, judge=judge, progress=report, **kw,
         )  # fmt: skip
     if "giou" in result:
         emit(result, as_json, lambda: _referring_summary(result))
@@ -846,17 +887,7 @@ def eval_command(
         scope = f"{result['display_name']}, {result['split'] or 'all'} split, "
         scope += f"{result['images']} images, engine {result['engine']}"
         stdout.print(class_table(result, scope))
-        published = table("method", "8-set avg mIoU", "engine", title="published (real weights)")
-        for row in result["published"]:
-            mark = " (this run)" if row["ours"] else ""
-            published.add_row(
-                escape(row["method"]), f"{row['miou']:.1f}", escape(row.get("engine", "")) + mark
-            )
-        stdout.print(published)
-        stdout.print(
-            "Published numbers average 8 data sets; ours is one set as measured above.",
-            highlight=False,
-        )
+        _published_table(result)
         for kind, path in result["outputs"].items():
             stdout.print(f"  {kind:11} {escape(str(path))}", highlight=False)
         if result["unmatched_images"]:
@@ -872,6 +903,31 @@ def eval_command(
             stderr.print(f"[yellow]warning[/]: {text}", highlight=False)
 
     emit(result, as_json, human)
+
+
+def _published_table(result: dict) -> None:
+    """The published numbers beside this run's comparable one, and whether this run was the
+    published configuration (a run that differs says how)."""
+    rows = table("method", "on", "metric", "value", "source", title="published (real weights)")
+    for row in result.get("published", []):
+        mark = " (this engine)" if row.get("ours") else ""
+        rows.add_row(
+            escape(row["method"]) + mark, escape(row["label"]), escape(row["metric"]),
+            f"{row['value']:.1f}", escape(row.get("source", "")),
+        )  # fmt: skip
+    stdout.print(rows)
+    comparable = result.get("comparable")
+    if comparable and comparable.get("value") is not None:
+        named = f" ({comparable['class']})" if comparable.get("class") else ""
+        what = comparable["metric"] + named
+        stdout.print(f"this run: {what} {comparable['value']:.2f}", highlight=False)
+    configuration = (result.get("configuration") or {}).get("published_configuration") or {}
+    if configuration.get("matches") is False:
+        stdout.print(
+            f"[yellow]Not the published configuration[/] of {escape(configuration['paper'])}: "
+            + escape("; ".join(configuration["differences"])),
+            highlight=False,
+        )
 
 
 def _list_presets(as_json: bool) -> None:
@@ -908,8 +964,20 @@ def _referring_summary(result: dict) -> None:
     for group, scores in result.get("groups", {}).items():
         rows.add_row(*cells(group, scores))
     stdout.print(rows)
+    published = table("method", "split", "task", "gIoU", "cIoU", "source",
+                      title="published (real weights)")  # fmt: skip
     for row in result.get("published", []):
-        stdout.print(f"  published: {escape(str(row))}", highlight=False)
+        cells_ = [row.get(k) for k in ("split", "task", "giou", "ciou")]
+        published.add_row(escape(row["method"]), *("-" if v is None else escape(str(v))
+                          for v in cells_), escape(row.get("source", "")))  # fmt: skip
+    stdout.print(published)
+    configuration = result.get("published_configuration") or {}
+    if configuration.get("matches") is False:
+        stdout.print(
+            "[yellow]Not the published configuration[/]: "
+            + escape("; ".join(configuration.get("differences", []))),
+            highlight=False,
+        )
     if result.get("failed"):
         stderr.print(f"[yellow]warning[/]: {result['failed']} samples failed (see report.json).")
     for kind, path in result["outputs"].items():

@@ -27,6 +27,19 @@ AskEngine = Literal["geoseg", "clicks", "box"]
 Refine = Literal["geoseg", "none", "calibrated"]
 #: What to do with a prompt outside the scene: refuse the run, or leave the prompt out.
 Outside = Literal["error", "drop"]
+#: How a multimodal LLM writes coordinates: pixels of the image it was shown, 0-1000 on both
+#: axes (Qwen3-VL's grounding grid), or 0-1.
+CoordinateFrame = Literal["pixel", "norm1000", "norm1"]
+#: The frame to ask an MLLM for: "auto" guesses it from the model, or one frame.
+Coords = Literal["auto", "pixel", "norm1000", "norm1"]
+#: Which of an MLLM's boxes GeoSeg segments: the first, as its reference does, or all of them.
+BoxesMode = Literal["one", "all"]
+#: How SAM's automatic masks are made: segment-anything's own generator ("reference"), or
+#: TerraMask's faster variant ("fast"; see `methods.mask_generation`).
+AmgMode = Literal["reference", "fast"]
+#: Which samples of a referring/reasoning benchmark are scored, and on which canvas: the
+#: published evaluation code's ("reference"), or every sentence/question at the image's size.
+BenchmarkProtocol = Literal["reference", "all-texts"]
 
 #: The CRS of the index of a run over many scenes: the one every georeferenced scene fits.
 INDEX_CRS = "EPSG:4326"
@@ -34,6 +47,11 @@ INDEX_CRS = "EPSG:4326"
 SEGMENT_ENGINES: tuple[str, ...] = get_args(SegmentEngine)
 ASK_ENGINES: tuple[str, ...] = get_args(AskEngine)
 REFINEMENTS: tuple[str, ...] = get_args(Refine)
+PROTOCOLS: tuple[str, ...] = get_args(BenchmarkProtocol)
+AMG_MODES: tuple[str, ...] = get_args(AmgMode)
+BOXES_MODES: tuple[str, ...] = get_args(BoxesMode)
+COORDINATE_FRAMES: tuple[str, ...] = get_args(CoordinateFrame)
+COORDS: tuple[str, ...] = get_args(Coords)
 
 
 def check_choice(value: object, choices: tuple[str, ...], name: str) -> None:
@@ -165,13 +183,16 @@ class ModelOptions:
         segmenter: The SAM-family segmenter (default facebook/sam-vit-large).
         clip: The CLIP-family image-text model (default openai/clip-vit-base-patch16).
         sam3: The SAM 3 concept segmenter (facebook/sam3, gated). `segment` uses it with
-            engine sam3; `ask` with engine geoseg uses it for the semantic route when given.
+            engine sam3; `ask` with engine geoseg uses it for both routes when given.
+        featup: SegEarth-OV's SimFeatUp feature upsampler for dense CLIP (a checkpoint file,
+            a folder holding one, or a hub id); None upsamples bilinearly.
         device: "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
     """
 
     segmenter: str | os.PathLike | Any | None = None
     clip: str | os.PathLike | Any | None = None
     sam3: str | os.PathLike | Any | None = None
+    featup: str | os.PathLike | Any | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -186,7 +207,8 @@ class ModelOptions:
         return {
             role: None if value is None else str(getattr(value, "name", value))
             for role, value in (
-                ("segmenter", self.segmenter), ("clip", self.clip), ("sam3", self.sam3)
+                ("segmenter", self.segmenter), ("clip", self.clip), ("sam3", self.sam3),
+                ("featup", self.featup),
             )
         }  # fmt: skip
 
@@ -201,6 +223,11 @@ class MLLMOptions:
         model: The model name the endpoint serves (gpt-5, Qwen/Qwen2.5-VL-7B-Instruct), or
             for a local model its alias, hub id or folder.
         key: The endpoint's API key (default $OPENAI_API_KEY); never shown in reports.
+        coords: The coordinate frame the model is asked for and read in: "auto" (guessed
+            from the model: Qwen3-VL its 0-1000 grid, Qwen2.5-VL and others pixels of the
+            image as sent), "pixel", "norm1000" or "norm1".
+        max_side: The long side, in pixels, the image is shrunk to before it is sent (the
+            client's limit; at least 28); None keeps the client's default (1024).
         timeout: Seconds to wait for one reply (endpoints).
         retries: Retries on timeouts, 429 and 5xx, with exponential back-off (endpoints).
         concurrency: Requests in flight at once when many are asked ahead (endpoints).
@@ -211,12 +238,16 @@ class MLLMOptions:
     url: str | None = None
     model: str | None = None
     key: str | None = field(default=None, repr=False)
+    coords: Coords = "auto"
+    max_side: int | None = None
     timeout: float = 60.0
     retries: int = 4
     concurrency: int = 4
     cache: bool = True
 
     def __post_init__(self) -> None:
+        check_choice(self.coords, COORDS, "MLLMOptions.coords")
+        check_at_least(self.max_side, 28, "MLLMOptions.max_side", " px")
         if not self.timeout > 0:
             raise InputError(f"`MLLMOptions.timeout` must be positive, not {self.timeout!r}.")
         check_at_least(self.retries, 0, "MLLMOptions.retries")
@@ -254,17 +285,21 @@ class AskOptions:
         max_objects: At most this many boxes (or click groups) of one reply are segmented;
             the rest are left out with a note (a reply naming thousands would otherwise run
             SAM thousands of times).
+        boxes: The boxes the geoseg and box engines segment: "one", the first, as GeoSeg's
+            reference does; or "all", their union.
     """
 
     refine: Refine = "geoseg"
     calibration: str | os.PathLike | None = None
     overview_size: int = 2048
     max_objects: int = 20
+    boxes: BoxesMode = "one"
 
     def __post_init__(self) -> None:
         check_choice(self.refine, REFINEMENTS, "AskOptions.refine")
         check_at_least(self.overview_size, 64, "AskOptions.overview_size", " px")
         check_at_least(self.max_objects, 1, "AskOptions.max_objects")
+        check_choice(self.boxes, BOXES_MODES, "AskOptions.boxes")
         if self.refine == "calibrated" and self.calibration is None:
             raise InputError(
                 "`AskOptions.refine` 'calibrated' needs the file `terramask calibrate` wrote, "
@@ -298,9 +333,16 @@ class RayOptions:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """SAM's automatic-mask-generator defaults, with the grid of the SAM+CLIP paper (29).
+    """SAM's automatic-mask-generator settings, with the grid of the SAM+CLIP paper (29).
+
+    The defaults are what `segment` uses: the fast mode, cleaned up and pruned. `evaluate`
+    uses `REFERENCE_GENERATION` (segment-anything's generator exactly), so that its numbers
+    compare with the papers'.
 
     Args:
+        amg: "fast" (stability on the decoder's low-res logits, mask-IoU NMS, clean-up of
+            small regions) or "reference" (segment-anything's generator: stability on the
+            full-resolution logits, box NMS, no clean-up unless `min_region_area`).
         grid: Points per side of the prompt grid (grid x grid points).
         points_per_batch: Points decoded per call of the mask decoder.
         pred_iou_thresh: Keep candidates whose predicted IoU exceeds this.
@@ -316,6 +358,7 @@ class GenerationSettings:
             (benchmarks/README.md).
     """
 
+    amg: AmgMode = "fast"
     grid: int = 29
     points_per_batch: int = 16
     pred_iou_thresh: float = 0.88
@@ -327,19 +370,44 @@ class GenerationSettings:
     coarse_strides: tuple[int, ...] = (8, 4, 2)
 
     def __post_init__(self) -> None:
+        check_choice(self.amg, AMG_MODES, "GenerationSettings.amg")
         check_at_least(self.grid, 1, "GenerationSettings.grid")
         check_at_least(self.points_per_batch, 1, "GenerationSettings.points_per_batch")
         check_at_least(self.min_region_area, 0, "GenerationSettings.min_region_area", " px")
 
 
+#: segment-anything's `SamAutomaticMaskGenerator` settings with the SAM+CLIP paper's 29 x 29
+#: grid (the paper publishes no AMG settings; its spec says to start from these) and no
+#: pruning: what `evaluate` uses, and what reports call the published configuration.
+REFERENCE_GENERATION = GenerationSettings(amg="reference", min_region_area=0, prune=False)
+#: The mask generation each `GenerationSettings.amg` mode starts from (`--amg`): the fast
+#: mode's clean-up and pruning come with it, the reference mode's none.
+GENERATION_PRESETS: dict[str, GenerationSettings] = {
+    "fast": GenerationSettings(),
+    "reference": REFERENCE_GENERATION,
+}
+
+
 __all__ = [
+    "AMG_MODES",
     "ASK_ENGINES",
+    "BOXES_MODES",
+    "COORDINATE_FRAMES",
+    "COORDS",
+    "GENERATION_PRESETS",
     "INDEX_CRS",
     "PROMPT_TILING",
+    "PROTOCOLS",
+    "REFERENCE_GENERATION",
     "REFINEMENTS",
     "SEGMENT_ENGINES",
+    "AmgMode",
     "AskEngine",
     "AskOptions",
+    "BenchmarkProtocol",
+    "BoxesMode",
+    "CoordinateFrame",
+    "Coords",
     "GenerationSettings",
     "MLLMOptions",
     "ModelOptions",

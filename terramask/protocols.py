@@ -205,12 +205,6 @@ class SemanticEngine(Protocol):
         ...
 
 
-#: The coordinate frames a multimodal LLM is asked to answer in, and read back in:
-#: "pixel" (pixels of the image as the model was shown it, origin top-left, x right, y down),
-#: "norm1000" (0-1000 on both axes, Qwen3-VL's native grounding grid) and "norm1" (0-1).
-COORDINATE_CONVENTIONS = ("pixel", "norm1000", "norm1")
-#: The same tuple under the name the prompts and replies use.
-COORDINATE_FRAMES = COORDINATE_CONVENTIONS
 #: Earlier names of the frames, still accepted wherever a frame is read.
 LEGACY_FRAME_NAMES = {"pixels": "pixel", "0-1000": "norm1000", "0-1": "norm1"}
 

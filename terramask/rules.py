@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from terramask.errors import InputError
 from terramask.pipeline.engines import ASK_ENGINE_MODELS, SEGMENT_ENGINE_MODELS
 
-_MODEL_FIELDS = ("segmenter", "clip", "sam3")
+_MODEL_FIELDS = ("segmenter", "clip", "sam3", "featup")
 #: What only an endpoint uses; a local model ignores it.
 _ENDPOINT_ONLY = ("MLLMOptions.key", "MLLMOptions.timeout", "MLLMOptions.retries",
                   "MLLMOptions.concurrency")  # fmt: skip
@@ -89,6 +89,8 @@ def ask_rules(engine: str, *, local_mllm: bool) -> dict[str, str]:
     if engine != "geoseg":
         for name in ("AskOptions.refine", "AskOptions.calibration"):
             rules[name] = f"engine {engine!r} does not refine boxes (only geoseg does)"
+    if engine == "clicks":
+        rules["AskOptions.boxes"] = "engine 'clicks' segments clicks, not boxes"
     rules["PolygonOptions.min_area"] = "ask keeps every part of the object it found"
     return {**rules, **mllm_rules(local=local_mllm)}
 
@@ -108,7 +110,7 @@ def evaluate_rules(
         else:
             rules = segment_rules(engine, ray=True)
         return {**rules, "MLLMOptions.*": why, "mllm": why, "AskOptions.*": why,
-                "ask_options": why}  # fmt: skip
+                "ask_options": why, "protocol": why, "judge*": why}  # fmt: skip
     why = "it applies to OVSS data sets, and this one is a referring/reasoning set"
     return {
         **ask_rules(engine or "geoseg", local_mllm=local_mllm),

@@ -152,6 +152,10 @@ def test_a_reasoning_benchmark_runs_through_the_ask_engines(tiny, tmp_path, monk
             models=ModelOptions(segmenter=str(tiny["sam"]), clip=str(tiny["clip"])),
         )  # fmt: skip
     assert report["samples"] == 4 and report["failed"] == 1
+    # GeoSeg without SAM 3 is not its published configuration, and the report says so
+    assert report["published_configuration"]["matches"] is False
+    markdown = (tmp_path / "out" / "earthreason_test" / "report.md").read_text()
+    assert "**Not the published configuration** (GeoSeg)" in markdown
     assert 0 <= report["giou"] <= 100
     assert "MLLMError" in report["failures"][0]["reason"]
     assert len(list((tmp_path / "out").rglob("predictions/*.png"))) == 4

@@ -55,7 +55,7 @@ def test_at_most_max_objects_boxes_of_a_reply_are_segmented(tmp_path, monkeypatc
         result = CliRunner().invoke(cli, [
             "ask", str(scene), "every car", "--engine", "box", "--mllm-url", server.url,
             "--mllm-model", "test-vlm", "--segmenter", str(sam), "--device", "cpu",
-            "--max-objects", "3", "-o", str(tmp_path / "out"), "--json",
+            "--max-objects", "3", "--boxes", "all", "-o", str(tmp_path / "out"), "--json",
         ])  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -83,3 +83,35 @@ def test_a_box_without_area_is_reported_as_such(tmp_path, monkeypatch, sam, box,
     assert any(flat in w and "window of context" in w for w in data["warnings"])
     if not data["found"]:
         assert "had " + flat in data["answer"]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from terramask.testing.tiny_models import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "clip")
+
+
+@pytest.mark.parametrize(("boxes", "segmented"), [([], 1), (["--boxes", "all"], 2)])
+def test_geoseg_segments_the_first_box_as_the_reference_and_says_what_it_ran(
+    tmp_path, monkeypatch, sam, clip, boxes, segmented
+):
+    monkeypatch.setenv("TERRAMASK_CACHE", str(tmp_path / "cache"))
+    scene = write_synthetic_scene(tmp_path / "scene.tif", width=300, height=200)
+    reply = json.dumps([{"bbox": [20, 20, 80, 70], "prompt": "roof"},
+                        {"bbox": [150, 90, 260, 180], "prompt": "roof"}])  # fmt: skip
+    with ChatServer([reply]) as server:
+        result = CliRunner().invoke(cli, [
+            "ask", str(scene), "the roofs", "--mllm-url", server.url, "--mllm-model",
+            "test-vlm", "--segmenter", str(sam), "--clip", str(clip), "--device", "cpu",
+            *boxes, "-o", str(tmp_path / "out"), "--json",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["boxes"]) == segmented
+    assert data["boxes"][0]["routes"]["route_a"]["model"] == "sam"  # no SAM 3 given
+    configuration = data["published_configuration"]
+    assert configuration["matches"] is False
+    assert any("SAM 3" in d for d in configuration["differences"])
+    if segmented == 1:
+        assert any("gave 2 boxes; the first was segmented" in w for w in data["warnings"])

@@ -212,7 +212,8 @@ def test_ask_with_a_one_pixel_box_and_no_refinement_stays_bounded(tiny):
     assert box["refined_px"] == [100, 150, 290, 151]
     x0, y0, x1, y1 = located.objects[0].scene_bounds()
     assert y1 - y0 <= 49 and x1 - x0 <= 190  # within the window: (100, 126) to (290, 175)
-    assert counting.shapes and max(h * w for h, w in counting.shapes) <= 224 * 896
+    # at most the reference view: the crop resized to 512 x 512
+    assert counting.shapes and max(h * w for h, w in counting.shapes) <= 512 * 512
 
 
 # ---------------------------------------------------------------------- windows around boxes

@@ -18,6 +18,7 @@ from terramask import api, options
 from terramask.cli import _flags, cli
 from terramask.errors import InputError
 from terramask.options import (
+    REFERENCE_GENERATION,
     AskOptions,
     GenerationSettings,
     MLLMOptions,
@@ -221,6 +222,11 @@ def test_ask_refuses_what_the_engine_or_model_does_not_use(scene, tmp_path, args
     assert not (tmp_path / "o").exists()
 
 
+def test_ask_refuses_a_feature_upsampler(scene, tmp_path):
+    with pytest.raises(InputError, match=r"`ModelOptions\.featup` does not apply"):
+        api.ask(scene, "the roof", models=ModelOptions(featup="up.ckpt"), output=tmp_path)
+
+
 def test_ask_api_refuses_too(scene, tmp_path):
     with pytest.raises(InputError, match=r"`AskOptions\.refine` does not apply"):
         api.ask(scene, "the roof", engine="box", ask_options=AskOptions(refine="none"),
@@ -240,6 +246,9 @@ def test_ask_api_refuses_too(scene, tmp_path):
         ("earthreason", ["--no-prune"], "--prune/--no-prune does not apply here"),
         ("earthreason", ["--threshold", "0.3"], "--threshold does not apply here"),
         ("earthreason", ["--engine", "box", "--sam3", "x"], "--sam3 does not apply here"),
+        ("potsdam", ["--protocol", "all-texts"], "--protocol does not apply here"),
+        ("potsdam", ["--judge-url", "http://h/v1", "--judge-model", "m"],
+         "does not apply here"),
     ],
 )
 def test_eval_refuses_options_of_the_other_kind_of_data_set(tmp_path, dataset, args, message):
@@ -329,6 +338,20 @@ def test_referring_eval_flags_reach_the_evaluation(tmp_path, monkeypatch):
     assert seen["engine"] == "clicks" and seen["limit"] == 3
     assert seen["ask_options"] == AskOptions(overview_size=640)
     assert seen["models"] == ModelOptions(segmenter="s")
+    assert seen["protocol"] == "reference" and seen["judge"] is None  # the defaults
+
+
+def test_protocol_and_judge_reach_the_referring_evaluation(tmp_path, monkeypatch):
+    from terramask.eval import referring
+
+    seen = _capture(monkeypatch, referring, "evaluate_asking")
+    result = run("eval", "earthreason", "--root", tmp_path, "--mllm-url", "http://h/v1",
+                 "--mllm-model", "m", "--protocol", "all-texts", "--judge-url", "http://j/v1",
+                 "--judge-model", "judge")  # fmt: skip
+    assert "stop here" in result.stderr
+    assert seen["protocol"] == "all-texts" and callable(seen["judge"])
+    half = run("eval", "earthreason", "--root", tmp_path, "--judge-url", "http://j/v1")
+    assert half.exit_code == 2 and "go together" in half.output
 
 
 def test_calibrate_flags_reach_the_api(tmp_path, monkeypatch):
@@ -344,3 +367,36 @@ def test_a_folder_given_to_a_one_scene_verb_points_to_its_many_twin(scene, tmp_p
         api.segment(scene.parent, ["field"], output=tmp_path / "o")
     with pytest.raises(InputError, match="Use `prompt_many`"):
         api.prompt(scene.parent, points=[(1, 1)], output=tmp_path / "o")
+
+
+def test_amg_and_featup_reach_the_predictor_spec(scene, tmp_path, monkeypatch):
+    from terramask.pipeline.engines import PredictorSpec
+
+    specs = []
+
+    def build(spec):
+        specs.append(spec)
+        raise InputError("stop here: only the options are under test")
+
+    monkeypatch.setattr(PredictorSpec, "build", build)
+    run("segment", scene, "-c", "field", "--amg", "reference", "--featup", "up.ckpt", "-o",
+        tmp_path)  # fmt: skip
+    [spec] = specs
+    assert spec.generation == REFERENCE_GENERATION and spec.models.featup == "up.ckpt"
+    assert spec.description["featup"] == "up.ckpt"
+    assert spec.description["generation"]["amg"] == "reference"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["segment", "-c", "a", "--engine", "sam3", "--featup", "x"], "--featup does not apply"),
+        (["segment", "-c", "a", "--engine", "clip", "--amg", "fast"], "--amg does not apply"),
+        (["ask", "roof", "--engine", "clicks", "--boxes", "all"], "--boxes does not apply"),
+    ],
+)
+def test_new_reference_options_are_refused_where_they_do_not_apply(scene, tmp_path, args,
+                                                                  message):  # fmt: skip
+    verb, *rest = args
+    result = run(verb, scene, *rest, "-o", tmp_path / "o")
+    assert result.exit_code == 2 and message in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 from terramask import api, models
 from terramask.cli import cli
 from terramask.errors import InputError
-from terramask.options import GenerationSettings
+from terramask.options import REFERENCE_GENERATION, GenerationSettings
 from terramask.pipeline.engines import PredictorSpec
 from terramask.testing.scenes import write_geotiff_from_image
 
@@ -47,7 +48,13 @@ def test_segment_flag_reaches_the_predictor_spec(flag, expected, scene, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("flag", "expected"), [([], None), (["--no-prune"], GenerationSettings(prune=False))]
+    ("flag", "expected"),
+    [
+        ([], None),  # evaluate's default: REFERENCE_GENERATION
+        (["--prune"], dataclasses.replace(REFERENCE_GENERATION, prune=True)),
+        (["--amg", "fast"], GenerationSettings()),
+        (["--amg", "fast", "--no-prune"], GenerationSettings(prune=False)),
+    ],
 )
 def test_eval_flag_reaches_the_generation_settings(flag, expected, tmp_path, monkeypatch):
     seen = {}

@@ -14,7 +14,12 @@ from terramask.eval.datasets import Sample, find_samples, read_image, read_label
 from terramask.eval.label_check import LabelCheck
 from terramask.eval.metrics import SegmentationScores
 from terramask.eval.presets import OvssPreset
-from terramask.eval.report import prepare_output, published_rows, write_report
+from terramask.eval.report import (
+    comparable_score,
+    prepare_output,
+    published_rows,
+    write_report,
+)
 from terramask.methods.vocabulary import ClassVocabulary
 from terramask.protocols import Progress, SemanticEngine
 
@@ -49,6 +54,12 @@ def evaluate_ovss(
     where no class was given, saved as `output_dir/predictions/<name>.png`; `terramask
     score` on that folder against the labels reproduces the numbers. `method` (clip,
     sam+clip, sam3) names the run beside the published numbers; `models` (role -> id) too.
+
+    Beside ours the report shows the published numbers of this data set (and the averages
+    only under their published labels; `report.published_rows`), ours in their metric
+    (`comparable`: mIoU, or the foreground class's IoU on single-class sets), and how the
+    run was configured (`configuration`: AMG mode, pruning, feature upsampler), saying
+    whether that is the configuration the published number was measured with.
 
     Ground-truth values are checked against the preset's (`terramask.eval.label_check`):
     the first label maps before any model loads or anything is written, then each as it is
@@ -114,13 +125,80 @@ def evaluate_ovss(
         "reduce_zero_label": preset.reduce_zero_label,
         "unmatched_images": found.unmatched_images,
         **metrics,
-        "published": published_rows(method or engine.name),
+        "configuration": run_configuration(engine, method),
+        "published": published_rows(preset, method or engine.name),
         "preset_source": preset.source,
         "preset_notes": list(preset.notes),
     }
+    result["comparable"] = comparable_score(result, preset)
     result["outputs"] = write_report(result, output_dir, overwrite=overwrite)
     result["outputs"]["predictions"] = str(predictions_dir)
     return result
+
+
+#: The dense-CLIP settings of SegEarth-OV's published runs (its configs and DESIGN.md 1.1).
+PUBLISHED_DENSE = {
+    "short_side": 448,
+    "crop": 224,
+    "stride": 112,
+    "cls_lambda": -0.3,
+    "logit_scale": 50.0,
+    "templates": 80,
+}
+
+
+def run_configuration(engine: Any, method: str | None) -> dict[str, Any]:
+    """How `engine` labels (its `configuration`, when it has one) and whether that is the
+    published configuration of `method`'s paper (`published_configuration`)."""
+    described = getattr(engine, "configuration", None)
+    configuration = dict(described) if isinstance(described, dict) else {}
+    configuration["published_configuration"] = published_configuration(method, configuration)
+    return configuration
+
+
+def published_configuration(method: str | None, configuration: dict[str, Any]) -> dict[str, Any]:
+    """{"paper", "matches" (True, False, or None when not compared), "differences", "notes"}.
+
+    clip is compared with SegEarth-OV (SimFeatUp upsampling, its window and prompt settings);
+    sam+clip with the SAM-voting paper as its spec reads it (SAM's automatic mask generator
+    with its defaults on a 29 grid, no pruning; the dense settings of SegEarth-OV, whose
+    debiasing it follows; the paper does not say whether it upsamples with SimFeatUp).
+    """
+    from terramask.methods.mask_generation import reference_differences
+
+    dense = configuration.get("dense")
+    generation = configuration.get("generation")
+    if method == "clip" and dense is not None:
+        differences = _dense_differences(dense)
+        if dense.get("upsampler") == "bilinear":
+            differences.insert(0, _BILINEAR)
+        return {"paper": "SegEarth-OV (CVPR 2025)", "matches": not differences,
+                "differences": differences, "notes": []}  # fmt: skip
+    if method == "sam+clip" and dense is not None and generation is not None:
+        differences = [f"mask generation {d}" for d in reference_differences(generation)]
+        differences += _dense_differences(dense)
+        return {"paper": "SAM mask voting (Sosa et al.)", "matches": not differences,
+                "differences": differences, "notes": [_SOSA_NOTE]}  # fmt: skip
+    return {"paper": None, "matches": None, "differences": [], "notes": []}
+
+
+_BILINEAR = (
+    "bilinear upsampling of the logits instead of SimFeatUp (SegEarth-OV upsamples the CLIP "
+    "features with SimFeatUp)"
+)
+_SOSA_NOTE = (
+    "The SAM-voting paper publishes no AMG settings: the reference is SAM's automatic mask "
+    "generator with its defaults on the paper's 29 x 29 grid (specs/sosa.md section 1); whether "
+    "it upsamples CLIP features with SimFeatUp is not published either."
+)
+
+
+def _dense_differences(dense: dict[str, Any]) -> list[str]:
+    return [
+        f"dense CLIP {name} {dense.get(name)!r} (published {value!r})"
+        for name, value in PUBLISHED_DENSE.items()
+        if name in dense and dense[name] != value
+    ]
 
 
 def _label_check(preset: OvssPreset) -> LabelCheck:

@@ -1,17 +1,26 @@
 """Scores of binary masks answering referring/reasoning questions: gIoU, cIoU, Pr@t, GeoSeg's set.
 
-Conventions, fixed here so that every data set is scored the same way:
+Conventions, fixed here so that every data set is scored the same way, each checked against
+the evaluation code behind the published numbers (UniGeoSeg's and SegEarth-R1's `eval.py`,
+`compute_metric`, which LISA's evaluation also follows); `METRIC_CONVENTIONS` repeats them
+for the reports:
 
 - A sample's IoU is |P ∩ G| / |P ∪ G|; when both masks are empty ("no such object", rightly
-  answered) it is 1, as in LISA-derived evaluation code (RRSIS-D, EarthReason). An empty
-  prediction for a non-empty target, or a non-empty prediction for an empty one, scores 0.
-- gIoU is the mean of the per-sample IoUs; cIoU is Σ intersection / Σ union over the samples
-  (empty-vs-empty samples add nothing to either sum; with no union at all it is None).
-- Pr@t is the fraction of samples whose IoU is at least t.
+  answered) it is 1, as the reference sets IoU = 1 where the union is 0. An empty prediction
+  for a non-empty target, or a non-empty prediction for an empty one, scores 0. (The
+  reference divides by union + 1e-5; we divide exactly, a difference below 1e-5 per sample.)
+- gIoU is the mean of the per-sample IoUs (empty-vs-empty counting 1).
+- cIoU is Σ intersection / Σ union over the samples; empty-vs-empty samples add nothing to
+  either sum, as in the reference. With no union at all it is None (the reference's
+  0 / 1e-10 would print 0).
+- Pr@t is the fraction of samples whose IoU is strictly above t (the reference's
+  `iou > threshold`): an IoU of exactly t does not count; an empty-vs-empty sample (IoU 1)
+  counts at every t.
 - GeoSeg-Bench's binary metrics are per-sample ratios of the confusion counts, averaged over
-  samples. A ratio whose denominator is 0 (e.g. precision with nothing predicted) scores 1
-  when the prediction equals the ground truth ("nothing to find, nothing wrongly found")
-  and 0 otherwise. F1 is 2PR/(P+R) per sample (0 when P+R = 0), which per sample equals Dice.
+  samples (GeoSeg's evaluation scripts are not published; this is TerraMask's reading). A
+  ratio whose denominator is 0 (e.g. precision with nothing predicted) scores 1 when the
+  prediction equals the ground truth ("nothing to find, nothing wrongly found") and 0
+  otherwise. F1 is 2PR/(P+R) per sample (0 when P+R = 0), which per sample equals Dice.
 - The boundary F-score compares the 1-pixel inner boundaries of prediction and ground truth
   (mask minus its 3x3 erosion; the image frame is not a boundary, the object may go on
   beyond it). A boundary pixel is matched when a pixel of the other boundary lies within a
@@ -36,6 +45,21 @@ THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 #: Default boundary tolerance in pixels.
 BOUNDARY_TOLERANCE_PX = 2.0
 
+#: How each reported score treats its edge cases, in one sentence each (for report.md).
+METRIC_CONVENTIONS: dict[str, str] = {
+    "gIoU": "mean of per-sample IoU; a sample with both masks empty scores 1 (as the "
+    "reference evaluation code sets IoU = 1 where the union is 0).",
+    "cIoU": "Σ intersection / Σ union over all samples; a sample with both masks empty adds "
+    "nothing to either sum; '-' when no sample has any union.",
+    "Pr@t": "share of samples whose IoU is strictly above t (the reference's `iou > t`); "
+    "both-empty samples (IoU 1) count at every t.",
+    "binary": "GeoSeg-Bench's IoU, Dice, accuracy, precision, recall, specificity, F1 and "
+    "boundary F: per-sample ratios averaged over samples; a 0/0 ratio scores 1 when "
+    "prediction and ground truth are equal, else 0; boundary F uses a 2-pixel tolerance "
+    "(GeoSeg's own scripts are not published).",
+}
+
+
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     if pred.shape != gt.shape:
@@ -50,7 +74,8 @@ def intersection_union(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
 
 
 def sample_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU in 0..1; 1 when both masks are empty (a rightly answered "no such object")."""
+    """IoU in 0..1; 1 when both masks are empty (a rightly answered "no such object"), as the
+    reference evaluation code (UniGeoSeg, SegEarth-R1, LISA) scores a zero union."""
     inter, union = intersection_union(pred, gt)
     return 1.0 if union == 0 else inter / union
 
@@ -146,8 +171,8 @@ class _Tally:
             "ciou": _percent(self.intersection / self.union) if self.union else None,
         }
         for t in thresholds:
-            # A small epsilon so that an IoU of exactly t (e.g. 0.7 = 7/10) is counted.
-            out[f"pr@{t:g}"] = _percent(np.mean(ious >= t - 1e-12)) if n else None
+            # Strictly above t, as the reference's `iou > threshold`: 7/10 does not pass 0.7.
+            out[f"pr@{t:g}"] = _percent(np.mean(ious > t)) if n else None
         if self.binary:
             out["binary"] = {k: _percent(v / n) for k, v in self.binary.items()}
         return out

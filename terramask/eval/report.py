@@ -13,12 +13,64 @@ from terramask.atomic import atomic_output
 from terramask.eval.presets import published_numbers
 
 
-def published_rows(engine: str | None = None) -> list[dict[str, Any]]:
-    """The published 8-set average mIoU per method; `ours: True` on the row of `engine`."""
-    rows = []
-    for row in published_numbers()["ovss_8set_average_miou"]:
-        rows.append({**row, "ours": engine is not None and row.get("engine") == engine})
+def published_rows(preset: Any, engine: str | None = None) -> list[dict[str, Any]]:
+    """The published numbers to show beside a run on `preset` (an `OvssPreset`).
+
+    First the data set's own numbers (its preset's `published` rows), then the averages of the
+    kind of set it is (multi- or single-class), each under the label its paper gives it. Every
+    row: `method`, `engine` (the TerraMask engine that reproduces it; absent when none does),
+    `ours` (that engine is `engine`), `scope` ("data set" or "average"), `label` (the data
+    set's name, or the average's published label), `metric` ("mIoU", or "IoU" of the
+    foreground class `class` on single-class sets), `value` (percent), `source`, and for
+    data-set rows `provenance`, for averages `sets`. `miou` repeats `value` for readers of
+    the old rows (whatever the metric); it goes once the command line reads `value`/`metric`.
+    """
+    own = dict(getattr(preset, "published", None) or {})
+    single = getattr(preset, "kind", "") == "single-class"
+    default_metric = "IoU" if single else "mIoU"
+    rows: list[dict[str, Any]] = []
+    for row in own.get("rows", []):
+        rows.append({
+            "method": row["method"],
+            "engine": row.get("engine"),
+            "scope": "data set",
+            "label": preset.display_name,
+            "metric": own.get("metric", default_metric),
+            "class": own.get("class"),
+            "value": row["value"],
+            "source": row["source"],
+            "provenance": row.get("provenance"),
+        })  # fmt: skip
+    kind = "single-class" if single else "multi-class"
+    for row in published_numbers()["averages"]:
+        if row["kind"] == kind:
+            rows.append({
+                "method": row["method"],
+                "engine": row.get("engine"),
+                "scope": "average",
+                "label": row["label"],
+                "metric": row["metric"],
+                "class": own.get("class") if single else None,
+                "value": row["value"],
+                "source": row["source"],
+                "sets": list(row["sets"]),
+            })  # fmt: skip
+    for row in rows:
+        row["ours"] = engine is not None and row["engine"] == engine
+        row["miou"] = row["value"]
+        if row["engine"] is None:  # as before: no key where no engine reproduces the method
+            del row["engine"]
     return rows
+
+
+def comparable_score(result: dict[str, Any], preset: Any) -> dict[str, Any]:
+    """Our number in the published rows' metric: mIoU, or on single-class sets the IoU of the
+    foreground class (what the papers report there, not the mean with the background)."""
+    own = dict(getattr(preset, "published", None) or {})
+    if getattr(preset, "kind", "") == "single-class":
+        name = own.get("class") or preset.labels[-1]
+        return {"metric": "IoU", "class": name, "value": result["iou"].get(name)}
+    return {"metric": "mIoU", "class": None, "value": result["miou"]}
 
 
 def write_report(result: dict[str, Any], output_dir: Path, *, overwrite: bool) -> dict[str, str]:
@@ -32,7 +84,7 @@ def write_report(result: dict[str, Any], output_dir: Path, *, overwrite: bool) -
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    """A human report: what was measured, per-class IoU, and the published averages."""
+    """A human report: what was measured and how, per-class IoU, and the published numbers."""
     scope = _scope(result)
     lines = [
         f"# {result['display_name']}: {result['engine']}",
@@ -57,23 +109,100 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "Classes with no pixel in either ground truth or prediction show '-' and are left out "
         "of the mean, as mmsegmentation does.",
-        "",
-        "## Published numbers (real weights)",
-        "",
-        published_numbers()["note"],
-        f"Ours above: one data set ({scope}); compare like for like only over all 8 sets.",
-        "",
-        "| method | 8-set avg mIoU | engine here |",
-        "|---|---:|---|",
     ]
-    for row in result["published"]:
-        engine = f"`{row['engine']}`" if row.get("engine") else ""
-        marker = " (this run)" if row.get("ours") else ""
-        lines.append(f"| {row['method']} | {row['miou']} | {engine}{marker} |")
+    lines += configuration_lines(result.get("configuration"))
+    lines += published_lines(result)
     if result.get("preset_notes"):
         lines += ["", "## Preset notes", "", f"Source: {result['preset_source']}", ""]
         lines += [f"- {note}" for note in result["preset_notes"]]
     return "\n".join(lines) + "\n"
+
+
+def configuration_lines(configuration: dict[str, Any] | None) -> list[str]:
+    """The report's "Configuration" section: AMG mode, pruning, feature upsampler, and whether
+    the run is the published configuration (with the differences when it is not)."""
+    if not configuration:
+        return []
+    lines = ["", "## Configuration", ""]
+    generation = configuration.get("generation")
+    if generation:
+        amg = generation.get("amg")
+        lines.append(f"- SAM mask generation: {_AMG_WORDS.get(amg, amg)}; grid "
+                     f"{generation.get('grid')}; min region area "
+                     f"{generation.get('min_region_area')} px.")  # fmt: skip
+        lines.append(f"- Pruning: {'on (coarse to fine)' if generation.get('prune') else 'off'}.")
+    dense = configuration.get("dense")
+    if dense:
+        upsampler = dense.get("upsampler")
+        words = "bilinear (logits)" if upsampler == "bilinear" else f"`{upsampler}` (features)"
+        lines.append(f"- Dense CLIP upsampling: {words}.")
+    published = configuration.get("published_configuration") or {}
+    paper = published.get("paper")
+    if published.get("matches") is True:
+        lines.append(f"- The published configuration ({paper}).")
+    elif published.get("matches") is False:
+        lines.append(
+            f"- **Not the published configuration** ({paper}): "
+            + "; ".join(published.get("differences", []))
+            + "."
+        )
+    else:
+        lines.append("- Not compared with a published configuration.")
+    lines += [f"- {note}" for note in published.get("notes", [])]
+    return lines
+
+
+_AMG_WORDS = {
+    "reference": "reference (segment-anything's automatic mask generator)",
+    "fast": "fast (TerraMask's variant: low-res stability, mask NMS, clean-up)",
+}
+
+
+def published_lines(result: dict[str, Any]) -> list[str]:
+    """The published numbers beside ours: this data set's, then averages under their label."""
+    comparable = result.get("comparable") or {"metric": "mIoU", "value": result.get("miou")}
+    metric = _metric_words(comparable)
+    lines = ["", "## Published numbers (real weights)", ""]
+    rows = result.get("published", [])
+    own = [row for row in rows if row.get("scope") == "data set"]
+    averages = [row for row in rows if row.get("scope") == "average"]
+    lines.append(f"This run ({result['engine']}): {metric} **{_fmt(comparable.get('value'))}**.")
+    lines.append("")
+    if own:
+        lines += [
+            f"Published on {result['display_name']}:",
+            "",
+            f"| method | {metric} | engine here | source |",
+            "|---|---:|---|---|",
+        ]
+        lines += [_published_row(row) for row in own]
+    else:
+        lines.append(f"No per-set number of {result['display_name']} is recorded from the papers.")
+    if averages:
+        lines += [
+            "",
+            "Averages over several data sets, as published (not comparable with one set's "
+            "score; shown for context):",
+            "",
+            "| method | average | value | engine here | source |",
+            "|---|---|---:|---|---|",
+        ]
+        lines += [_published_row(row, with_label=True) for row in averages]
+    return lines
+
+
+def _metric_words(row: dict[str, Any]) -> str:
+    if row.get("metric") == "IoU" and row.get("class"):
+        return f"IoU of {row['class']}"
+    return str(row.get("metric", "mIoU"))
+
+
+def _published_row(row: dict[str, Any], *, with_label: bool = False) -> str:
+    engine = f"`{row['engine']}`" if row.get("engine") else ""
+    engine += " (this run's engine)" if row.get("ours") else ""
+    label = [f"{row['label']} ({_metric_words(row)})"] if with_label else []
+    cells = [row["method"], *label, f"{row['value']:g}", engine, row.get("source", "")]
+    return "| " + " | ".join(cells) + " |"
 
 
 def unexpected_labels_text(summary: dict[str, Any] | None) -> str:
@@ -175,8 +304,16 @@ def write_report_files(
     return {kind: str(path) for kind, path in paths.items()}
 
 
+_PROTOCOLS = {
+    "reference": "reference (the published evaluation code's samples and scoring canvas)",
+    "all-texts": "all-texts (every sentence or question a sample; not comparable with the "
+    "published numbers)",
+}
+
+
 def render_referring_markdown(result: dict[str, Any]) -> str:
-    """A human report of a referring/reasoning run: overall, per group, published, failures."""
+    """A human report of a referring/reasoning run: overall, per group, judge, published,
+    how each score is computed, failures."""
     split = f"the {result['split']} split" if result.get("split") else "all samples"
     scope = f"{split} of {result['display_name']} ({result['samples']} samples"
     scope += (
@@ -188,8 +325,19 @@ def render_referring_markdown(result: dict[str, Any]) -> str:
         f"# {result['display_name']}: {result.get('method') or 'referring segmentation'}",
         "",
         f"- Measured on {scope}.",
-        f"- Failed samples (scored as empty masks): {result['failed']}.",
     ]
+    if result.get("protocol"):
+        lines.append(f"- Protocol: {_PROTOCOLS.get(result['protocol'], result['protocol'])}.")
+    configuration = result.get("published_configuration")
+    if configuration and configuration.get("matches") is not None:
+        lines.append(
+            f"- The published configuration ({configuration['paper']})."
+            if configuration["matches"]
+            else f"- **Not the published configuration** ({configuration['paper']}): "
+            + "; ".join(configuration["differences"])
+            + "."
+        )
+    lines.append(f"- Failed samples (scored as empty masks): {result['failed']}.")
     lines += [f"- {note}" for note in result.get("notes", [])]
     thresholds = [k for k in result if k.startswith("pr@")]
     lines += [
@@ -215,21 +363,24 @@ def render_referring_markdown(result: dict[str, Any]) -> str:
             cells += [_fmt(row.get("binary", {}).get(b)) for b in binary]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Published numbers (real weights)", ""]
-    published = result.get("published", [])
-    if published:
-        metric = result["published_metric"]
+    lines += _judge_lines(result)
+    lines += _published_lines(result)
+    conventions = result.get("metric_conventions") or {}
+    if conventions:
+        lines += ["", "## How the scores are computed", ""]
         lines += [
-            result["published_note"],
-            "",
-            f"| method | {_label(metric)} |",
-            "|---|---:|",
+            f"- {name}: {text}"
+            for name, text in conventions.items()
+            if name != "binary" or result.get("binary")
         ]
-        lines += [f"| {row['method']} | {row['value']} |" for row in published]
-        ours = result.get("binary", {}).get(metric, result.get(metric))
-        lines.append(f"| this run ({result.get('method') or 'ours'}) | {_fmt(ours)} |")
-    else:
-        lines.append("None recorded in DESIGN.md §1.4 for this data set.")
+        if result.get("judge"):
+            lines.append(
+                "- Judge: faithfulness, localization and robustness are the judge MLLM's 1-5 "
+                "scores of an overlay (ground truth green, prediction red); overlap is the "
+                "IoU binned (<0.2 → 1, <0.4 → 2, <0.6 → 3, <0.8 → 4, else 5; both masks "
+                "empty → IoU 0, as GeoSeg's judge computes it); a reply without a score "
+                "reads 3; samples the judge failed on are left out of the means."
+            )
     failures = result.get("failures", [])
     if failures:
         lines += ["", f"## Failed samples ({len(failures)})", ""]
@@ -237,6 +388,80 @@ def render_referring_markdown(result: dict[str, Any]) -> str:
         if len(failures) > 50:
             lines.append(f"- … and {len(failures) - 50} more (see report.json).")
     return "\n".join(lines) + "\n"
+
+
+_JUDGED = ("faithfulness", "localization", "robustness", "overlap")
+
+
+def _judge_lines(result: dict[str, Any]) -> list[str]:
+    """The judged scores' means (1-5), overall and per group."""
+    judge = result.get("judge")
+    if not judge:
+        return []
+    lines = [
+        "## Judged scores (1-5)",
+        "",
+        f"Judge: `{judge['model']}`; {judge['judged']} samples judged, {judge['failed']} "
+        "failed (left out of the means).",
+        "",
+        f"| {result.get('group_name') or 'group'} | judged | " + " | ".join(_JUDGED) + " |",
+        "|---|---:|" + "---:|" * len(_JUDGED),
+    ]
+    for name, row in [*judge.get("groups", {}).items(), ("all", judge)]:
+        cells = [str(row["judged"])] + [_fmt(row.get(k)) for k in _JUDGED]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _published_lines(result: dict[str, Any]) -> list[str]:
+    """Published rows (method, split, task, scores, source), then this run's in the same
+    columns: one row per task group when the published rows are by task."""
+    lines = ["## Published numbers (real weights)", ""]
+    published = result.get("published", [])
+    if not published:
+        return [*lines, "None recorded for this data set and split."]
+    metrics = [
+        m
+        for m in ("giou", "ciou", "iou", "dice", "faithfulness")
+        if any(m in row for row in published)
+    ]
+    by_group = any(row.get("group") for row in published)
+    head = ["method", "split", *(["task"] if by_group else []), *(_label(m) for m in metrics)]
+    lines += [
+        result["published_note"],
+        "",
+        "| " + " | ".join([*head, "source"]) + " |",
+        "|---|---|" + ("---|" if by_group else "") + "---:|" * len(metrics) + "---|",
+    ]
+    for row in published:
+        cells = [row["method"], row.get("split") or "not stated"]
+        cells += [row.get("group") or ""] if by_group else []
+        cells += [_fmt_published(row.get(m)) for m in metrics]
+        lines.append("| " + " | ".join([*cells, row.get("source", "")]) + " |")
+    ours = f"this run ({result.get('method') or 'ours'})"
+    split = result.get("split") or "-"
+    groups = list(dict.fromkeys(row["group"] for row in published if row.get("group")))
+    for group in groups or [None]:
+        scores = result if group is None else result.get("groups", {}).get(group)
+        judge = result.get("judge") or {}
+        if group is not None:
+            judge = judge.get("groups", {}).get(group, {})
+        cells = [ours, split, *([group] if by_group else [])]
+        cells += [_fmt(_our_score(scores, judge, m)) for m in metrics]
+        lines.append("| " + " | ".join([*cells, "protocol: " + str(result.get("protocol"))]) + " |")
+    return lines
+
+
+def _our_score(scores: dict[str, Any] | None, judge: dict[str, Any], metric: str) -> Any:
+    if metric == "faithfulness":
+        return judge.get("faithfulness")
+    if not scores:
+        return None
+    return scores.get("binary", {}).get(metric, scores.get(metric))
+
+
+def _fmt_published(value: Any) -> str:
+    return "" if value is None else f"{value:g}"
 
 
 _LABELS = {"giou": "gIoU", "ciou": "cIoU", "iou": "IoU", "f1": "F1", "boundary_f": "boundary F"}

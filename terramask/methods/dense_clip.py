@@ -19,12 +19,19 @@ short_side · max_aspect (448 × 1792) whatever the image. Without it a 1-px str
 scaled 448-fold (a 1 × 1024 tile to 448 × 458 752, thousands of windows; a 1 × 190 box crop to
 85 120 px wide). A strip thinner than a patch after the resize is mirrored up to one patch
 as above, and its logits cut back to it.
+
+Upsampling: by default each window's patch logits are upsampled bilinearly to the window's
+pixels. With `upsampler` (SegEarth-OV's SimFeatUp, `terramask.models.featup.load_featup`) the
+window's patch *features* are upsampled instead, guided by its pixels, and normalised and
+compared with the text at full window resolution, as SegEarth-OV does; the published SegEarth-OV
+numbers are with that upsampler.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +53,9 @@ class DenseClip:
     before windows are cut (None keeps its size); crop/stride: the sliding window;
     logit_scale: the softmax temperature over all names; cls_lambda: the global-token weight;
     batch_size: windows per `dense_tokens` call; max_aspect: thinner images are resized as if
-    their short side were their long side / max_aspect (see the module doc).
+    their short side were their long side / max_aspect (see the module doc); upsampler: a
+    feature upsampler (`featup.FeatureUpsampler`, called with the windows' (B, D, h, w) patch
+    features and their pixels) used instead of bilinear upsampling of the logits.
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class DenseClip:
         cls_lambda: float = -0.3,
         batch_size: int = 8,
         max_aspect: float = MAX_ASPECT,
+        upsampler: Any | None = None,
     ):
         if crop < 1 or not 1 <= stride <= crop:
             raise ValueError(f"need crop >= 1 and 1 <= stride <= crop, got {crop}, {stride}")
@@ -77,8 +87,24 @@ class DenseClip:
         self.cls_lambda = float(cls_lambda)
         self.batch_size = max(1, int(batch_size))
         self.max_aspect = float(max_aspect)
+        self.upsampler = upsampler
         self.name = f"dense-clip:{image_text.name}"
+        if upsampler is not None:
+            self.name += f"+{upsampler.name}"
         self._text: dict[tuple[str, ...], torch.Tensor] = {}
+
+    @property
+    def configuration(self) -> dict[str, Any]:
+        """What decides the dense prediction besides the models, for reports."""
+        return {
+            "upsampler": "bilinear" if self.upsampler is None else self.upsampler.name,
+            "short_side": self.short_side,
+            "crop": self.crop,
+            "stride": self.stride,
+            "cls_lambda": self.cls_lambda,
+            "logit_scale": self.logit_scale,
+            "templates": len(self.templates),
+        }
 
     def text_embeddings(self, vocabulary: ClassVocabulary) -> torch.Tensor:
         """(N, D) normalised embeddings of every synonym, in `vocabulary.prompts` order.
@@ -140,12 +166,20 @@ class DenseClip:
         return total / count
 
     def _window_logits(self, crops: list[np.ndarray], text: torch.Tensor) -> torch.Tensor:
-        """(B, N, h, w) patch·text + λ·(global·text) on the token grid of each window."""
+        """(B, N, h, w) patch·text + λ·(global·text) on the token grid of each window, or with
+        an upsampler on its output grid (the window's pixels)."""
         patches, global_token = self.image_text.dense_tokens(crops)
-        patches = _unit(torch.as_tensor(np.asarray(patches, dtype=np.float32)))
+        patches = torch.as_tensor(np.asarray(patches, dtype=np.float32))
         global_token = _unit(torch.as_tensor(np.asarray(global_token, dtype=np.float32)))
-        logits = torch.einsum("bhwd,nd->bnhw", patches, text)
-        return logits + self.cls_lambda * (global_token @ text.T)[:, :, None, None]
+        bias = self.cls_lambda * (global_token @ text.T)[:, :, None, None]
+        if self.upsampler is None:
+            logits = torch.einsum("bhwd,nd->bnhw", _unit(patches), text)
+            return logits + bias
+        # SegEarth-OV: the un-normalised projected features are upsampled, then normalised
+        features = self.upsampler(patches.permute(0, 3, 1, 2), crops)
+        features = features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        logits = torch.einsum("bdhw,nd->bnhw", features, text.to(features.device))
+        return logits.float().cpu() + bias
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:

@@ -1,31 +1,78 @@
 """Automatic mask generation: SAM prompted by a point grid, filtered and de-duplicated.
 
-Follows SAM's own recipe: every grid point gives three candidate masks; candidates are kept
-when the predicted IoU and the stability score (how little the mask changes when the logit
-threshold moves by ±offset) are high enough; duplicates are removed by mask NMS; small
-islands and holes are cleaned up. All points are decoded in batches against one embedding.
-Unlike SAM's generator, stability is scored on the decoder's low-res logits and only the
-surviving candidates are upsampled to the image size: most candidates die in the filters,
-and upsampling all of them dominated the time on CPU.
+Every grid point gives three candidate masks; candidates are kept when the predicted IoU and
+the stability score (how little the mask changes when the logit threshold moves by ±offset)
+are high enough, and duplicates are removed. All points are decoded in batches against one
+embedding. Two modes (`GenerationSettings.amg`):
+
+- **reference**: what segment-anything's `SamAutomaticMaskGenerator` does (with one crop
+  layer, no point grids of its own): predicted IoU > `pred_iou_thresh`; stability on the
+  logits upsampled to the image size, kept when >= `stability_thresh`; masks are the
+  upsampled logits > 0; duplicates removed by greedy NMS on the masks' bounding boxes (SAM's
+  inclusive x0, y0, x1, y1 boxes, torchvision's box IoU, scores = predicted IoU) at
+  `nms_iou`; with `min_region_area` > 0 SAM's `postprocess_small_regions` (holes, then
+  islands, 8-connected, then box NMS again preferring unchanged masks). Output order is
+  SAM's: predicted IoU, best first. The SAM+CLIP paper's setting is this mode with a 29 grid,
+  `min_region_area` 0 and no pruning (`options.REFERENCE_GENERATION`).
+- **fast** (TerraMask's variant): stability is scored on the decoder's low-res logits and only
+  the surviving candidates are upsampled (most candidates die in the filters, and upsampling
+  all of them dominated the time on CPU); duplicates are removed by mask-IoU NMS; islands and
+  holes smaller than `min_region_area` are cleaned up (4-connected, holes touching the box
+  edge kept).
+
+Which mask is painted over which is decided by the voting (`methods.voting`), which paints by
+area, largest first, whatever order the masks come in: the order of this list only breaks
+ties between masks of equal area.
 
 Given the dense labels that will vote on the masks, the grid is decoded coarse to fine
-(`prune`): the decoder costs ~0.1 s a point on CPU, far more than anything else per tile, and
-most points of a fine grid land inside an object a coarser point already found. A point is
-skipped when an accepted mask covers it and that mask's majority dense class is the point's
-own dense class: the mask votes that class there anyway, so the label map barely changes.
-Points whose dense class differs from every covering mask (a car on a road) are decoded, so
-nested objects of another class are still found.
+(`prune`, either mode): the decoder costs ~0.1 s a point on CPU, far more than anything else
+per tile, and most points of a fine grid land inside an object a coarser point already found.
+A point is skipped when an accepted mask covers it and that mask's majority dense class is
+the point's own dense class: the mask votes that class there anyway, so the label map barely
+changes. Points whose dense class differs from every covering mask (a car on a road) are
+decoded, so nested objects of another class are still found. SAM's generator decodes every
+point; pruning is not part of the reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from terramask.options import GenerationSettings
+from terramask.options import REFERENCE_GENERATION, GenerationSettings
 from terramask.protocols import ImageEmbedding, Segmenter
+
+
+def generation_description(settings: Any) -> dict[str, Any]:
+    """The settings that change which masks come out, by name, with the mode spelled out."""
+    names = ("grid", "pred_iou_thresh", "stability_thresh", "stability_offset", "nms_iou",
+             "min_region_area", "prune", "coarse_strides")  # fmt: skip
+    described: dict[str, Any] = {"amg": settings.amg}
+    for name in names:
+        value = getattr(settings, name, None)
+        described[name] = list(value) if isinstance(value, tuple) else value
+    return described
+
+
+def reference_differences(settings: Any) -> list[str]:
+    """How `settings` (or their `generation_description`) differ from `REFERENCE_GENERATION`,
+    one phrase each (empty: the same)."""
+    described = settings if isinstance(settings, dict) else generation_description(settings)
+    reference = generation_description(REFERENCE_GENERATION)
+    return [
+        f"{name} {described[name]!r} (reference {value!r})"
+        for name, value in reference.items()
+        if name in _REFERENCE_FIELDS and described[name] != value
+    ]
+
+
+#: The settings that decide whether a run is SAM's generator (others only batch the work).
+_REFERENCE_FIELDS = ("amg", "grid", "pred_iou_thresh", "stability_thresh", "stability_offset",
+                     "nms_iou", "min_region_area", "prune")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,10 +127,13 @@ def generate_masks(
 ) -> list[MaskProposal]:
     """Masks of everything SAM finds in `image`, best first, at most mildly overlapping.
 
-    With `dense` (the (H, W) labels the masks will vote on) and `settings.prune`, the grid is
-    decoded in passes of decreasing stride and points settled by earlier masks are skipped;
-    without it every grid point is decoded.
+    `settings.amg` picks SAM's own generator ("reference") or TerraMask's faster variant
+    ("fast", the default of settings without the field); see the module doc. With `dense`
+    (the (H, W) labels the masks will vote on) and `settings.prune`, the grid is decoded in
+    passes of decreasing stride and points settled by earlier masks are skipped; without it
+    every grid point is decoded.
     """
+    mode = settings.amg
     height, width = image.shape[:2]
     embedding = segmenter.embed(image)
     points = point_grid(settings.grid, height, width)
@@ -96,11 +146,19 @@ def generate_masks(
     points, passes = points[keep], passes[keep]
     settled = np.zeros(len(points), dtype=bool)
     candidates: list[MaskProposal] = []
+    decode = _decode_reference if mode == "reference" else _decode
     for level in range(passes.max(initial=-1) + 1):
-        found = _decode(segmenter, embedding, points[(passes == level) & ~settled], settings, valid)
+        found = decode(segmenter, embedding, points[(passes == level) & ~settled], settings, valid)
         candidates += found
         if pruning:
             settled |= settled_points(points, found, dense)
+    if mode == "reference":
+        kept = box_nms(candidates, settings.nms_iou)
+        if settings.min_region_area > 0:
+            kept = sam_small_region_postprocess(
+                kept, settings.min_region_area, settings.nms_iou, (height, width)
+            )
+        return kept
     kept = mask_nms(candidates, settings.nms_iou)
     cleaned = [_clean(p, settings.min_region_area) for p in kept]
     return [p for p in cleaned if p is not None]
@@ -199,6 +257,148 @@ def _decode(
             if proposal is not None:
                 candidates.append(proposal)
     return candidates
+
+
+def _decode_reference(
+    segmenter: Segmenter,
+    embedding: ImageEmbedding,
+    points: np.ndarray,
+    settings: GenerationSettings,
+    valid: np.ndarray | None,
+) -> list[MaskProposal]:
+    """The candidates of `points` as `SamAutomaticMaskGenerator._process_batch` keeps them.
+
+    Predicted IoU > thresh (when thresh > 0), then the stability score on the logits at the
+    image's size, kept when >= thresh (when thresh > 0), masks = those logits > 0. Candidates
+    that fail the IoU filter are never upsampled: SAM drops them before it looks at their
+    logits, so the result is the same as upsampling all of them.
+    """
+    candidates: list[MaskProposal] = []
+    for start in range(0, len(points), settings.points_per_batch):
+        batch = points[start : start + settings.points_per_batch]
+        pred = segmenter.predict(
+            embedding,
+            points=batch[:, None, :],
+            point_labels=np.ones((len(batch), 1), dtype=np.int64),
+            multimask=True,
+            full_resolution=False,
+        )
+        low = pred.low_res_logits.reshape(-1, *pred.low_res_logits.shape[-2:])
+        ious = pred.iou_scores.reshape(-1)
+        keep = (
+            ious > settings.pred_iou_thresh
+            if settings.pred_iou_thresh > 0
+            else np.ones(len(ious), dtype=bool)
+        )
+        if not keep.any():
+            continue
+        logits = np.asarray(segmenter.upsample(embedding, low[keep]))
+        stability = stability_scores(logits, settings.stability_offset)
+        stable = (
+            stability >= settings.stability_thresh
+            if settings.stability_thresh > 0
+            else np.ones(len(stability), dtype=bool)
+        )
+        for logit, iou, stable_score in zip(
+            logits[stable], ious[keep][stable], stability[stable], strict=True
+        ):
+            mask = logit > 0
+            if valid is not None:
+                mask &= valid
+            proposal = _crop(mask, float(iou), float(stable_score))
+            if proposal is not None:
+                candidates.append(proposal)
+    return candidates
+
+
+def sam_box(proposal: MaskProposal) -> tuple[int, int, int, int]:
+    """The mask's box as SAM's `batched_mask_to_box` gives it: x0, y0, x1, y1 with x1, y1 the
+    last column and row inside the mask (inclusive), so a one-pixel mask has a box of area 0."""
+    r0, c0, r1, c1 = proposal.bbox
+    return c0, r0, c1 - 1, r1 - 1
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N,) float32 IoU of one x0, y0, x1, y1 box with each of `boxes` (N, 4), computed as
+    torchvision's `box_iou` does (areas (x1 - x0) * (y1 - y0), in float32); 0 where the union
+    is empty (torchvision's 0/0 is NaN, which no threshold test passes either)."""
+    box = box.astype(np.float32)
+    boxes = boxes.astype(np.float32)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = (width * height).astype(np.float32)
+    union = (area + areas - inter).astype(np.float32)
+    out = np.zeros(len(boxes), dtype=np.float32)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
+
+
+def box_nms(
+    proposals: Sequence[MaskProposal],
+    iou_threshold: float,
+    scores: Sequence[float] | None = None,
+) -> list[MaskProposal]:
+    """Greedy NMS on SAM boxes (`sam_box`) as torchvision's `batched_nms` with one category:
+    highest score first (ties in input order), dropping every later box whose IoU with a kept
+    one exceeds `iou_threshold`. Scores default to the predicted IoU; kept masks come best
+    first."""
+    if not proposals:
+        return []
+    values = np.asarray(
+        [p.predicted_iou for p in proposals] if scores is None else scores, dtype=np.float32
+    )
+    boxes = np.array([sam_box(p) for p in proposals], dtype=np.float32)
+    suppressed = np.zeros(len(proposals), dtype=bool)
+    kept: list[MaskProposal] = []
+    for index in np.argsort(-values, kind="stable"):
+        if suppressed[index]:
+            continue
+        kept.append(proposals[index])
+        suppressed |= box_iou(boxes[index], boxes) > iou_threshold
+    return kept
+
+
+def sam_remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.ndarray, bool]:
+    """SAM's `remove_small_regions`: fill 8-connected holes ("holes") smaller than `area`, or
+    drop 8-connected islands ("islands") smaller than it (keeping the largest when all are);
+    returns the mask and whether it changed."""
+    holes = mode == "holes"
+    working = ~mask if holes else mask
+    regions, count = ndimage.label(working, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return mask, False
+    sizes = np.bincount(regions.ravel(), minlength=count + 1)[1:]
+    small = [i + 1 for i, size in enumerate(sizes) if size < area]
+    if not small:
+        return mask, False
+    if holes:
+        return mask | np.isin(regions, small), True
+    keep = [i for i in range(1, count + 1) if i not in set(small)]
+    if not keep:
+        keep = [int(np.argmax(sizes)) + 1]
+    return np.isin(regions, keep), True
+
+
+def sam_small_region_postprocess(
+    proposals: Sequence[MaskProposal],
+    min_area: int,
+    nms_iou: float,
+    shape: tuple[int, int],
+) -> list[MaskProposal]:
+    """SAM's `postprocess_small_regions` on the whole image frame: holes then islands smaller
+    than `min_area`, then box NMS again with score 1 for unchanged masks and 0 for changed."""
+    cleaned: list[MaskProposal] = []
+    scores: list[float] = []
+    for proposal in proposals:
+        mask, filled = sam_remove_small_regions(proposal.full(shape), min_area, "holes")
+        mask, dropped = sam_remove_small_regions(mask, min_area, "islands")
+        again = _crop(mask, proposal.predicted_iou, proposal.stability)
+        if again is not None:
+            cleaned.append(again)
+            scores.append(0.0 if filled or dropped else 1.0)
+    return box_nms(cleaned, nms_iou, scores)
 
 
 def mask_iou(a: MaskProposal, b: MaskProposal) -> float:

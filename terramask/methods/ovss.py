@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from terramask.methods.mask_generation import generate_masks
+from terramask.methods.mask_generation import generate_masks, generation_description
 from terramask.methods.vocabulary import NO_CLASS, ClassVocabulary
 from terramask.methods.voting import vote_masks
 from terramask.options import GenerationSettings
@@ -21,7 +22,8 @@ class OvssPredictor:
     probability is below `threshold` become the vocabulary's background (or NO_CLASS). With a
     `segmenter`, SAM's automatic masks then vote (the SAM+CLIP paper's engine). With
     `single_class` (a class index), masks are kept for that class only when at least
-    `min_fraction` of their pixels carry it.
+    `min_fraction` of their pixels carry it. `generation` says how SAM's masks are made
+    (`methods.mask_generation`: the reference AMG or the fast variant, pruning, clean-up).
     """
 
     engine: SemanticEngine
@@ -36,6 +38,20 @@ class OvssPredictor:
         if self.segmenter is None:
             return self.engine.name
         return f"{self.segmenter.name}+{self.engine.name}"
+
+    @property
+    def configuration(self) -> dict[str, Any]:
+        """How this predictor labels, for reports: the dense engine's own configuration (its
+        upsampler: "bilinear" or SimFeatUp) and, with a segmenter, the mask generation."""
+        described: dict[str, Any] = {"predictor": self.name}
+        dense = getattr(self.engine, "configuration", None)
+        if dense is not None:
+            described["dense"] = dict(dense)
+        if self.segmenter is not None:
+            described["generation"] = generation_description(self.generation)
+            described["single_class"] = self.single_class
+            described["min_fraction"] = self.min_fraction
+        return described
 
     def predict(
         self,

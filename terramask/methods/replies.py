@@ -79,8 +79,8 @@ from typing import Any
 import numpy as np
 
 from terramask.errors import InputError, MLLMError
-from terramask.options import AskOptions, check_at_least
-from terramask.protocols import COORDINATE_FRAMES, MLLMReply, frame_name
+from terramask.options import COORDINATE_FRAMES, AskOptions, check_at_least
+from terramask.protocols import MLLMReply, frame_name
 
 #: Characters handed to the JSON readers over one reply, as a multiple of its length.
 LOAD_BUDGET = 4

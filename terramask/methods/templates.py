@@ -91,6 +91,17 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
     "a tattoo of the {}.",
 )
 
+# CLIP Surgery's default ensemble (its `encode_text_with_prompt_ensemble`, which GeoSeg's route A
+# uses unchanged): the 80 ImageNet templates in CLIP's order, then five scene sentences; 85 in all.
+CLIP_SURGERY_TEMPLATES: tuple[str, ...] = (
+    *IMAGENET_TEMPLATES,
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
+)
+
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
 # Overhead-imagery phrasings (ours): the subject seen from above, at several scales.

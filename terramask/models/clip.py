@@ -7,7 +7,9 @@ re-normalised). Images are encoded as CLIP was trained (processor resize and cro
 
 For the dense methods (SegEarth-OV, CLIP-Surgery) the adapter also exposes `vision_model`,
 `visual_projection`, `preprocess`, `dense_features` (patch and class tokens from one pass),
-`dense_tokens` (SegEarth-OV's self-self last block, see below), `logit_scale` and `patch_size`.
+`dense_tokens` (SegEarth-OV's self-self last block, see below), `logit_scale` and `patch_size`;
+for GeoSeg's route A, `surgery_features` (CLIP Surgery's architecture surgery, built on
+transformers' CLIP; see `_surgery_forward`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from terramask.errors import InputError
 from terramask.models.registry import ResolvedModel
@@ -26,6 +29,14 @@ from terramask.protocols import RAW_TEMPLATE, fill_template
 CLIP_FAMILIES = ("clip", "siglip")
 #: The largest long-to-short side ratio given to the processor's resize and centre crop.
 MAX_ASPECT = 4
+#: CLIP Surgery as GeoSeg runs it: the crop resized to 512 x 512 (bicubic, no centre crop), and
+#: the dual path on the last 6 blocks of the ViT (`VisionTransformer.forward` of CLIP Surgery's
+#: clip_surgery_model.py, "surgery 7": blocks -1 ... -6).
+SURGERY_INPUT_SIZE = 512
+SURGERY_BLOCKS = 6
+#: OpenAI CLIP's normalisation, used when a processor does not say (the reference hard-codes it).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _model_class(family: str):
@@ -58,6 +69,7 @@ class ClipImageText:
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         self.image_processor = AutoImageProcessor.from_pretrained(resolved.path)
         self.text_batch_size = max(1, int(text_batch_size))
+        self._text_fp32: tuple[torch.nn.Module, torch.nn.Module] | None = None
 
     # ------------------------------------------------------------------ what dense methods use
 
@@ -97,12 +109,18 @@ class ClipImageText:
     # ------------------------------------------------------------------ text
 
     def encode_text(
-        self, texts: Sequence[str], templates: Sequence[str] | None = None
+        self,
+        texts: Sequence[str],
+        templates: Sequence[str] | None = None,
+        *,
+        float32: bool = False,
     ) -> np.ndarray:
         """(K, D) normalised text embeddings, each the re-normalised mean over `templates`.
 
         `templates=None` uses each text as written; pass e.g. IMAGENET_TEMPLATES for the
-        80-prompt ensemble. Every template must contain `{}`.
+        80-prompt ensemble. Every template must contain `{}`. `float32` runs the text tower in
+        float32 even when the model was loaded in half precision (CLIP Surgery's reference runs
+        fp32: a float32 copy of the text tower is made once).
         """
         texts = _check_texts(texts)
         templates = tuple(templates) if templates is not None else RAW_TEMPLATE
@@ -115,21 +133,36 @@ class ClipImageText:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         prompts = [fill_template(t, text) for text in texts for t in templates]
         embeddings = torch.cat([
-            self._text_features(prompts[i:i + self.text_batch_size])
+            self._text_features(prompts[i:i + self.text_batch_size], float32=float32)
             for i in range(0, len(prompts), self.text_batch_size)
         ])
         embeddings = _normalise(embeddings).reshape(len(texts), len(templates), -1)
         return _normalise(embeddings.mean(dim=1)).cpu().numpy()
 
-    def _text_features(self, prompts: list[str]) -> torch.Tensor:
+    def _text_features(self, prompts: list[str], float32: bool = False) -> torch.Tensor:
         max_length = int(self.model.config.text_config.max_position_embeddings)
         # SigLIP was trained on max_length padding and pools the last position: keep it so.
         padding = "max_length" if self.family == "siglip" else True
         tokens = self.tokenizer(prompts, padding=padding, truncation=True,
                                 max_length=max_length, return_tensors="pt").to(self.device)
         with torch.inference_mode():
+            if float32 and self.dtype != torch.float32 and self.family == "clip":
+                text_model, projection = self._float32_text_tower()
+                pooled = text_model(**tokens).pooler_output
+                return projection(pooled).float()
             output = self.model.get_text_features(**tokens)
         return output.pooler_output.float()
+
+    def _float32_text_tower(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """A float32 copy of the text transformer and its projection (made once)."""
+        if self._text_fp32 is None:
+            import copy
+
+            self._text_fp32 = (
+                copy.deepcopy(self.model.text_model).float().eval(),
+                copy.deepcopy(self.model.text_projection).float().eval(),
+            )
+        return self._text_fp32
 
     # ------------------------------------------------------------------ images
 
@@ -229,6 +262,168 @@ class ClipImageText:
     def patch_tokens(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(B, h, w, D) patch tokens in the joint space, h = H // patch_size (not normalised)."""
         return self.dense_features(images)[0]
+
+    # ------------------------------------------------------------------ CLIP Surgery
+
+    @property
+    def supports_surgery(self) -> bool:
+        """Whether `surgery_features` can run (CLIP ViTs; SigLIP has no class token)."""
+        return self.family == "clip"
+
+    def surgery_pixels(
+        self, images: Sequence[np.ndarray], size: int = SURGERY_INPUT_SIZE
+    ) -> torch.Tensor:
+        """(B, 3, size, size) float32 pixels as CLIP Surgery's reference preprocesses a crop.
+
+        Each RGB image is resized to size x size with PIL's bicubic filter (what torchvision's
+        `Resize((size, size), BICUBIC)` does to a PIL image; no centre crop, aspect not kept),
+        scaled to [0, 1] and normalised with the processor's mean and std (OpenAI's).
+        """
+        from PIL import Image
+
+        images = _check_images(images, same_size=False)
+        mean = np.asarray(getattr(self.image_processor, "image_mean", None) or OPENAI_MEAN,
+                          np.float32)
+        std = np.asarray(getattr(self.image_processor, "image_std", None) or OPENAI_STD,
+                         np.float32)
+        batch = []
+        for image in images:
+            resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
+            pixels = (np.asarray(resized, np.float32) / 255.0 - mean) / std
+            batch.append(torch.from_numpy(pixels.transpose(2, 0, 1).copy()))
+        return torch.stack(batch).to(self.device)
+
+    def surgery_features(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        size: int = SURGERY_INPUT_SIZE,
+        blocks: int = SURGERY_BLOCKS,
+    ) -> np.ndarray:
+        """(B, 1 + h*w, D) L2-normalised CLIP Surgery tokens (class token first), float32.
+
+        The crop is preprocessed as the reference does (`surgery_pixels`: 512 x 512 bicubic),
+        then `_surgery_forward` runs the ViT with CLIP Surgery's architecture surgery on the
+        last `blocks` blocks, in float32 whatever the model's dtype (the reference runs fp32).
+        For ViT-B/16 at 512 px, h = w = 32.
+        """
+        if not self.supports_surgery:
+            raise InputError(
+                f"CLIP Surgery needs a CLIP ViT (a class token and a visual projection); "
+                f"'{self.name}' is a {self.family} model. Use a CLIP model, e.g. "
+                "openai/clip-vit-base-patch16, as the reference does."
+            )
+        pixels = self.surgery_pixels(images, size)
+        with torch.inference_mode():
+            tokens = _surgery_forward(self.vision_model, self.model.visual_projection, pixels,
+                                      blocks)  # fmt: skip
+        return tokens.cpu().numpy()
+
+
+# ---------------------------------------------------------------------- CLIP Surgery
+
+
+def _surgery_forward(
+    vision: torch.nn.Module, projection: torch.nn.Module, pixels: torch.Tensor, blocks: int
+) -> torch.Tensor:
+    """CLIP Surgery's ViT on transformers' CLIP weights, in float32: (B, 1 + N, D) unit tokens.
+
+    What the reference (`VisionTransformer.forward` in clip_surgery_model.py) does, mapped onto
+    transformers' module names (OpenAI `conv1` = `embeddings.patch_embedding`, `ln_pre` =
+    `pre_layrnorm`, `resblocks` = `encoder.layers`, `attn.in_proj` = `q/k/v_proj`, `ln_1/ln_2`
+    = `layer_norm1/2`, `mlp` = `mlp` with the config's activation, quick-GELU for OpenAI's
+    checkpoints, `ln_post` = `post_layernorm`, `proj` = `visual_projection`):
+
+    1. Patch embedding; the class token prepended; the position embedding's grid resized
+       bilinearly (align_corners False, no antialias) to the input's grid, 14x14 -> 32x32 at
+       512 px (transformers' own `interpolate_pos_encoding` is bicubic, so it is not used).
+    2. `pre_layrnorm`, then the blocks before the last `blocks` as usual.
+    3. The last `blocks` blocks have two paths. The original path is the ordinary block. The
+       new path only accumulates, from the block where it starts, each block's value-value
+       attention (softmax(v v^T * head_dim^-0.5) v, then the block's out-projection), computed
+       from the same layer-normed *original* hidden state; it skips the MLP.
+    4. The class token is taken from the original path; `post_layernorm` and the visual
+       projection go over every token; each token is L2-normalised.
+    """
+    embeddings = vision.embeddings
+    weight = embeddings.patch_embedding.weight.float()
+    bias = embeddings.patch_embedding.bias
+    x = F.conv2d(pixels.float(), weight, None if bias is None else bias.float(),
+                 stride=embeddings.patch_embedding.stride)  # fmt: skip
+    batch, width, grid_h, grid_w = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    cls = embeddings.class_embedding.float().expand(batch, 1, width)
+    x = torch.cat([cls, x], dim=1)
+    x = x + _bilinear_positions(embeddings.position_embedding.weight.float(), (grid_h, grid_w))
+    x = _layer_norm(vision.pre_layrnorm, x)
+    layers = list(vision.encoder.layers)
+    start = max(0, len(layers) - max(0, int(blocks)))
+    for layer in layers[:start]:
+        original, _ = _surgery_attention(layer, _layer_norm(layer.layer_norm1, x), both=False)
+        x = x + original
+        x = x + _mlp(layer.mlp, _layer_norm(layer.layer_norm2, x))
+    new = x
+    for layer in layers[start:]:
+        original, value_value = _surgery_attention(layer, _layer_norm(layer.layer_norm1, x))
+        new = new + value_value
+        x = x + original
+        x = x + _mlp(layer.mlp, _layer_norm(layer.layer_norm2, x))
+    new = torch.cat([x[:, :1], new[:, 1:]], dim=1) if start < len(layers) else x
+    tokens = _layer_norm(vision.post_layernorm, new)
+    tokens = F.linear(tokens, projection.weight.float(),
+                      None if projection.bias is None else projection.bias.float())  # fmt: skip
+    return tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _bilinear_positions(positions: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(1 + gh*gw, C) position embeddings: the class row, and the square grid resized to `grid`
+    bilinearly (align_corners False), as CLIP Surgery's reference does; unchanged at its size."""
+    side = round((positions.shape[0] - 1) ** 0.5)
+    if (side, side) == tuple(grid):
+        return positions
+    square = positions[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    resized = F.interpolate(square, size=grid, mode="bilinear", align_corners=False)
+    resized = resized.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+    return torch.cat([positions[:1], resized], dim=0)
+
+
+def _layer_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, norm.normalized_shape, norm.weight.float(), norm.bias.float(),
+                        norm.eps)  # fmt: skip
+
+
+def _linear(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    bias = module.bias
+    return F.linear(x, module.weight.float(), None if bias is None else bias.float())
+
+
+def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return _linear(mlp.fc2, mlp.activation_fn(_linear(mlp.fc1, x)))
+
+
+def _surgery_attention(
+    layer: torch.nn.Module, x: torch.Tensor, both: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(ordinary q-k attention, value-value attention) of one block, each out-projected.
+
+    Per head: softmax(q k^T * s) v and softmax(v v^T * s) v with s = head_dim^-0.5 (CLIP
+    Surgery's `Attention` for ViTs: q = k = v on the new path, same temperature).
+    """
+    attention = layer.self_attn
+    batch, length, _ = x.shape
+    heads, dim = attention.num_heads, attention.head_dim
+
+    def split(projection: torch.nn.Module) -> torch.Tensor:
+        return _linear(projection, x).view(batch, length, heads, dim).transpose(1, 2)
+
+    q, k, v = split(attention.q_proj), split(attention.k_proj), split(attention.v_proj)
+    scale = dim**-0.5
+
+    def attend(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        merged = F.scaled_dot_product_attention(a, b, v, scale=scale)  # softmax(a b^T s) v
+        return _linear(attention.out_proj, merged.transpose(1, 2).reshape(batch, length, -1))
+
+    return attend(q, k), (attend(v, v) if both else None)
 
 
 # ---------------------------------------------------------------------- dense tokens

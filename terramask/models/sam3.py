@@ -9,7 +9,9 @@ and the reference `Sam3Processor`): an instance's score is
 `sigmoid(pred_logits) * sigmoid(presence_logits)`, so **presence is already multiplied into
 `instance_scores`**; `presence` is also reported on its own. Instances whose score is not above
 `score_threshold` (SAM 3's confidence threshold, 0.5 in the reference processor and in
-SegEarth-OV3) are dropped here, which also bounds the memory of full-size masks.
+SegEarth-OV3) are dropped here, which also bounds the memory of full-size masks. A call can
+set its own threshold (`segment_concepts(..., score_threshold=0.25)`, GeoSeg's route B), so
+one loaded model serves both settings.
 """
 
 from __future__ import annotations
@@ -132,9 +134,15 @@ class Sam3ConceptSegmenter:
 
     # ------------------------------------------------------------------ public
 
-    def segment_concepts(self, image: np.ndarray, phrases: Sequence[str]) -> list[ConceptResult]:
-        """One result per phrase for an (H, W, 3) uint8 image; the image is encoded once."""
+    def segment_concepts(
+        self, image: np.ndarray, phrases: Sequence[str], *, score_threshold: float | None = None
+    ) -> list[ConceptResult]:
+        """One result per phrase for an (H, W, 3) uint8 image; the image is encoded once.
+
+        `score_threshold` replaces the segmenter's own for this call (None keeps it).
+        """
         _check_image(image)
+        threshold = self.score_threshold if score_threshold is None else float(score_threshold)
         phrases = _check_phrases(phrases)
         if not phrases:
             return []
@@ -144,7 +152,7 @@ class Sam3ConceptSegmenter:
         results: list[ConceptResult] = []
         for start in range(0, len(phrases), self.max_phrases_per_call):
             group = phrases[start:start + self.max_phrases_per_call]
-            results.extend(self._decode(features, group, padded, size))
+            results.extend(self._decode(features, group, padded, size, threshold))
         return results
 
     def vision_features(self, image: np.ndarray) -> Any:
@@ -173,9 +181,12 @@ class Sam3ConceptSegmenter:
     # ------------------------------------------------------------------ decoding
 
     def _decode(
-        self, features: Any, phrases: list[str], size: tuple[int, int], crop: tuple[int, int]
+        self, features: Any, phrases: list[str], size: tuple[int, int], crop: tuple[int, int],
+        threshold: float | None = None,
     ):
-        """Decode phrases; masks are resized to `size` (the encoded image) and cut to `crop`."""
+        """Decode phrases; masks are resized to `size` (the encoded image) and cut to `crop`;
+        instances scoring above `threshold` (the segmenter's own when None) are kept."""
+        threshold = self.score_threshold if threshold is None else threshold
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
         text = self.tokenizer(phrases, padding="max_length", max_length=self.text_length,
@@ -201,7 +212,7 @@ class Sam3ConceptSegmenter:
             semantic = _resize(output.semantic_seg.float(), size)[:, 0, : crop[0], : crop[1]]
             results = []
             for i in range(count):
-                keep = torch.nonzero(scores[i] > self.score_threshold).flatten()
+                keep = torch.nonzero(scores[i] > threshold).flatten()
                 keep = keep[torch.argsort(scores[i, keep], descending=True, stable=True)]
                 masks = output.pred_masks[i, keep].float()
                 logits = (

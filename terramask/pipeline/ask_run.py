@@ -17,7 +17,14 @@ import numpy as np
 from rasterio.windows import Window
 
 from terramask.errors import TerraMaskError
-from terramask.methods.geoseg import GEOSEG_REFINEMENT, BoxRefinement, DualRoute, refine_box
+from terramask.methods.geoseg import (
+    GEOSEG_REFINEMENT,
+    BoxRefinement,
+    DualRoute,
+    geoseg_configuration,
+    refine_box,
+    select_boxes,
+)
 from terramask.methods.interactive import ObjectMask, PointBoxPrompt, segment_prompts
 from terramask.options import AskEngine, AskOptions, PolygonOptions, Tiling
 from terramask.pipeline.engines import AskModels
@@ -154,7 +161,7 @@ def locate(
     started = time.perf_counter()
     segmenter = models.segmenter
     tile_size = tile
-    shown, prompt = mllm_request(scene, question, engine=engine, ask_options=ask_options)
+    shown, prompt = mllm_request(scene, question, mllm, engine=engine, ask_options=ask_options)
     to_scene = np.array([scene.width / shown.shape[1], scene.height / shown.shape[0]])
     if progress:
         progress("ask", 0, 1)
@@ -174,10 +181,12 @@ def locate(
         "mllm": mllm.name,
         "segmenter": segmenter.name,
         "reply": reply.text,
-        "convention": reply.convention,
+        "frame": reply.frame,
         "shown_size": list(reply.shown_size),
         "entity": parsed.entity,
         "warnings": list(parsed.warnings),
+        "out_of_frame": parsed.out_of_frame,
+        "suspected_frame": parsed.suspected_frame,
         "boxes": [],
         "points": [],
     }
@@ -185,19 +194,24 @@ def locate(
     if not parsed.no_target:
         if engine == "geoseg":
             route = models.route or DualRoute(segmenter)
-            for box, shown_box in zip(boxes, parsed.boxes, strict=True):
+            chosen = select_boxes(zip(boxes, parsed.boxes, strict=True), ask_options.boxes)
+            for box, shown_box in chosen:
                 refined = refine_box(box, (scene.height, scene.width), refinement)
                 details["boxes"].append(_box_record(scene, box, refined))
                 _note_degenerate(details, shown_box)
-                job = job_for_bounds(tuple(refined), tile_size, scene.width, scene.height)
+                job = job_for_bounds(  # the refined box itself, as the reference crops it
+                    tuple(refined), tile_size, scene.width, scene.height, widen=False
+                )
                 window = scene.read(job.window, out_shape=job.out_shape)
                 result = route.segment_crop(window.image, name)
+                details["boxes"][-1]["routes"] = result.record()
                 mask = result.mask & window.valid
                 logits = np.where(mask, FUSED_LOGIT, -FUSED_LOGIT).astype(np.float32)
                 found = ObjectMask(mask, logits, result.score)
                 objects.append(crop_object(1, name, found, job.to_scene))
         elif engine == "box":
-            for box, shown_box in zip(boxes, parsed.boxes, strict=True):
+            chosen = select_boxes(zip(boxes, parsed.boxes, strict=True), ask_options.boxes)
+            for box, shown_box in chosen:
                 details["boxes"].append(_box_record(scene, box, None))
                 if _note_degenerate(details, shown_box) == "zero_area":  # a click at its centre
                     centre = np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]])
@@ -220,6 +234,16 @@ def locate(
                 click_prompt = PointBoxPrompt(points, labels)
                 objects += _segment(scene, segmenter, job, click_prompt, name)
     timings["segment"] = time.perf_counter() - t
+    if engine == "geoseg":
+        published, differences = geoseg_configuration(
+            models.route, refinement, ask_options.boxes, mllm=mllm.name
+        )
+        details["published_configuration"] = {"matches": published, "differences": differences}
+    if len(boxes) > len(details["boxes"]) and engine != "clicks":
+        details["warnings"].append(
+            f"The model gave {len(boxes)} boxes; the first was segmented, as GeoSeg's "
+            "reference does (`AskOptions.boxes` all segments their union)."
+        )
     unused = None if parsed.no_target or objects else _nothing_used(engine, parsed)
     flat = [b for b in details["boxes"] if "zero_area" in b]
     if flat and len(flat) == len(details["boxes"]) and all(o.is_empty for o in objects):
@@ -344,15 +368,17 @@ def ask_marks(details: dict) -> list[Mark]:
 def mllm_request(
     scene: SceneReader,
     question: str,
+    mllm: MLLM,
     *,
     engine: AskEngine = "geoseg",
     ask_options: AskOptions = AskOptions(),
 ) -> tuple[np.ndarray, str]:
-    """The image and prompt `locate` shows the MLLM, so callers can ask ahead of time."""
-    from terramask.methods.replies import box_prompt, clicks_prompt
+    """The image and prompt `locate` shows `mllm`, so callers can ask ahead of time: the
+    prompt asks for the client's coordinate frame and states the size it will see."""
+    from terramask.methods.replies import prompt_for
 
-    prompt = clicks_prompt(question) if engine == "clicks" else box_prompt(question)
-    return scene.overview(ask_options.overview_size).image, prompt
+    image = scene.overview(ask_options.overview_size).image
+    return image, prompt_for(mllm, question, image.shape[:2], clicks=engine == "clicks")
 
 
 def warm_replies(

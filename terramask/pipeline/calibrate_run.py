@@ -38,24 +38,27 @@ def run_calibration(
     """
     from terramask.atomic import atomic_output
     from terramask.eval.referring_datasets import load_referring_dataset
-    from terramask.methods.replies import box_prompt, parse_reply
+    from terramask.methods.replies import parse_reply, prompt_for
 
     output = Path(output)
     if output.exists() and not overwrite:
         raise exists_error(output)
     data = load_referring_dataset(dataset, root, split=split, limit=limit)
     predicted, truth, sizes = [], [], []
-    skipped = {"no_target": 0, "no_box": 0, "failed": 0}
+    skipped = {"no_target": 0, "no_box": 0, "failed": 0, "interactive": 0}
     for done, sample in enumerate(data.samples):
         if progress:
             progress("calibrate", done, len(data.samples))
+        if getattr(sample, "interactive", False):  # coordinates given, not a question
+            skipped["interactive"] += 1
+            continue
         true_box = mask_box(sample.load_mask())
         if true_box is None:
             skipped["no_target"] += 1
             continue
         image = sample.load_image()
         try:
-            reply = mllm.ask(image, box_prompt(sample.question))
+            reply = mllm.ask(image, prompt_for(mllm, sample.question, image.shape[:2]))
             parsed = parse_reply(reply, image.shape[:2])
         except MLLMError:
             skipped["failed"] += 1

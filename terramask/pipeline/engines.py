@@ -7,7 +7,6 @@ with `build_ask_models` and their box correction with `box_refinement`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,8 +30,8 @@ if TYPE_CHECKING:
 
 #: The model each engine loads, by `ModelOptions` field.
 SEGMENT_ENGINE_MODELS: dict[str, tuple[str, ...]] = {
-    "clip": ("clip",),
-    "sam+clip": ("segmenter", "clip"),
+    "clip": ("clip", "featup"),
+    "sam+clip": ("segmenter", "clip", "featup"),
     "sam3": ("sam3",),
 }
 ASK_ENGINE_MODELS: dict[str, tuple[str, ...]] = {
@@ -79,7 +78,14 @@ class PredictorSpec:
             return OvssPredictor(ConceptEngine(concept), threshold=self.threshold)
         from terramask.methods.dense_clip import DenseClip
 
-        dense = DenseClip(models.load_image_text(self.models.clip, device=device))
+        upsampler = None
+        if self.models.featup is not None:
+            from terramask.models.featup import load_featup
+
+            upsampler = load_featup(self.models.featup, device=device)
+        dense = DenseClip(
+            models.load_image_text(self.models.clip, device=device), upsampler=upsampler
+        )
         sam = (
             models.load_segmenter(self.models.segmenter, device=device)
             if self.engine == "sam+clip"
@@ -107,14 +113,17 @@ class PredictorSpec:
             "threshold": self.threshold,
         }
         if self.engine == "sam+clip":
-            described["generation"] = dataclasses.asdict(self.generation)
+            from terramask.methods.mask_generation import generation_description
+
+            described["generation"] = generation_description(self.generation)
         if self.single_class is not None:
             described["single_class"] = self.single_class
         return described
 
 
 def model_names(models: ModelOptions, roles: tuple[str, ...]) -> dict[str, str | None]:
-    """The models an engine uses, by role, as ids (defaults spelled out) for reports."""
+    """The models an engine uses, by role, as ids (defaults spelled out) for reports; the
+    optional feature upsampler only when one is given."""
     from terramask.models.registry import DEFAULT_MODELS
 
     defaults = {
@@ -123,7 +132,11 @@ def model_names(models: ModelOptions, roles: tuple[str, ...]) -> dict[str, str |
         "sam3": DEFAULT_MODELS["concept"],
     }
     named = models.describe()
-    return {role: named[role] or defaults[role] for role in roles}
+    return {
+        role: named[role] or defaults[role]
+        for role in roles
+        if role in defaults or named[role] is not None
+    }
 
 
 def ask_models_used(engine: AskEngine, models: ModelOptions) -> dict[str, str | None]:
@@ -143,7 +156,9 @@ class AskModels:
 
 
 def build_ask_models(engine: AskEngine, models: ModelOptions) -> AskModels:
-    """Load the models `engine` uses (SAM 3 for GeoSeg's semantic route only when named)."""
+    """Load the models `engine` uses. GeoSeg's routes take SAM 3 when it is named: its
+    interactive model for route A's clicks (else SAM, with the reason recorded) and its text
+    prompt for route B (else dense CLIP)."""
     from terramask import models as loaders
 
     check_choice(engine, ASK_ENGINES, "engine")
@@ -152,7 +167,9 @@ def build_ask_models(engine: AskEngine, models: ModelOptions) -> AskModels:
     if engine != "geoseg":
         return AskModels(sam)
     from terramask.methods.geoseg import DualRoute
+    from terramask.models.sam3_points import point_model_for_route_a
 
+    points, why_not = point_model_for_route_a(models.sam3, device=device)
     route = DualRoute(
         sam,
         image_text=loaders.load_image_text(models.clip, device=device),
@@ -161,6 +178,8 @@ def build_ask_models(engine: AskEngine, models: ModelOptions) -> AskModels:
             if models.sam3 is not None
             else None
         ),
+        point_segmenter=points,
+        point_segmenter_note=why_not,
     )
     return AskModels(sam, route)
 

@@ -92,11 +92,13 @@ def job_for_bounds(
     height: int,
     *,
     always_decimate: bool = False,
+    widen: bool = True,
 ) -> WindowJob:
     """The window covering pixel `bounds` (clipped to the scene), read at full resolution
     when its long side fits in a tile, else decimated so that it does.
 
-    Context around thin boxes: a side of `bounds` shorter than MIN_WINDOW_SIDE, or than the
+    Context around thin boxes (unless `widen` is false: GeoSeg reads exactly its refined
+    box): a side of `bounds` shorter than MIN_WINDOW_SIDE, or than the
     long side / MAX_WINDOW_ASPECT, is widened to that about its centre (moved back inside the
     scene at an edge; a scene thinner than that stays its own width). A box one pixel tall
     (a road, a wall, an MLLM's box with no height) is so segmented in a window that shows
@@ -104,9 +106,10 @@ def job_for_bounds(
     size; what is found there may reach beyond the box's thin side.
     """
     x0, y0, x1, y1 = bounds
-    minimum = max(MIN_WINDOW_SIDE, max(x1 - x0, y1 - y0) / MAX_WINDOW_ASPECT)
-    x0, x1 = _widen(x0, x1, minimum, width)
-    y0, y1 = _widen(y0, y1, minimum, height)
+    if widen:
+        minimum = max(MIN_WINDOW_SIDE, max(x1 - x0, y1 - y0) / MAX_WINDOW_ASPECT)
+        x0, x1 = _widen(x0, x1, minimum, width)
+        y0, y1 = _widen(y0, y1, minimum, height)
     col0 = int(np.clip(np.floor(x0), 0, width - 1))
     row0 = int(np.clip(np.floor(y0), 0, height - 1))
     col1 = int(np.clip(np.ceil(x1), col0 + 1, width))

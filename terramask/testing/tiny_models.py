@@ -223,14 +223,76 @@ def save_tiny_sam3(path: str | Path, seed: int = 0) -> Path:
     the real model's 288x288. Sam3ImageProcessor needs torchvision, so its config is written
     as the real class writes it; the adapter reads the same keys when it falls back.
     """
-    from transformers import CLIPTokenizer, Sam3Config, Sam3Model
+    from transformers import Sam3Config, Sam3Model
 
     from terramask.models.loader import quiet_progress
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    image_size, patch, hidden, max_text = 112, 14, 32, 32
+    tokenizer, detector = _tiny_sam3_detector()
+    config = Sam3Config(**detector)
+    with quiet_progress():
+        _spread_weights(Sam3Model(config)).eval().save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    _write_sam3_processor(path)
+    return path
+
+
+def save_tiny_sam3_video(path: str | Path, seed: int = 0) -> Path:
+    """A tiny random Sam3VideoModel: SAM 3's detector and its interactive tracker, as the real
+    facebook/sam3 folder holds them (model_type sam3_video), with the same tokenizer and
+    processor files as `save_tiny_sam3`.
+
+    `Sam3Model` (text prompts) and `Sam3TrackerModel` (clicks) both load from it. The weights
+    are written under the real checkpoint's names (`detector_model.*`, `tracker_model.*`,
+    `tracker_neck.*`); transformers' own save_pretrained would nest the tracker's as
+    `tracker_model.tracker_model.*`, which Sam3TrackerModel then cannot find.
+    """
+    from safetensors.torch import save_model
+    from transformers import Sam3VideoConfig, Sam3VideoModel
+    from transformers.models.sam3_tracker_video import Sam3TrackerVideoConfig
+
+    from terramask.models.loader import quiet_progress
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer, detector = _tiny_sam3_detector()
+    hidden = detector["vision_config"]["fpn_hidden_size"]
+    image_size = detector["vision_config"]["backbone_config"]["image_size"]
+    grid = image_size // detector["vision_config"]["backbone_config"]["patch_size"]
+    tracker = Sam3TrackerVideoConfig(
+        image_size=image_size,
+        vision_config=dict(detector["vision_config"], model_type="sam3_vision_model"),
+        prompt_encoder_config=dict(hidden_size=hidden, image_size=image_size,
+                                   patch_size=image_size // grid),
+        mask_decoder_config=dict(hidden_size=hidden, mlp_dim=64, num_hidden_layers=2,
+                                 num_attention_heads=2, iou_head_hidden_dim=32),
+        memory_attention_hidden_size=hidden, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64, memory_attention_rope_feat_sizes=[grid, grid],
+        memory_encoder_hidden_size=hidden, memory_encoder_output_channels=16,
+        mask_downsampler_embed_dim=hidden, memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=64,
+    )
+    config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker)
+    with quiet_progress():
+        model = _spread_weights(Sam3VideoModel(config)).eval()
+        config.save_pretrained(path)
+        save_model(model, str(path / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(path)
+    _write_sam3_processor(path)
+    return path
+
+
+_SAM3_IMAGE, _SAM3_PATCH = 112, 14
+
+
+def _tiny_sam3_detector():
+    """(tokenizer, Sam3Config keyword arguments) of the tiny SAM 3 detector."""
+    from transformers import CLIPTokenizer
+
+    image_size, patch, hidden, max_text = _SAM3_IMAGE, _SAM3_PATCH, 32, 32
     vocab, merges = _train_clip_bpe()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_text)
     grid = image_size // patch
@@ -246,16 +308,18 @@ def save_tiny_sam3(path: str | Path, seed: int = 0) -> Path:
                 max_position_embeddings=max_text, bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     small = dict(hidden_size=hidden, num_attention_heads=2, intermediate_size=64)
-    config = Sam3Config(
+    detector = dict(
         vision_config=vision, text_config=text,
         geometry_encoder_config=dict(small, num_layers=1),
         detr_encoder_config=dict(small, num_layers=1),
         detr_decoder_config=dict(small, num_layers=2, num_queries=8),
         mask_decoder_config=dict(hidden_size=hidden, num_attention_heads=2),
     )
-    with quiet_progress():
-        _spread_weights(Sam3Model(config)).eval().save_pretrained(path)
-        tokenizer.save_pretrained(path)
+    return tokenizer, detector
+
+
+def _write_sam3_processor(path: Path) -> None:
+    image_size, grid = _SAM3_IMAGE, _SAM3_IMAGE // _SAM3_PATCH
     processor = {
         "image_processor_type": "Sam3ImageProcessor", "processor_class": "Sam3Processor",
         "do_resize": True, "size": {"height": image_size, "width": image_size},
@@ -267,7 +331,6 @@ def save_tiny_sam3(path: str | Path, seed: int = 0) -> Path:
     (path / "processor_config.json").write_text(
         json.dumps({"processor_class": "Sam3Processor", "point_pad_value": -10,
                     "target_size": image_size}, indent=2))
-    return path
 
 
 QWEN_VL_FAMILIES = ("qwen2_5_vl", "qwen3_vl")

@@ -13,7 +13,7 @@ from PIL import Image
 from terramask import api
 from terramask.cli import cli
 from terramask.methods.ovss import OvssPredictor
-from terramask.options import GenerationSettings, ModelOptions
+from terramask.options import REFERENCE_GENERATION, GenerationSettings, ModelOptions
 from terramask.pipeline.engines import PredictorSpec
 from tests.helpers.eval_engines import OracleEngine, UniformEngine, answers_for
 from tests.helpers.eval_layouts import read_pairs
@@ -76,7 +76,10 @@ def test_eval_through_the_api_builds_the_named_engine(run, mini_layout, tmp_path
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["miou"] == 100.0 and data["split"] == "val" and data["dataset"] == "potsdam"
-    assert calls == [PredictorSpec("clip", ModelOptions(clip="my/clip"), threshold=0.1)]
+    # eval builds with segment-anything's own mask generation (unused by clip, but recorded)
+    assert calls == [
+        PredictorSpec("clip", ModelOptions(clip="my/clip"), REFERENCE_GENERATION, threshold=0.1)
+    ]
     assert data["engine"] == "clip" and data["models"] == {"clip": "my/clip"}
     assert [r["method"] for r in data["published"] if r["ours"]] == ["SegEarth-OV"]
     assert (out / "potsdam_val" / "report.md").exists()

@@ -9,11 +9,14 @@ import pytest
 from PIL import Image
 
 from terramask.errors import InputError, MLLMError, OutputError
-from terramask.eval.referring import evaluate_referring
+from terramask.eval.referring import PUBLISHED, evaluate_referring
+from terramask.eval.referring_datasets import letterbox, parse_interactive
 from tests.helpers.referring_data import (
     build_earthreason,
     build_geoseg_bench,
+    build_rrsisd,
     build_unigeoseg,
+    build_unigeoseg_release,
 )
 
 
@@ -93,13 +96,19 @@ def test_geoseg_bench_scores_failures_groups_and_outputs(tmp_path):
 
     report = json.loads((out / "report.json").read_text())
     assert report["giou"] == 50.0 and report["failures"][0]["id"] == "water-8"
-    assert report["published"] == [
-        {"method": "GeoSeg (training-free, Qwen3-VL-32B)", "value": 56.4}
-    ]
+    assert report["protocol"] == "reference" and report["judge"] is None
+    assert [(row["method"], row.get("iou"), row.get("dice"), row.get("faithfulness"))
+            for row in report["published"]] == [
+        ("GeoSeg (training-free, Qwen3-VL-32B)", 56.4, 64.2, None),
+        ("GeoSeg (training-free, Qwen3-VL-32B)", None, None, 3.64),
+    ]  # fmt: skip
+    assert all(row["source"] for row in report["published"])
     markdown = (out / "report.md").read_text()
     assert "**gIoU 50.00**" in markdown and "56.4" in markdown and "Level2" in markdown
     assert "water-8" in markdown and "Failed samples (1)" in markdown
-    assert "| this run (geoseg) | 50.00 |" in markdown
+    # IoU and Dice of this run beside the published ones; no judge ran
+    assert "| this run (geoseg) | - | 50.00 | 50.00 | - |" in markdown
+    assert "## How the scores are computed" in markdown and "strictly above" in markdown
 
     with pytest.raises(OutputError):
         evaluate_referring("geoseg-bench", tmp_path / "data", predict=predict, output_dir=out)
@@ -110,6 +119,7 @@ def test_geoseg_bench_scores_failures_groups_and_outputs(tmp_path):
 
 
 def test_earthreason_input_error_from_predict_is_recorded_and_published_numbers(tmp_path):
+    """The all-texts protocol on the first four questions (a-0, a-1, b-0, c-0)."""
     truth = build_earthreason(tmp_path / "data")
     questions = {
         "Where could boats dock?": truth["a"],
@@ -128,16 +138,24 @@ def test_earthreason_input_error_from_predict_is_recorded_and_published_numbers(
         tmp_path / "data",
         predict=ScriptedPredictor(questions, plan),
         output_dir=tmp_path / "out",
+        protocol="all-texts",
+        limit=4,
     )
     assert result["giou"] == 75.0 and result["ciou"] == 50.0
     assert result["failures"][0]["reason"].startswith("InputError")
     assert result["groups"] == {} and "binary" not in result
-    assert [row["value"] for row in result["published"]] == [47.4, 72.7, 70.7]
+    assert result["protocol"] == "all-texts" and result["score_size"] is None
+    # the test split's published rows, each with its source
+    assert [row["giou"] for row in result["published"]] == [47.4, 72.7, 70.75, 73.12]
+    assert {row["split"] for row in result["published"]} == {"test"}
     assert result["published_metric"] == "giou"
     assert result["per_sample"][0]["expected_answer"] == "the pier"
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "all-texts" in markdown and "not comparable" in markdown
 
 
 def test_unigeoseg_is_scored_after_letterboxing(tmp_path):
+    """The all-texts protocol: every text, letterboxed into the top-left corner."""
     truth = build_unigeoseg(tmp_path / "data")
     questions = {q: mask for _, q, mask in truth.values()}
     plan = {q: "empty" for q in questions}
@@ -148,6 +166,7 @@ def test_unigeoseg_is_scored_after_letterboxing(tmp_path):
         tmp_path / "data",
         predict=ScriptedPredictor(questions, plan),
         output_dir=tmp_path / "out",
+        protocol="all-texts",
     )
     assert result["score_size"] == 512
     assert result["ciou"] == 20.0  # 4096 / (4096 + 16384); at native size it would be 80
@@ -176,3 +195,153 @@ def test_a_bug_in_predict_stops_the_run_and_bad_layouts_fail_before_predicting(t
     with pytest.raises(InputError):
         evaluate_referring("rrsis-d", tmp_path / "data", predict=never, output_dir=tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+# --- the reference protocol --------------------------------------------------------------
+
+
+def _canvas_counts(pred, truth, size=512):
+    """Intersection and union on the centred canvas (letterbox is tested on its own)."""
+    p, t = letterbox(pred, size), letterbox(truth, size)
+    return int((p & t).sum()), int((p | t).sum())
+
+
+def test_earthreason_reference_first_questions_on_the_512_canvas(tmp_path):
+    truth = build_earthreason(tmp_path / "data")
+    questions = {
+        "Where could boats dock?": truth["a"],
+        "Which field floods?": truth["b"],
+        "Any airport?": truth["c"],
+        "Where are the courts?": truth["d"],
+    }
+    plan = dict.fromkeys(questions, "empty")
+    plan["Where could boats dock?"] = "truth"
+    predict = ScriptedPredictor(questions, plan)
+    result = evaluate_referring(
+        "earthreason", tmp_path / "data", predict=predict, output_dir=tmp_path / "out"
+    )
+    assert predict.calls == 4 and result["samples"] == 4 and result["protocol"] == "reference"
+    assert result["giou"] == 75.0  # 1, two rightly empty, the courts missed
+    inter, union = _canvas_counts(truth["a"], truth["a"])
+    _, missed = _canvas_counts(np.zeros_like(truth["d"]), truth["d"])
+    assert result["ciou"] == pytest.approx(100 * inter / (union + missed), abs=0.005)
+    # by hand: "a" (8x10, rows 2-4, cols 1-3) -> 409x512 below 51 rows of padding: rows
+    # 154-306, cols 52-204 = 153 x 153; "d" (7x9, rows 1-2, cols 2-5) -> 398x512 below 57
+    # rows: rows 114-227, cols 114-341 = 114 x 228. 23409 / (23409 + 25992), where the
+    # native sizes would give 9 / (9 + 8) = 52.94
+    assert (inter, union + missed) == (23409, 23409 + 25992)
+    assert result["ciou"] == 47.39
+    assert result["pr@0.9"] == 75.0  # the empty pairs count at every threshold
+    c = next(r for r in result["per_sample"] if r["id"] == "c-0")
+    assert c["expected_answer"] == "There is no target object in the image."
+
+
+def test_rrsisd_reference_one_sample_per_ref(tmp_path):
+    truth = build_rrsisd(tmp_path / "data")
+    questions = {"The vehicle": truth["0"], "the dam": truth["1"]}
+    predict = ScriptedPredictor(questions, dict.fromkeys(questions, "truth"))
+    result = evaluate_referring(
+        "rrsis-d", tmp_path / "data", predict=predict, output_dir=tmp_path / "out"
+    )
+    assert predict.calls == 2 and result["giou"] == 100.0 and result["score_size"] == 512
+    assert [row["giou"] for row in result["published"] if row["method"] == "UniGeoSeg"] == [72.23]
+    assert [r["question"] for r in result["per_sample"]] == ["The vehicle", "the dam"]
+
+
+class BoxFiller:
+    """Segments a prompt by filling its box (pixel centres inside); points give nothing."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def __call__(self, image, prompt):
+        self.prompts.append(prompt)
+        height, width = image.shape[:2]
+        out = np.zeros((height, width), bool)
+        if prompt.box is not None:
+            yy, xx = np.mgrid[0:height, 0:width] + 0.5
+            x1, y1, x2, y2 = prompt.box
+            out[(xx >= x1) & (xx <= x2) & (yy >= y1) & (yy <= y2)] = True
+        return out
+
+
+def test_unigeoseg_reference_interactive_samples_go_to_the_segmenter(tmp_path):
+    expected = build_unigeoseg_release(tmp_path / "data")
+    questions = {v["question"]: v["mask"] for v in expected.values() if v["task"] != "interactive"}
+    predict = ScriptedPredictor(questions, dict.fromkeys(questions, "truth"))
+    segment = BoxFiller()
+    result = evaluate_referring(
+        "unigeoseg-bench",
+        tmp_path / "data",
+        predict=predict,
+        segment=segment,
+        output_dir=tmp_path / "out",
+    )
+    # the MLLM route saw only the referring and reasoning questions
+    assert predict.calls == 2
+    # the box in pixels of the 16x8 image, then two positive clicks on the 10x10 one
+    box_prompt, point_prompt = segment.prompts
+    assert box_prompt.box.tolist() == [4.0, 2.0, 12.0, 6.0]
+    assert point_prompt.points.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert point_prompt.labels.tolist() == [1, 1] and point_prompt.box is None
+    records = {r["id"]: r for r in result["per_sample"]}
+    assert records["interactive-0-box"]["iou"] == 100.0
+    assert records["interactive-0-box"]["interactive"] == {"box": [0.25, 0.25, 0.75, 0.75]}
+    assert records["interactive-1-points"]["iou"] == 0.0
+    # four bracketed points are no coordinates the reference reads: failed, with the reason
+    four = records["interactive-2-four"]
+    assert four["failed"].startswith("InputError") and "no coordinates" in four["failed"]
+    assert four["interactive"] is None
+    assert [f["id"] for f in result["failures"]] == ["interactive-2-four"]
+    groups = result["groups"]
+    assert groups["interactive"]["giou"] == pytest.approx(33.33)
+    assert groups["referring"]["giou"] == groups["reasoning"]["giou"] == 100.0
+    # cIoU on the centred 512 canvas
+    counts = [_canvas_counts(_answer(segment, v), v["mask"]) for v in expected.values()]
+    ciou = 100 * sum(i for i, _ in counts) / sum(u for _, u in counts)
+    assert result["ciou"] == pytest.approx(ciou, abs=0.005)
+    # by task, published: UniGeoSeg's 76.37 / 74.25 / 52.96 gIoU beside ours
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| UniGeoSeg, trained on GeoSeg-1M | test | interactive | 76.37 | 74.44 |" in markdown
+    assert "| UniGeoSeg, trained on GeoSeg-1M | test | reasoning | 52.96 | 58.2 |" in markdown
+    assert "| this run (ours) | test | referring | 100.00 | 100.00 |" in markdown
+    assert "not to the MLLM" in markdown
+
+
+def _answer(segment, entry):
+    """What the run predicted for `entry`: the truth, or the segmenter's mask (none: empty)."""
+    if entry["task"] != "interactive":
+        return entry["mask"]
+    parsed = parse_interactive(entry["question"])
+    if parsed is None:
+        return np.zeros_like(entry["mask"])
+    image = np.zeros((*entry["mask"].shape, 3), np.uint8)
+    return segment(image, parsed.in_pixels(*entry["mask"].shape))
+
+
+def test_without_a_segment_function_interactive_samples_go_to_predict(tmp_path):
+    expected = build_unigeoseg_release(tmp_path / "data")
+    questions = {v["question"]: v["mask"] for v in expected.values()}
+    predict = ScriptedPredictor(questions, dict.fromkeys(questions, "truth"))
+    result = evaluate_referring(
+        "unigeoseg-bench", tmp_path / "data", predict=predict, output_dir=tmp_path / "out"
+    )
+    assert predict.calls == 5 and result["giou"] == 100.0 and result["failed"] == 0
+
+
+def test_published_rows_name_a_source_and_a_split_and_are_no_unlabelled_averages():
+    for name, table in PUBLISHED.items():
+        assert table["rows"], name
+        for row in table["rows"]:
+            assert row["source"] and "split" in row, row
+            assert "value" not in row and "average" not in row["method"].lower()
+    uni = {(r["method"], r["group"]): (r["giou"], r["ciou"])
+           for r in PUBLISHED["unigeoseg-bench"]["rows"]}  # fmt: skip
+    ours = "UniGeoSeg, trained on GeoSeg-1M"
+    assert uni[(ours, "interactive")] == (76.37, 74.44)
+    assert uni[(ours, "referring")] == (74.25, 72.60)
+    assert uni[(ours, "reasoning")] == (52.96, 58.20)
+    rrsisd = {r["method"]: r for r in PUBLISHED["rrsis-d"]["rows"]}
+    assert (rrsisd["UniGeoSeg"]["giou"], rrsisd["UniGeoSeg"]["ciou"]) == (72.23, 81.35)
+    er = {(r["method"], r["split"]): r["giou"] for r in PUBLISHED["earthreason"]["rows"]}
+    assert er[("UniGeoSeg", "val")] == 72.65 and er[("UniGeoSeg", "test")] == 73.12

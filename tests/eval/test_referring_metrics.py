@@ -65,7 +65,7 @@ def test_giou_ciou_precision_at_thresholds_and_groups():
         50.0,
         50.0,
         50.0,
-        50.0,  # an IoU of exactly 0.8 counts at 0.8
+        25.0,  # an IoU of exactly 0.8 does not pass 0.8: strictly above, as the reference
         25.0,
     ]
     assert "binary" not in overall
@@ -73,6 +73,21 @@ def test_giou_ciou_precision_at_thresholds_and_groups():
     assert (l1["samples"], l1["giou"], l1["ciou"]) == (2, 66.67, 33.33)
     assert (l2["samples"], l2["giou"], l2["ciou"]) == (2, 40.0, 57.14)  # cIoU 4/7
     assert l2["pr@0.9"] == 0.0 and l1["pr@0.9"] == 50.0
+
+
+def test_precision_is_strictly_above_the_threshold_and_empty_pairs_pass_every_threshold():
+    shape = (1, 10)
+    scores = ReferringScores()
+    for n in (5, 6, 7, 8, 9):  # IoU exactly 0.5, 0.6, 0.7, 0.8, 0.9
+        scores.update(_mask(shape, (0, 1, 0, n)), _mask(shape, (0, 1, 0, 10)))
+    scores.update(_mask(shape), _mask(shape))  # both empty: IoU 1
+    overall = scores.result()["overall"]
+    # at t, only the IoUs above t and the empty pair: 0.5 -> 0.6..0.9 + empty = 5 of 6
+    assert [overall[f"pr@{t}"] for t in ("0.5", "0.6", "0.7", "0.8", "0.9")] == [
+        pytest.approx(100 * k / 6, abs=0.005) for k in (5, 4, 3, 2, 1)
+    ]
+    assert overall["giou"] == pytest.approx(100 * (0.5 + 0.6 + 0.7 + 0.8 + 0.9 + 1) / 6, abs=0.005)
+    assert overall["ciou"] == 70.0  # (5+6+7+8+9) / 50: the empty pair adds to neither sum
 
 
 def test_ciou_is_none_when_nothing_was_ever_in_any_mask_and_empty_results():

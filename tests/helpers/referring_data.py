@@ -102,6 +102,8 @@ def build_rrsisd(root: Path) -> dict[str, np.ndarray]:
 
 
 def build_earthreason(root: Path, split: str = "test") -> dict[str, np.ndarray]:
+    """Four images: "a" with two questions, "b" answered "none" (all-zero label), "c" with an
+    empty answer and no label file, "d" with an answer list; stem -> expected mask."""
     base = root / split
     write_image(base / "images" / "a.png", (8, 10), 3)
     write_image(base / "images" / "b.jpg", (6, 6), 4)
@@ -117,7 +119,12 @@ def build_earthreason(root: Path, split: str = "test") -> dict[str, np.ndarray]:
     )
     write_json(base / "QAs" / "b.json", {"questions": ["Which field floods?"], "answer": "none"})
     write_json(base / "QAs" / "c.json", {"question": "Any airport?", "answer": ""})  # no label file
-    return {"a": target, "b": np.zeros((6, 6), bool), "c": np.zeros((5, 7), bool)}
+    write_image(base / "images" / "d.png", (7, 9), 6)
+    courts = box((7, 9), 1, 3, 2, 6)
+    write_mask(base / "labels" / "d.png", courts)
+    write_json(base / "QAs" / "d.json", {"questions": ["Where are the courts?"],
+                                          "answer": ["the courts", "tennis"]})  # fmt: skip
+    return {"a": target, "b": np.zeros((6, 6), bool), "c": np.zeros((5, 7), bool), "d": courts}
 
 
 # --- GeoSeg-Bench (GeoSeg's) -------------------------------------------------------------
@@ -178,4 +185,58 @@ def build_unigeoseg(root: Path, split: str = "test") -> dict[str, tuple[str, str
     )
     expected["2-c-0"] = ("reasoning", "Why 1?", specs[2][2])
     expected["2-c-1"] = ("reasoning", "Why 2?", specs[2][2])
+    return expected
+
+
+def build_unigeoseg_release(root: Path, split: str = "test") -> dict[str, dict]:
+    """The Hugging Face release's layout: interactive/, ref/ and reason/, each holding
+    `{split}.json` and its files; masks 0/255 with a stray 128 (background for UniGeoSeg).
+
+    Returns sample id -> {"task", "question", "mask", "coordinates"} as the reference
+    protocol reads them.
+    """
+    wide = (8, 16)  # letterboxed to 256x512 on the 512 canvas: 128 rows of padding above
+    specs = {
+        "interactive": [
+            ("box", wide, box(wide, 2, 6, 4, 12),
+             {"question": ["Please segment the target corresponding to the box "
+                           "x0,y0=[0.25,0.25], x1,y1=[0.75,0.75]."], "reason": []},
+             {"box": [0.25, 0.25, 0.75, 0.75]}),
+            ("points", (10, 10), box((10, 10), 0, 5, 0, 5),
+             {"question": ["Please segment the region corresponding to the points [0.1,0.2], "
+                           "[0.3,0.4]. Also [0.5, 0.5] is no point."]},
+             {"points": [[0.1, 0.2], [0.3, 0.4]]}),
+            ("four", (6, 6), box((6, 6), 0, 2, 0, 2),
+             {"question": ["Points [0.1,0.1] [0.2,0.2] [0.3,0.3] [0.4,0.4]."]}, None),
+        ],
+        "ref": [
+            ("roof", (12, 6), box((12, 6), 0, 6, 0, 3),
+             {"question": ["the roof left of the road", "another phrasing"],
+              "reason": ["it is red"]}, None),
+        ],
+        "reason": [
+            ("pool", (6, 6), box((6, 6), 1, 3, 1, 3),
+             {"question": ["Where could people swim?"], "reason": []}, None),
+        ],
+    }  # fmt: skip
+    expected: dict[str, dict] = {}
+    for folder, entries in specs.items():
+        listing = []
+        for n, (stem, shape, mask, doc, coordinates) in enumerate(entries):
+            entry = {"img": f"images/{stem}.png", "mask": f"masks/{stem}.png",
+                     "json": f"json/{stem}.json"}  # fmt: skip
+            write_image(root / folder / entry["img"], shape, n + 10 * len(folder))
+            stored = mask.astype(np.uint8) * 255
+            stored[-1, -1] = 128  # neither 0 nor 255: not target for UniGeoSeg
+            write_mask(root / folder / entry["mask"], stored, on=1)
+            write_json(root / folder / entry["json"], doc)
+            listing.append(entry)
+            task = {"interactive": "interactive", "ref": "referring", "reason": "reasoning"}
+            expected[f"{folder}-{n}-{stem}"] = {
+                "task": task[folder],
+                "question": doc["question"][0],
+                "mask": mask,
+                "coordinates": coordinates,
+            }
+        write_json(root / folder / f"{split}.json", listing)
     return expected

@@ -289,15 +289,16 @@ def test_earlier_cache_records_are_read_or_missed_never_misread(tmp_path):
     assert cache.get(key) is None
 
 
-def test_make_mllm_passes_coords_and_max_side_when_the_options_have_them():
-    options = SimpleNamespace(url="http://127.0.0.1:1/v1", model="gpt-4o", key=None,
-                              timeout=5.0, retries=0, concurrency=1, cache=False,
-                              coords="norm1", max_side=256)
-    mllm = make_mllm(options)
+def test_make_mllm_passes_coords_and_max_side_from_the_options():
+    from terramask.options import MLLMOptions
+
+    common = dict(url="http://127.0.0.1:1/v1", model="gpt-4o", timeout=5.0, retries=0,
+                  concurrency=1, cache=False)  # fmt: skip
+    mllm = make_mllm(MLLMOptions(coords="norm1", max_side=256, **common))
     assert (mllm.frame, mllm.max_side) == ("norm1", 256)
-    bare = SimpleNamespace(**{k: v for k, v in vars(options).items()
-                              if k not in ("coords", "max_side")})
-    mllm = make_mllm(bare)
+    mllm = make_mllm(MLLMOptions(**common))  # auto: gpt-4o reads pixels; the client's 1024
     assert (mllm.frame, mllm.max_side) == ("pixel", 1024)
-    with pytest.raises(InputError, match="coordinate frame 'pixels-ish'"):
-        make_mllm(SimpleNamespace(**{**vars(options), "coords": "pixels-ish"}))
+    with pytest.raises(InputError, match=r"`MLLMOptions\.coords`"):
+        MLLMOptions(coords="pixels-ish", **common)
+    with pytest.raises(InputError, match=r"`MLLMOptions\.max_side`"):
+        MLLMOptions(max_side=10, **common)

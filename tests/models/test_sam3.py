@@ -93,6 +93,23 @@ def test_score_threshold_filters_instances(segmenter):
     np.testing.assert_array_equal(none.semantic_logits, everything.semantic_logits)
 
 
+def test_a_call_can_set_its_own_score_threshold(segmenter):
+    """GeoSeg's route B keeps instances above 0.25 on the same loaded SAM 3 that OVSS runs at
+    0.5: the threshold is per call, and the segmenter's own is left alone."""
+    image = image_of(40, 40)
+    segmenter.score_threshold = 0.0
+    everything = segmenter.segment_concepts(image, ["road"])[0]
+    threshold = float(np.median(everything.instance_scores))
+    segmenter.score_threshold = 0.9
+    kept = segmenter.segment_concepts(image, ["road"], score_threshold=threshold)[0]
+    expected = everything.instance_scores > threshold
+    np.testing.assert_array_equal(kept.instance_scores, everything.instance_scores[expected])
+    assert segmenter.score_threshold == 0.9
+    default = segmenter.segment_concepts(image, ["road"])[0]
+    np.testing.assert_array_equal(default.instance_scores,
+                                  everything.instance_scores[everything.instance_scores > 0.9])
+
+
 def test_the_image_is_encoded_once_for_many_phrases(tiny_sam3):
     segmenter = load_concept_segmenter(str(tiny_sam3), device="cpu")
     segmenter.max_phrases_per_call = 2  # five phrases -> three decoder calls

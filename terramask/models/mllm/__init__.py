@@ -2,13 +2,12 @@
 
 from terramask.models.mllm.cache import ReplyCache, default_cache_folder
 from terramask.models.mllm.factory import make_mllm
-from terramask.models.mllm.frames import COORDS_CHOICES, choose_frame, guess_frame
+from terramask.models.mllm.frames import choose_frame, guess_frame
 from terramask.models.mllm.images import DEFAULT_MAX_SIDE
 from terramask.models.mllm.local_client import LocalQwenVL, load_mllm
 from terramask.models.mllm.openai_client import OpenAIChatMLLM, guess_convention
 
 __all__ = [
-    "COORDS_CHOICES",
     "DEFAULT_MAX_SIDE",
     "LocalQwenVL",
     "OpenAIChatMLLM",

@@ -18,7 +18,8 @@ from typing import Any
 
 from terramask.atomic import write_atomic
 from terramask.errors import OutputError
-from terramask.protocols import COORDINATE_FRAMES, MLLMReply, frame_name
+from terramask.options import COORDINATE_FRAMES
+from terramask.protocols import MLLMReply, frame_name
 
 
 def default_cache_folder() -> Path:

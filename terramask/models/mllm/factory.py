@@ -14,8 +14,7 @@ def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
     Replies are cached (keyed by image, prompt, model and settings) unless `options.cache`
     is off, so re-running a question or an evaluation costs nothing. The client's coordinate
     frame comes from `options.coords` ("auto" guesses from the model) and its image limit
-    from `options.max_side` (long side in pixels, 1024 by default), when the options have
-    them.
+    from `options.max_side` (long side in pixels; None keeps the client's 1024).
 
     Args:
         options: The endpoint or local model and how to talk to it.
@@ -32,9 +31,10 @@ def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
     from terramask.models.mllm.cache import ReplyCache
 
     cache = ReplyCache() if options.cache else None
-    max_side = getattr(options, "max_side", None)
-    settings = {"coords": getattr(options, "coords", None) or "auto",
-                "max_side": DEFAULT_MAX_SIDE if max_side is None else max_side}
+    settings = {
+        "coords": options.coords,
+        "max_side": DEFAULT_MAX_SIDE if options.max_side is None else options.max_side,
+    }
     if options.url:
         from terramask.models.mllm.openai_client import OpenAIChatMLLM
 

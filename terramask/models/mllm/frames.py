@@ -26,10 +26,10 @@ from __future__ import annotations
 import re
 
 from terramask.errors import InputError
-from terramask.protocols import COORDINATE_FRAMES, frame_name
+from terramask.options import COORDINATE_FRAMES, COORDS
+from terramask.protocols import frame_name
 
 #: What `coords=` accepts: "auto" (guess from the model) or one of the frames.
-COORDS_CHOICES = ("auto", *COORDINATE_FRAMES)
 
 _FRAME_BY_NAME = (
     (re.compile(r"qwen3[\w.\-]*vl"), "norm1000"),
@@ -61,7 +61,7 @@ def choose_frame(coords: str | None, *, guess: str, model: str) -> str:
     if name not in COORDINATE_FRAMES:
         raise InputError(
             f"The coordinate frame '{coords}' given for the multimodal LLM '{model}' is not "
-            f"one TerraMask can ask for. Use one of: {', '.join(COORDS_CHOICES)} "
+            f"one TerraMask can ask for. Use one of: {', '.join(COORDS)} "
             "(`MLLMOptions.coords`; auto guesses from the model)."
         )
     return name
