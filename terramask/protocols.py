@@ -171,12 +171,15 @@ class ConceptResult:
     instance_scores: float32 (N,)      each instance's detection score in [0, 1]
     semantic_logits: float32 (H, W)    the semantic-segmentation head's logits
     presence:        float             probability that the concept is present at all
+    instance_boxes:  float32 (N, 4)    each instance's predicted x0, y0, x1, y1 box in image
+                                       pixels; None when the segmenter predicts no boxes
     """
 
     instance_logits: np.ndarray
     instance_scores: np.ndarray
     semantic_logits: np.ndarray
     presence: float
+    instance_boxes: np.ndarray | None = None
 
 
 @runtime_checkable

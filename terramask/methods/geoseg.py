@@ -12,7 +12,8 @@ and its `clip_surgery` package; `specs/geoseg.md` §3–6):
   after a bilinear resize, min-max normalised; the top min(#cells >= 0.8, half the cells) cells
   are positive clicks, no negatives (`surgery_points`); each click is its own prompt to SAM 3's
   interactive model (SAM when it is not there) and the masks are OR-merged.
-- *Route B*: SAM 3 prompted with the entity noun, instances above 0.25 OR-merged (without SAM 3
+- *Route B*: SAM 3 prompted with the entity noun, instances above 0.25 kept, box NMS at 0.7,
+  the rest OR-merged (without SAM 3
   a dense-CLIP mask stands in: not the published route, and `CropResult` says so).
 - *Fusion*: the intersection when both routes found something, otherwise the one that did.
 """
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from terramask.methods.mask_generation import nms_keep
 from terramask.methods.templates import CLIP_SURGERY_TEMPLATES
 from terramask.options import BOXES_MODES, BoxesMode
 from terramask.protocols import ConceptSegmenter, ImageText, Segmenter, fill_template
@@ -352,6 +354,9 @@ def fuse_routes(spatial: np.ndarray | None, semantic: np.ndarray | None) -> np.n
 
 #: SAM 3's detection-score threshold in the reference's route B (`conf=0.25`).
 CONCEPT_THRESHOLD = 0.25
+#: The box-IoU threshold of the NMS Ultralytics' SAM 3 predictor runs on route B's instances
+#: (its default `iou=0.7`).
+CONCEPT_NMS_IOU = 0.7
 
 NO_POINT_MODEL = "no SAM 3 point model was given"
 
@@ -416,6 +421,7 @@ class DualRoute:
     point_segmenter_note: str | None = None
     selection: PointSelection = field(default_factory=PointSelection)
     concept_threshold: float = CONCEPT_THRESHOLD
+    concept_nms_iou: float = CONCEPT_NMS_IOU
 
     def segment_crop(self, crop: np.ndarray, entity: str) -> CropResult:
         size = crop.shape[:2]
@@ -454,8 +460,14 @@ class DualRoute:
     def _semantic(self, crop: np.ndarray, entity: str) -> tuple[np.ndarray | None, str, str | None]:
         if self.concept is not None:
             [result], note = concept_results(self.concept, crop, [entity], self.concept_threshold)
-            keep = result.instance_scores > self.concept_threshold
-            if not keep.any():
+            keep = np.flatnonzero(result.instance_scores > self.concept_threshold)
+            if result.instance_boxes is not None and len(keep):
+                boxes, scores = result.instance_boxes[keep], result.instance_scores[keep]
+                keep = keep[nms_keep(boxes, scores, self.concept_nms_iou)]
+            elif len(keep) > 1:
+                note = _join_notes(note, "the concept segmenter gave no boxes, so route B's "
+                                         f"NMS ({self.concept_nms_iou:g}) was not applied")
+            if not len(keep):
                 return np.zeros(crop.shape[:2], bool), "sam3", note
             return (result.instance_logits[keep] > 0).any(axis=0), "sam3", note
         if self.image_text is not None:
@@ -469,6 +481,10 @@ class DualRoute:
                 "(not the published route)"
             )
         return None, "none", "no SAM 3 and no CLIP model: route B was not run"
+
+
+def _join_notes(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None
 
 
 def concept_results(
@@ -528,6 +544,9 @@ def geoseg_configuration(
         elif route.concept_threshold != CONCEPT_THRESHOLD:
             differences.append(f"route B kept SAM 3 instances above {route.concept_threshold:g}, "
                                f"not {CONCEPT_THRESHOLD:g}")  # fmt: skip
+        if route.concept is not None and route.concept_nms_iou != CONCEPT_NMS_IOU:
+            differences.append(f"route B's box NMS used IoU {route.concept_nms_iou:g}, not "
+                               f"{CONCEPT_NMS_IOU:g}")  # fmt: skip
         clip = _clip_difference(route.image_text)
         if clip:
             differences.append(clip)

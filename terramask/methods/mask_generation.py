@@ -335,29 +335,34 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
+def nms_keep(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy NMS as torchvision's `nms`: highest score first (ties in input
+    order), dropping every later x0, y0, x1, y1 box whose IoU (`box_iou`) with a kept one
+    exceeds `iou_threshold`; kept indices come best first."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    values = np.asarray(scores, dtype=np.float32).reshape(-1)
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    kept: list[int] = []
+    for index in np.argsort(-values, kind="stable"):
+        if suppressed[index]:
+            continue
+        kept.append(int(index))
+        suppressed |= box_iou(boxes[index], boxes) > iou_threshold
+    return np.asarray(kept, dtype=np.int64)
+
+
 def box_nms(
     proposals: Sequence[MaskProposal],
     iou_threshold: float,
     scores: Sequence[float] | None = None,
 ) -> list[MaskProposal]:
-    """Greedy NMS on SAM boxes (`sam_box`) as torchvision's `batched_nms` with one category:
-    highest score first (ties in input order), dropping every later box whose IoU with a kept
-    one exceeds `iou_threshold`. Scores default to the predicted IoU; kept masks come best
-    first."""
+    """`nms_keep` on SAM boxes (`sam_box`), as SAM's `batched_nms` with one category. Scores
+    default to the predicted IoU; kept masks come best first."""
     if not proposals:
         return []
-    values = np.asarray(
-        [p.predicted_iou for p in proposals] if scores is None else scores, dtype=np.float32
-    )
+    values = [p.predicted_iou for p in proposals] if scores is None else scores
     boxes = np.array([sam_box(p) for p in proposals], dtype=np.float32)
-    suppressed = np.zeros(len(proposals), dtype=bool)
-    kept: list[MaskProposal] = []
-    for index in np.argsort(-values, kind="stable"):
-        if suppressed[index]:
-            continue
-        kept.append(proposals[index])
-        suppressed |= box_iou(boxes[index], boxes) > iou_threshold
-    return kept
+    return [proposals[i] for i in nms_keep(boxes, np.asarray(values), iou_threshold)]
 
 
 def sam_remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.ndarray, bool]:

@@ -210,6 +210,10 @@ class Sam3ConceptSegmenter:
             # SAM 3's instance score: detection probability times presence probability.
             scores = output.pred_logits.float().sigmoid() * presence[:, None]  # (P, Q)
             semantic = _resize(output.semantic_seg.float(), size)[:, 0, : crop[0], : crop[1]]
+            # Boxes come normalised to the encoded (padded) image: scale, then cut to the image.
+            scale = output.pred_boxes.new_tensor([size[1], size[0], size[1], size[0]])
+            limit = output.pred_boxes.new_tensor([crop[1], crop[0], crop[1], crop[0]])
+            boxes = torch.minimum(output.pred_boxes.float() * scale, limit).clamp(min=0)
             results = []
             for i in range(count):
                 keep = torch.nonzero(scores[i] > threshold).flatten()
@@ -225,6 +229,7 @@ class Sam3ConceptSegmenter:
                     instance_scores=_numpy(scores[i, keep]),
                     semantic_logits=_numpy(semantic[i]),
                     presence=float(presence[i]),
+                    instance_boxes=_numpy(boxes[i, keep]),
                 ))
         return results
 

@@ -375,6 +375,41 @@ def test_route_b_keeps_sam3_instances_above_the_published_0_25():
     assert concept.thresholds == [0.25]  # the one threshold, passed to the segmenter
 
 
+class InstanceConcept:
+    """SAM 3 as the reference's route B sees it: several scored instances, each with a box."""
+
+    name = "instance-concept"
+
+    def __init__(self, masks, scores, boxes):
+        self.masks, self.scores, self.boxes = masks, scores, boxes
+
+    def segment_concepts(self, image, phrases, *, score_threshold=None):
+        logits = np.where(np.asarray(self.masks), 5.0, -5.0).astype(np.float32)
+        boxes = None if self.boxes is None else np.asarray(self.boxes, np.float32)
+        return [ConceptResult(logits, np.asarray(self.scores, np.float32),
+                              np.zeros(logits.shape[1:], np.float32), 1.0, boxes)
+                for _ in phrases]  # fmt: skip
+
+
+def test_route_b_runs_the_reference_box_nms_before_the_union():
+    crop = np.zeros((20, 20, 3), np.uint8)
+    masks = np.zeros((3, 20, 20), bool)
+    masks[0, :10, :10] = True  # kept (best)
+    masks[1, 10:, :10] = True  # its box overlaps the best one's at IoU 0.8 > 0.7: dropped
+    masks[2, 10:, 10:] = True  # a box of its own: kept
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 8], [10, 10, 20, 20]]
+    concept = InstanceConcept(masks, [0.9, 0.8, 0.6], boxes)
+    result = DualRoute(ShapeSegmenter(), concept=concept).segment_crop(crop, "pond")
+    assert result.semantic_pixels == 200 and result.route_b_note is None
+    # Without boxes there is nothing to run NMS on: every instance is kept, and the note says so.
+    concept.boxes = None
+    result = DualRoute(ShapeSegmenter(), concept=concept).segment_crop(crop, "pond")
+    assert result.semantic_pixels == 300 and "NMS (0.7) was not applied" in result.route_b_note
+    route = DualRoute(ShapeSegmenter(), concept=concept, concept_nms_iou=0.5)
+    differences = geoseg_configuration(route, GEOSEG_REFINEMENT)[1]
+    assert "route B's box NMS used IoU 0.5, not 0.7" in differences
+
+
 def test_a_low_scoring_concept_leaves_the_spatial_route():
     crop = np.zeros((32, 64, 3), np.uint8)
     route = DualRoute(ShapeSegmenter(radius=6), image_text=StripeText(),

@@ -175,6 +175,10 @@ def test_matches_transformers_called_directly(segmenter, tiny_sam3):
     np.testing.assert_allclose(got.instance_scores, scores[keep].numpy(), atol=1e-6)
     np.testing.assert_allclose(got.instance_logits, masks.numpy(), atol=1e-4)
     np.testing.assert_allclose(got.semantic_logits, semantic.numpy(), atol=1e-4)
+    # Boxes: SAM 3's normalised x0, y0, x1, y1 in the image's pixels, clipped to it.
+    size = torch.tensor([width, height, width, height], dtype=torch.float32)
+    boxes = torch.minimum(out.pred_boxes[0, keep] * size, size).clamp(min=0)
+    np.testing.assert_allclose(got.instance_boxes, boxes.numpy(), atol=1e-4)
 
 
 def test_concept_engine_on_the_tiny_model(segmenter):
