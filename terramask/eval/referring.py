@@ -152,9 +152,11 @@ def evaluate_referring(
     The data set and the output folder are checked before the first prediction. A sample
     whose prediction raises `MLLMError` or `InputError` (an endpoint that gave up, a reply
     that cannot be used) is scored as an empty mask and listed with its reason; the run goes
-    on. Masks are saved as `output_dir/predictions/<sample id>.png` (0/255, the image's
-    size); report.json and report.md hold overall and per-group scores (percent), a
-    breakdown by whether the ground truth is empty, and the published numbers.
+    on. Masks are saved as `output_dir/predictions/<sample id>.png` (0/255, the size of the
+    image the model was shown: the 512 canvas under the reference protocol of the sets
+    UniGeoSeg scores there, see `ReferringDataset.model_view`); report.json and report.md hold
+    overall and per-group scores (percent), a breakdown by whether the ground truth is empty,
+    and the published numbers.
 
     With a `judge` MLLM every prediction is also rated 1-5 for faithfulness, localization
     and robustness, with overlap binned from the IoU (`terramask.eval.judge`); the report
@@ -173,18 +175,18 @@ def evaluate_referring(
     if progress:
         progress("evaluate", 0, total)
     for done, sample in enumerate(data.samples, start=1):
-        image = sample.load_image()
-        truth = _ground_truth(sample, image.shape[:2])
+        original = sample.load_image()
+        truth = _ground_truth(sample, original.shape[:2])
+        image = data.model_view(original)
         if sample.interactive and segment is not None:
             mask, answer, reason = _segment_one(segment, image, sample)
         else:
             mask, answer, reason = _predict_one(predict, image, sample)
         pred_scored, truth_scored = mask, truth
         if data.score_size:
-            pred_scored, truth_scored = (
-                letterbox(mask, data.score_size, centred=data.letterbox_centred),
-                letterbox(truth, data.score_size, centred=data.letterbox_centred),
-            )
+            truth_scored = letterbox(truth, data.score_size, centred=data.letterbox_centred)
+            if image is original:  # shown the image itself: its mask goes on the canvas too
+                pred_scored = letterbox(mask, data.score_size, centred=data.letterbox_centred)
         iou = scores.update(pred_scored, truth_scored, sample.group)
         by_target.update(pred_scored, truth_scored, "target" if truth.any() else "no target")
         path = predictions_dir / names[sample.id]
@@ -207,7 +209,8 @@ def evaluate_referring(
             )
         if judge is not None and judged is not None:
             class_name = sample.target_name or sample.question
-            judgement, judge_failure = try_judge(judge, image, truth, mask, class_name)
+            shown_truth = truth if image is original else truth_scored  # the frame the mask is in
+            judgement, judge_failure = try_judge(judge, image, shown_truth, mask, class_name)
             judged.add(judgement, sample.group)
             record["judge"] = (
                 {**judgement.scores(), "iou": round(100.0 * judgement.iou, 2),
@@ -274,15 +277,13 @@ def evaluate_asking(
 
     check_protocol(protocol)
     refinement = box_refinement(ask_options)
-    samples = load_referring_dataset(
-        dataset, root, split=split, limit=limit, protocol=protocol
-    ).samples
-    asked = [sample for sample in samples if not sample.interactive]
+    data = load_referring_dataset(dataset, root, split=split, limit=limit, protocol=protocol)
+    asked = [sample for sample in data.samples if not sample.interactive]
     client = mllm() if asked else None
     judge_client = judge if judge is None or isinstance(judge, MLLM) else judge()
 
     def request(sample: ReferringSample) -> tuple[np.ndarray, str]:
-        scene = ArrayScene(sample.load_image())
+        scene = ArrayScene(data.model_view(sample.load_image()))  # what `predict` will be shown
         return mllm_request(
             scene, sample.question, client, engine=engine, ask_options=ask_options
         )

@@ -201,7 +201,10 @@ class ReferringDataset:
     """The samples of one split and how the benchmark scores them.
 
     With `score_size`, prediction and ground truth are scored on a `score_size` square
-    canvas (`letterbox`, centred unless `letterbox_centred` is False).
+    canvas (`letterbox`, centred unless `letterbox_centred` is False). With `shown_letterboxed`
+    (the reference protocol: UniGeoSeg's evaluation feeds its model `preprocess_image`'s
+    canvas) the model is shown the image on that canvas (`model_view`) and its mask is scored
+    as it is; otherwise it sees the image itself and its mask is letterboxed for scoring.
     """
 
     name: str
@@ -214,6 +217,13 @@ class ReferringDataset:
     notes: tuple[str, ...] = ()
     protocol: str = "reference"
     letterbox_centred: bool = True
+    shown_letterboxed: bool = False
+
+    def model_view(self, image: np.ndarray) -> np.ndarray:
+        """The image as the model under evaluation is shown it (see the class docstring)."""
+        if self.shown_letterboxed and self.score_size:
+            return letterbox_image(image, self.score_size)
+        return image
 
 
 @dataclass(frozen=True)
@@ -335,6 +345,29 @@ def letterbox(mask: np.ndarray, size: int = UNIGEOSEG_SIZE, *, centred: bool = T
     return out
 
 
+def letterbox_image(image: np.ndarray, size: int = UNIGEOSEG_SIZE) -> np.ndarray:
+    """An (H, W, 3) uint8 image on the centred `size` canvas, as UniGeoSeg's
+    `preprocess_image` gives it to the model: the geometry of `letterbox` (short side
+    truncated, padding split floor(pad / 2) above/left, zeros), resampled bilinearly as
+    OpenCV's INTER_LINEAR does (half-pixel centres, no antialiasing), rounded to uint8."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = image.shape[:2]
+    if width > height:
+        new_w, new_h = size, int(height * (size / width))
+    else:
+        new_h, new_w = size, int(width * (size / height))
+    new_h, new_w = max(1, new_h), max(1, new_w)
+    pixels = torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1)[None]
+    resized = F.interpolate(pixels, (new_h, new_w), mode="bilinear", align_corners=False)
+    resized = resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out = np.zeros((size, size, image.shape[2]), dtype=np.uint8)
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
+
+
 def _letterbox_top_left(mask: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
@@ -351,9 +384,10 @@ def _letterbox_top_left(mask: np.ndarray, size: int) -> np.ndarray:
 
 def _canvas_note(size: int) -> str:
     return (
-        f"Scored at {size}x{size}: prediction and ground truth are letterboxed (long side "
-        f"to {size}, short side truncated, nearest; zero padding centred), as UniGeoSeg's "
-        "evaluation does."
+        f"Shown and scored at {size}x{size}, as UniGeoSeg's evaluation does: the model sees "
+        f"the image letterboxed (long side to {size}, short side truncated, bilinear; zero "
+        "padding centred) and its mask is scored against the ground truth letterboxed the "
+        "same way (nearest)."
     )
 
 
@@ -500,6 +534,7 @@ def load_rrsisd(root: Path, split: str | None, protocol: str = "reference") -> R
         group_name="category" if categories else None,
         score_size=REFERENCE_SIZE if reference else None,
         notes=(_canvas_note(REFERENCE_SIZE),) if reference else (),
+        shown_letterboxed=reference,
     )
 
 
@@ -640,6 +675,7 @@ def load_earthreason(
         samples,
         score_size=REFERENCE_SIZE if reference else None,
         notes=(_canvas_note(REFERENCE_SIZE),) if reference else (),
+        shown_letterboxed=reference,
     )
 
 
@@ -887,6 +923,7 @@ def load_unigeoseg_bench(
         score_size=UNIGEOSEG_SIZE,
         notes=tuple(notes),
         letterbox_centred=reference,
+        shown_letterboxed=reference,
     )
 
 

@@ -11,9 +11,11 @@ and its `clip_surgery` package; `specs/geoseg.md` §3–6):
   512 x 512, the 85-template ensemble minus the empty-text ensemble) gives a 32 x 32 map, 16 x 16
   after a bilinear resize, min-max normalised; the top min(#cells >= 0.8, half the cells) cells
   are positive clicks, no negatives (`surgery_points`); each click is its own prompt to SAM 3's
-  interactive model (SAM when it is not there) and the masks are OR-merged.
-- *Route B*: SAM 3 prompted with the entity noun, instances above 0.25 kept, box NMS at 0.7,
-  the rest OR-merged (without SAM 3
+  interactive model (SAM when it is not there), which sees the crop letterboxed as Ultralytics
+  gives it (padded bottom/right with grey 114 to a square), and the masks are OR-merged.
+- *Route B*: SAM 3 prompted with the entity noun (the crop stretched to a square, as
+  Ultralytics' semantic predictor does), instances above 0.25 kept, box NMS at 0.7, mask logits
+  above 0.5, OR-merged (without SAM 3
   a dense-CLIP mask stands in: not the published route, and `CropResult` says so).
 - *Fusion*: the intersection when both routes found something, otherwise the one that did.
 """
@@ -357,6 +359,21 @@ CONCEPT_THRESHOLD = 0.25
 #: The box-IoU threshold of the NMS Ultralytics' SAM 3 predictor runs on route B's instances
 #: (its default `iou=0.7`).
 CONCEPT_NMS_IOU = 0.7
+#: Route B's mask threshold: Ultralytics' SAM 3 predictor resizes each instance's mask logits
+#: to the crop and keeps pixels `> 0.5` (on the logits, not on their sigmoid).
+CONCEPT_MASK_LOGIT = 0.5
+#: The grey Ultralytics' LetterBox pads with. Its SAM 3 interactive predictor (route A) sees
+#: each crop padded at the bottom/right to a square with it before the square resize.
+LETTERBOX_FILL = 114
+
+
+def letterbox(crop: np.ndarray, fill: int = LETTERBOX_FILL) -> np.ndarray:
+    """The crop padded at the bottom/right to a square of `fill` grey: the geometry of
+    Ultralytics' `LetterBox(auto=False, center=False)` before its resize. Pixel coordinates
+    (the clicks) are unchanged; masks are cut back to the crop."""
+    height, width = crop.shape[:2]
+    side = max(height, width)
+    return np.pad(crop, ((0, side - height), (0, side - width), (0, 0)), constant_values=fill)
 
 NO_POINT_MODEL = "no SAM 3 point model was given"
 
@@ -422,6 +439,8 @@ class DualRoute:
     selection: PointSelection = field(default_factory=PointSelection)
     concept_threshold: float = CONCEPT_THRESHOLD
     concept_nms_iou: float = CONCEPT_NMS_IOU
+    concept_mask_logit: float = CONCEPT_MASK_LOGIT
+    sam3_letterbox: bool = True
 
     def segment_crop(self, crop: np.ndarray, entity: str) -> CropResult:
         size = crop.shape[:2]
@@ -435,10 +454,12 @@ class DualRoute:
             how = "fallback"
         if self.point_segmenter is not None:
             model, note, segmenter = "sam3", None, self.point_segmenter
+            view = letterbox(crop) if self.sam3_letterbox else crop
         else:
-            model, segmenter = "sam", self.segmenter
+            model, segmenter, view = "sam", self.segmenter, crop
             note = self.point_segmenter_note or NO_POINT_MODEL
-        spatial, score = segment_points_union(segmenter, crop, points, labels)
+        spatial, score = segment_points_union(segmenter, view, points, labels)
+        spatial = spatial[: size[0], : size[1]]
         if not np.isfinite(score):  # no clicks, so no route-A mask: no predicted IoU either
             score = 0.0
         semantic, route_b, route_b_note = self._semantic(crop, entity)
@@ -469,7 +490,8 @@ class DualRoute:
                                          f"NMS ({self.concept_nms_iou:g}) was not applied")
             if not len(keep):
                 return np.zeros(crop.shape[:2], bool), "sam3", note
-            return (result.instance_logits[keep] > 0).any(axis=0), "sam3", note
+            masks = result.instance_logits[keep] > self.concept_mask_logit
+            return masks.any(axis=0), "sam3", note
         if self.image_text is not None:
             from terramask.methods.dense_clip import DenseClip
             from terramask.methods.vocabulary import ClassVocabulary
@@ -547,6 +569,11 @@ def geoseg_configuration(
         if route.concept is not None and route.concept_nms_iou != CONCEPT_NMS_IOU:
             differences.append(f"route B's box NMS used IoU {route.concept_nms_iou:g}, not "
                                f"{CONCEPT_NMS_IOU:g}")  # fmt: skip
+        if route.concept is not None and route.concept_mask_logit != CONCEPT_MASK_LOGIT:
+            differences.append(f"route B's masks were cut at logit {route.concept_mask_logit:g}, "
+                               f"not {CONCEPT_MASK_LOGIT:g}")  # fmt: skip
+        if route.point_segmenter is not None and not route.sam3_letterbox:
+            differences.append("route A's crops went to SAM 3 without Ultralytics' letterbox")
         clip = _clip_difference(route.image_text)
         if clip:
             differences.append(clip)

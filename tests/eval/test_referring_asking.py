@@ -12,6 +12,7 @@ import pytest
 from terramask.errors import InputError
 from terramask.eval.judge import judge_overlay
 from terramask.eval.referring import evaluate_asking
+from terramask.eval.referring_datasets import letterbox, letterbox_image
 from terramask.models.mllm import OpenAIChatMLLM
 from terramask.pipeline import engines
 from terramask.pipeline.engines import AskModels
@@ -52,14 +53,16 @@ def test_interactive_samples_go_to_the_segmenter_and_never_to_the_mllm(tmp_path,
     assert any("the roof left of the road" in text for text in asked)
     assert any("Where could people swim?" in text for text in asked)
     assert not any("x0,y0=" in text or "[0.1,0.2]" in text for text in asked)
-    # the segmenter got the box and the two positive clicks, in pixels of each image
+    # the segmenter got the box and the two positive clicks, in pixels of the 512 canvas each
+    # image was shown on (normalised coordinates unadjusted, as UniGeoSeg's code)
     boxes = [c["boxes"] for c in segmenter.predict_calls if c["boxes"] is not None]
-    assert any(np.allclose(b, [[4.0, 2.0, 12.0, 6.0]]) for b in boxes)
+    assert any(np.allclose(b, [[128.0, 128.0, 384.0, 384.0]]) for b in boxes)
     clicks = [c for c in segmenter.predict_calls if c["boxes"] is None]
-    assert np.allclose(clicks[0]["points"], [[[1.0, 2.0], [3.0, 4.0]]])
+    assert np.allclose(clicks[0]["points"], [[[51.2, 102.4], [153.6, 204.8]]])
     assert clicks[0]["labels"].tolist() == [[1, 1]]
     records = {r["id"]: r for r in result["per_sample"]}
-    assert records["interactive-0-box"]["iou"] == 100.0  # the box filled is the target
+    # the 16 x 8 image's target fills half the canvas rows the unadjusted box covers
+    assert records["interactive-0-box"]["iou"] == 50.0
     assert records["interactive-0-box"]["answer"] is None
     assert "no coordinates" in records["interactive-2-four"]["failed"]
     assert result["samples"] == len(expected) and result["protocol"] == "reference"
@@ -137,9 +140,10 @@ def test_the_judge_rates_every_prediction_and_its_means_reach_the_report(tmp_pat
     assert records[0]["judge"]["judge_overlap"] == 2
     # b has no target: whatever was predicted, the judge's IoU is 0 (overlap 1)
     assert records[1]["judge"]["overlap"] == 1
-    # EarthReason names no class: the judge is asked about the question, at the image's size
+    # EarthReason names no class: the judge is asked about the question, on the image the
+    # model was shown (the reference protocol's 512 canvas)
     prompt = " ".join(judged[0].texts())
-    assert "Where could boats dock?" in prompt and "10 x 8 pixels" in prompt
+    assert "Where could boats dock?" in prompt and "512 x 512 pixels" in prompt
     report = json.loads(Path(result["outputs"]["report_json"]).read_text())
     assert report["judge"]["faithfulness"] == 3.0 and report["models"]["judge"] == "test-vlm"
     markdown = Path(result["outputs"]["report_md"]).read_text()
@@ -162,7 +166,9 @@ def test_the_judge_sees_the_overlay_of_truth_and_prediction(tmp_path, segmenter)
 
     from terramask.eval.datasets import read_image
 
-    image = read_image(tmp_path / "data" / "test" / "images" / "a.png")
+    # the image, the truth and the prediction on the canvas the model was shown
+    image = letterbox_image(read_image(tmp_path / "data" / "test" / "images" / "a.png"))
     pred = np.asarray(Image.open(f"{result['outputs']['predictions']}/a-0.png"))
-    assert np.array_equal(shown, judge_overlay(image, truth["a"], pred > 0))
+    assert pred.shape == (512, 512)
+    assert np.array_equal(shown, judge_overlay(image, letterbox(truth["a"]), pred > 0))
     assert result["judge"]["judged"] == 1 and result["judge"]["faithfulness"] == 4.0

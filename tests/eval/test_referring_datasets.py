@@ -12,6 +12,7 @@ from terramask.eval.referring_datasets import (
     NO_TARGET_ANSWER,
     InteractivePrompt,
     letterbox,
+    letterbox_image,
     load_referring_dataset,
     parse_interactive,
     referring_dataset_names,
@@ -348,6 +349,21 @@ def test_letterbox_resizes_the_long_side_and_pads_right_and_below():
     assert np.array_equal(out[:, :6], np.kron(tall, np.ones((2, 2), bool)))
     assert not out[:, 6:].any()
     assert letterbox(np.zeros((700, 300), bool), centred=False).shape == (512, 512)
+
+
+def test_the_image_shown_is_on_the_masks_canvas_resampled_as_opencv_bilinear():
+    """UniGeoSeg's preprocess_image: the mask letterbox's geometry, INTER_LINEAR values."""
+    flat = np.full((7, 19, 3), 200, np.uint8)
+    shown = letterbox_image(flat, 32)
+    assert shown.shape == (32, 32, 3) and shown.dtype == np.uint8
+    content = letterbox(np.ones((7, 19), bool), 32)
+    assert (shown[content] == 200).all() and (shown[~content] == 0).all()
+    # Halving: OpenCV's INTER_LINEAR samples source 2i + 0.5, the mean of each 2x2 block
+    # (values are multiples of 4, so the mean is whole and no rounding rule matters).
+    rng = np.random.default_rng(3)
+    image = (rng.integers(0, 64, (64, 64, 3)) * 4).astype(np.uint8)
+    blocks = image.reshape(32, 2, 32, 2, 3).astype(int).sum(axis=(1, 3)) // 4
+    np.testing.assert_array_equal(letterbox_image(image, 32), blocks)
 
 
 def test_letterbox_centred_as_unigeoseg_truncates_and_splits_the_padding():

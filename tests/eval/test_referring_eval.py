@@ -33,8 +33,11 @@ class ScriptedPredictor:
             raise MLLMError("The endpoint timed out after 3 retries.")
         if action == "bad-input":
             raise InputError("The reply's box lies outside the image.")
-        if action == "truth":
-            return self.truth[question].copy(), f"found {question}"
+        if action == "truth":  # the true mask in the frame of the image shown
+            truth = self.truth[question]
+            if truth.shape != image.shape[:2]:  # shown on the reference protocol's canvas
+                truth = letterbox(truth, image.shape[0])
+            return truth.copy(), f"found {question}"
         return np.zeros(image.shape[:2], bool), "no such object"
 
 
@@ -201,8 +204,10 @@ def test_a_bug_in_predict_stops_the_run_and_bad_layouts_fail_before_predicting(t
 
 
 def _canvas_counts(pred, truth, size=512):
-    """Intersection and union on the centred canvas (letterbox is tested on its own)."""
-    p, t = letterbox(pred, size), letterbox(truth, size)
+    """Intersection and union on the centred canvas (letterbox is tested on its own); a
+    prediction already on the canvas is taken as it is."""
+    p = pred if pred.shape == (size, size) else letterbox(pred, size)
+    t = letterbox(truth, size)
     return int((p & t).sum()), int((p | t).sum())
 
 
@@ -279,13 +284,17 @@ def test_unigeoseg_reference_interactive_samples_go_to_the_segmenter(tmp_path):
     )
     # the MLLM route saw only the referring and reasoning questions
     assert predict.calls == 2
-    # the box in pixels of the 16x8 image, then two positive clicks on the 10x10 one
+    # Every image was shown on the 512 canvas, and the normalised coordinates went to it with
+    # no letterbox adjustment, as UniGeoSeg's code does: the 16x8 image's box [0.25, 0.75]^2
+    # becomes [128, 384]^2 on the canvas, though its content fills rows 128-384 only.
     box_prompt, point_prompt = segment.prompts
-    assert box_prompt.box.tolist() == [4.0, 2.0, 12.0, 6.0]
-    assert point_prompt.points.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert box_prompt.box.tolist() == [128.0, 128.0, 384.0, 384.0]
+    np.testing.assert_allclose(point_prompt.points, [[51.2, 102.4], [153.6, 204.8]])
     assert point_prompt.labels.tolist() == [1, 1] and point_prompt.box is None
     records = {r["id"]: r for r in result["per_sample"]}
-    assert records["interactive-0-box"]["iou"] == 100.0
+    # the box filled: 256 x 256 canvas pixels; the truth (rows 2-5, cols 4-11 of 8 x 16) is
+    # rows 192-319, cols 128-383 there: IoU 128 * 256 / (256 * 256)
+    assert records["interactive-0-box"]["iou"] == 50.0
     assert records["interactive-0-box"]["interactive"] == {"box": [0.25, 0.25, 0.75, 0.75]}
     assert records["interactive-1-points"]["iou"] == 0.0
     # four bracketed points are no coordinates the reference reads: failed, with the reason
@@ -294,12 +303,14 @@ def test_unigeoseg_reference_interactive_samples_go_to_the_segmenter(tmp_path):
     assert four["interactive"] is None
     assert [f["id"] for f in result["failures"]] == ["interactive-2-four"]
     groups = result["groups"]
-    assert groups["interactive"]["giou"] == pytest.approx(33.33)
+    assert groups["interactive"]["giou"] == pytest.approx(16.67)
     assert groups["referring"]["giou"] == groups["reasoning"]["giou"] == 100.0
     # cIoU on the centred 512 canvas
     counts = [_canvas_counts(_answer(segment, v), v["mask"]) for v in expected.values()]
     ciou = 100 * sum(i for i, _ in counts) / sum(u for _, u in counts)
     assert result["ciou"] == pytest.approx(ciou, abs=0.005)
+    saved = np.asarray(Image.open(tmp_path / "out" / "predictions" / "interactive-0-box.png"))
+    assert saved.shape == (512, 512)  # masks are saved in the frame the model was shown
     # by task, published: UniGeoSeg's 76.37 / 74.25 / 52.96 gIoU beside ours
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "| UniGeoSeg, trained on GeoSeg-1M | test | interactive | 76.37 | 74.44 |" in markdown
@@ -315,8 +326,7 @@ def _answer(segment, entry):
     parsed = parse_interactive(entry["question"])
     if parsed is None:
         return np.zeros_like(entry["mask"])
-    image = np.zeros((*entry["mask"].shape, 3), np.uint8)
-    return segment(image, parsed.in_pixels(*entry["mask"].shape))
+    return segment(np.zeros((512, 512, 3), np.uint8), parsed.in_pixels(512, 512))
 
 
 def test_without_a_segment_function_interactive_samples_go_to_predict(tmp_path):

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from terramask.methods.geoseg import (
+    CONCEPT_MASK_LOGIT,
     CONCEPT_THRESHOLD,
     GEOSEG_REFINEMENT,
+    LETTERBOX_FILL,
     NO_POINT_MODEL,
     BoxRefinement,
     DualRoute,
@@ -408,6 +410,53 @@ def test_route_b_runs_the_reference_box_nms_before_the_union():
     route = DualRoute(ShapeSegmenter(), concept=concept, concept_nms_iou=0.5)
     differences = geoseg_configuration(route, GEOSEG_REFINEMENT)[1]
     assert "route B's box NMS used IoU 0.5, not 0.7" in differences
+
+
+class SeeingSegmenter(ShapeSegmenter):
+    """A ShapeSegmenter that keeps the images it was shown."""
+
+    def __init__(self, radius: float = 6.0) -> None:
+        super().__init__(radius)
+        self.images: list[np.ndarray] = []
+
+    def embed(self, image):
+        self.images.append(image.copy())
+        return super().embed(image)
+
+
+def test_route_a_shows_sam3_the_crop_letterboxed_as_ultralytics_does():
+    crop = np.full((20, 50, 3), 7, np.uint8)
+    sam3 = SeeingSegmenter(radius=40)  # a disc larger than the crop: spills into the padding
+    result = DualRoute(ShapeSegmenter(), point_segmenter=sam3).segment_crop(crop, "pond")
+    [seen] = sam3.images
+    assert seen.shape == (50, 50, 3)  # padded at the bottom to a square
+    np.testing.assert_array_equal(seen[:20], crop)
+    assert (seen[20:] == LETTERBOX_FILL).all() and LETTERBOX_FILL == 114
+    assert result.mask.shape == (20, 50) and result.spatial_pixels == 20 * 50  # cut back
+    # Clicks stay in the crop's pixels (the padding is at the bottom/right).
+    assert (sam3.predict_calls[0]["points"][:, 0, 1] < 20).all()
+    # SAM (no SAM 3) has its own resize-and-pad and sees the crop itself; so does a route
+    # told not to letterbox, which the configuration then names.
+    sam = SeeingSegmenter()
+    DualRoute(sam).segment_crop(crop, "pond")
+    assert sam.images[0].shape == crop.shape
+    plain = SeeingSegmenter()
+    route = DualRoute(ShapeSegmenter(), point_segmenter=plain, sam3_letterbox=False)
+    route.segment_crop(crop, "pond")
+    assert plain.images[0].shape == crop.shape
+    assert "without Ultralytics' letterbox" in "\n".join(
+        geoseg_configuration(route, GEOSEG_REFINEMENT)[1])
+
+
+def test_route_b_cuts_mask_logits_at_0_5_as_ultralytics_does():
+    crop = np.zeros((10, 10, 3), np.uint8)
+    logits = np.full((1, 10, 10), 0.3, np.float32)  # sigmoid 0.57: kept by a > 0 cut
+    logits[0, :5] = 0.8
+    concept = InstanceConcept(np.zeros((1, 10, 10), bool), [0.9], [[0, 0, 10, 10]])
+    concept.segment_concepts = lambda image, phrases, score_threshold=None: [
+        ConceptResult(logits, np.array([0.9], np.float32), np.zeros((10, 10), np.float32), 1.0)]
+    result = DualRoute(ShapeSegmenter(), concept=concept).segment_crop(crop, "pond")
+    assert result.semantic_pixels == 50 and CONCEPT_MASK_LOGIT == 0.5
 
 
 def test_a_low_scoring_concept_leaves_the_spatial_route():
