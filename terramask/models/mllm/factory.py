@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from terramask.errors import InputError
 from terramask.models.mllm.images import DEFAULT_MAX_SIDE
 from terramask.options import MLLMOptions
@@ -14,7 +16,8 @@ def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
     Replies are cached (keyed by image, prompt, model and settings) unless `options.cache`
     is off, so re-running a question or an evaluation costs nothing. The client's coordinate
     frame comes from `options.coords` ("auto" guesses from the model) and its image limit
-    from `options.max_side` (long side in pixels; None keeps the client's 1024).
+    from `options.max_side` (long side in pixels; None keeps the client's 1024, or with an
+    adapter the size it was trained at, `ClickTraining.max_side`).
 
     Args:
         options: The endpoint or local model and how to talk to it.
@@ -31,13 +34,26 @@ def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
     from terramask.models.mllm.cache import ReplyCache
 
     cache = ReplyCache() if options.cache else None
+    max_side = options.max_side
+    if max_side is None and options.adapter is not None and not options.url:
+        # a tuned model is shown images at the size it was trained on
+        from terramask.models.mllm.adapters import read_record
+
+        trained = read_record(Path(options.adapter).expanduser()).get("max_side")
+        max_side = trained if isinstance(trained, int) and trained >= 28 else None
     settings = {
         "coords": options.coords,
-        "max_side": DEFAULT_MAX_SIDE if options.max_side is None else options.max_side,
+        "max_side": DEFAULT_MAX_SIDE if max_side is None else max_side,
     }
     if options.url:
         from terramask.models.mllm.openai_client import OpenAIChatMLLM
 
+        if options.adapter is not None:
+            raise InputError(
+                "`MLLMOptions.adapter` is loaded into a local model, but `MLLMOptions.url` "
+                "names an endpoint; serve the merged model there (`terramask train merge`), "
+                "or leave out the URL to run the base model locally with the adapter."
+            )
         if not options.model:
             raise InputError(
                 f"`MLLMOptions.url` {options.url} needs `MLLMOptions.model`: the model name "
@@ -57,7 +73,8 @@ def make_mllm(options: MLLMOptions, *, device: str = "auto") -> MLLM:
     if options.model:
         from terramask.models.mllm.local_client import load_mllm
 
-        return load_mllm(options.model, device=device, cache=cache, **settings)
+        return load_mllm(options.model, device=device, cache=cache, adapter=options.adapter,
+                         **settings)
     raise InputError(
         "A multimodal LLM is needed: `MLLMOptions.url` and `MLLMOptions.model` for an "
         "OpenAI-compatible endpoint (GPT-5, vLLM, SGLang, Ollama), or `MLLMOptions.model` "

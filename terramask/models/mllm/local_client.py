@@ -16,6 +16,12 @@ Qwen3-VL "norm1000", see `terramask.models.mllm.frames`) unless `coords=` names 
 
 Decoding is greedy and stops after `max_new_tokens` (256 by default); only the new tokens are
 decoded, so a reply is at most that many tokens long whatever the model says.
+
+A LoRA adapter that `terramask train clicks` wrote (`adapter=`, `MLLMOptions.adapter`) is
+loaded into the base model through peft; its folder records the base it was trained on
+(`terramask_training.json`), and an adapter for another base is refused. The inputs a
+question becomes (`QwenInputs`) are the ones training builds, so a tuned model is asked
+exactly as it was taught.
 """
 
 from __future__ import annotations
@@ -48,29 +54,139 @@ from terramask.protocols import MLLMReply
 _IMAGE_PAD = "<|image_pad|>"
 
 
-class _QwenWeights:
-    """The model, tokenizer and image processor of one folder, loaded once per process."""
+def qwen_model_class(resolved: ResolvedModel) -> Any:
+    """The transformers class of a Qwen-VL folder; a ModelLoadError for other families."""
+    if resolved.family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLForConditionalGeneration as model_class
+    elif resolved.family == "qwen3_vl":
+        from transformers import Qwen3VLForConditionalGeneration as model_class
+    else:
+        raise ModelLoadError(
+            f"The model '{resolved.requested}' at {resolved.path} is a '{resolved.family}' "
+            "model, but the local multimodal LLM runs only Qwen2.5-VL and Qwen3-VL. Pass "
+            "one of those (e.g. Qwen/Qwen2.5-VL-7B-Instruct), or serve another model "
+            "behind an OpenAI-compatible endpoint (`MLLMOptions.url`)."
+        )
+    return model_class
 
-    def __init__(self, resolved: ResolvedModel, device: torch.device, dtype: torch.dtype):
+
+class QwenInputs:
+    """Turns (image, prompt[, answer]) into a Qwen-VL model's inputs, as its processor would.
+
+    The one place questions are encoded: asking (`LocalQwenVL`) and click training
+    (`terramask.train`) share it, so a tuned model sees exactly what it was taught on.
+    """
+
+    def __init__(self, resolved: ResolvedModel, image_token_id: int) -> None:
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        if resolved.family == "qwen2_5_vl":
-            from transformers import Qwen2_5_VLForConditionalGeneration as model_class
-        elif resolved.family == "qwen3_vl":
-            from transformers import Qwen3VLForConditionalGeneration as model_class
-        else:
-            raise ModelLoadError(
-                f"The model '{resolved.requested}' at {resolved.path} is a '{resolved.family}' "
-                "model, but the local multimodal LLM runs only Qwen2.5-VL and Qwen3-VL. Pass "
-                "one of those (e.g. Qwen/Qwen2.5-VL-7B-Instruct), or serve another model "
-                "behind an OpenAI-compatible endpoint (`MLLMOptions.url`)."
-            )
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         self.image_processor = AutoImageProcessor.from_pretrained(resolved.path)
-        self.model = model_class.from_pretrained(resolved.path, dtype=dtype).to(device).eval()
         self.chat_template = _chat_template(resolved, self.tokenizer)
-        self.image_token_id = int(self.model.config.image_token_id)
+        self.image_token_id = int(image_token_id)
         self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id) or _IMAGE_PAD
+        self.name = resolved.requested
+
+    def processed(self, image: np.ndarray) -> tuple[Any, tuple[int, int]]:
+        """The image processor's output for one image and the (H, W) the model sees."""
+        vision = self.image_processor(images=[image], return_tensors="pt")
+        grid = vision["image_grid_thw"][0]
+        patch = int(getattr(self.image_processor, "patch_size", 14))
+        return vision, (int(grid[1]) * patch, int(grid[2]) * patch)
+
+    def _messages(self, prompt: str, system: str | None) -> list[dict]:
+        messages: list[dict] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": [
+            {"type": "image"}, {"type": "text", "text": prompt}]})
+        return messages
+
+    def _render(self, messages: list[dict], generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, add_generation_prompt=generation_prompt,
+            tokenize=False)
+
+    def answer_text(self, prompt: str, answer: str, system: str | None = None) -> str:
+        """What follows the generation prompt when the assistant answers `answer`: the
+        template's own rendering of the turn (up to and including its end token), else the
+        answer and the tokenizer's end-of-sequence token."""
+        messages = self._messages(prompt, system)
+        head = self._render(messages, True)
+        try:
+            full = self._render([*messages, {"role": "assistant", "content": answer}], False)
+        except Exception:  # a template that cannot render an assistant turn
+            full = ""
+        eos = self.tokenizer.eos_token or ""
+        if full.startswith(head) and answer in full[len(head):]:
+            tail = full[len(head):]
+            end = tail.find(eos, tail.find(answer) + len(answer)) if eos else -1
+            return tail[: end + len(eos)] if end >= 0 else tail
+        return answer + eos
+
+    def encode(
+        self,
+        image: np.ndarray,
+        prompt: str,
+        *,
+        system: str | None = None,
+        answer: str | None = None,
+    ) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
+        """(inputs, shown size): `input_ids`, `attention_mask`, `mm_token_type_ids`,
+        `pixel_values`, `image_grid_thw` for one image already fitted to the client's
+        `max_side`, plus `labels` (-100 except on the answer's tokens) when `answer` is given.
+        Tensors are on the CPU."""
+        text = self._render(self._messages(prompt, system), True)
+        vision, shown = self.processed(image)
+        grid = vision["image_grid_thw"][0]
+        merge = int(getattr(self.image_processor, "merge_size", 2))
+        if text.count(self.image_token) != 1:
+            raise MLLMError(
+                f"The chat template of the local multimodal LLM '{self.name}' did not place "
+                f"exactly one image token ({self.image_token}) in the prompt, so the image "
+                "cannot be shown. Use the model's own chat_template files."
+            )
+        text = text.replace(self.image_token, self.image_token * (int(grid.prod()) // merge**2))
+        encoded = self.tokenizer([text], return_tensors="pt", add_special_tokens=False)
+        input_ids = encoded["input_ids"]
+        attention = encoded["attention_mask"]
+        inputs = {}
+        if answer is not None:
+            tail = self.tokenizer([self.answer_text(prompt, answer, system)],
+                                  return_tensors="pt", add_special_tokens=False)["input_ids"]
+            inputs["labels"] = torch.cat(
+                [torch.full_like(input_ids, -100), tail], dim=1)
+            input_ids = torch.cat([input_ids, tail], dim=1)
+            attention = torch.ones_like(input_ids)
+        inputs.update({
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "mm_token_type_ids": (input_ids == self.image_token_id).long(),
+            "pixel_values": vision["pixel_values"],
+            "image_grid_thw": vision["image_grid_thw"],
+        })
+        return inputs, shown
+
+
+class _QwenWeights:
+    """The model, tokenizer and image processor of one folder (and adapter), loaded once per
+    process."""
+
+    def __init__(self, resolved: ResolvedModel, device: torch.device, dtype: torch.dtype,
+                 adapter: Path | None = None):
+        model_class = qwen_model_class(resolved)
+        model = model_class.from_pretrained(resolved.path, dtype=dtype)
+        if adapter is not None:
+            from terramask.models.mllm.adapters import attach_adapter
+
+            model = attach_adapter(model, adapter, resolved)
+        self.model = model.to(device).eval()
+        self.inputs = QwenInputs(resolved, int(self.model.config.image_token_id))
+        self.tokenizer = self.inputs.tokenizer
+        self.image_processor = self.inputs.image_processor
+        self.chat_template = self.inputs.chat_template
+        self.image_token_id = self.inputs.image_token_id
+        self.image_token = self.inputs.image_token
         self.device = device
         self.lock = threading.Lock()
 
@@ -109,14 +225,17 @@ class LocalQwenVL:
         max_new_tokens: int = 256,
         coords: str | None = "auto",
         cache: ReplyCache | None = None,
+        adapter: str | Path | None = None,
     ) -> None:
-        """Loads the weights (once per folder, device and dtype in a process).
+        """Loads the weights (once per folder, adapter, device and dtype in a process).
 
         `max_side` is the longest side, in pixels, of the image given to the model
         (`MLLMOptions.max_side`): a smaller image goes at its native resolution (then Qwen's
         processor rounds it to its patch grid). `coords` is the coordinate frame the model is
-        asked to answer in: "auto" (Qwen2.5-VL pixel, Qwen3-VL norm1000), "pixel",
-        "norm1000" or "norm1" (`MLLMOptions.coords`)."""
+        asked to answer in: "auto" (Qwen2.5-VL pixel, Qwen3-VL norm1000; with an adapter,
+        the frame it was trained in), "pixel", "norm1000" or "norm1" (`MLLMOptions.coords`).
+        `adapter` is a LoRA adapter folder of `terramask train clicks` (`MLLMOptions.adapter`),
+        refused when it was trained on another base model or in another frame than `coords`."""
         if int(max_side) < 28 or int(max_new_tokens) < 1:
             raise InputError(
                 f"The local multimodal LLM '{resolved.requested}' got max_side={max_side} and "
@@ -124,16 +243,26 @@ class LocalQwenVL:
             )
         self.resolved = resolved
         self.name = resolved.requested
-        self.frame = choose_frame(coords, guess=FAMILY_FRAME.get(resolved.family, "pixel"),
-                                  model=resolved.requested)
+        guess = FAMILY_FRAME.get(resolved.family, "pixel")
+        self.adapter: Path | None = None
+        self._adapter_digest = ""
+        if adapter is not None:
+            from terramask.models.mllm.adapters import adapter_frame, adapter_identity
+
+            self.adapter, self._adapter_digest = adapter_identity(adapter)
+            guess = adapter_frame(self.adapter, coords, default=guess)
+            self.name = f"{resolved.requested}+{self.adapter.name}"
+        self.frame = choose_frame(coords, guess=guess, model=resolved.requested)
         self.max_side = int(max_side)
         self.max_new_tokens = int(max_new_tokens)
         self.cache = cache
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
         dev = choose_device(device)
         self._dtype = choose_dtype(dev, dtype)
+        kind = "mllm" if self.adapter is None else f"mllm+adapter:{self._adapter_digest}"
         self._weights: _QwenWeights = load_once(
-            "mllm", resolved, dev, self._dtype, lambda d, t: _QwenWeights(resolved, d, t))
+            kind, resolved, dev, self._dtype,
+            lambda d, t: _QwenWeights(resolved, d, t, self.adapter))
 
     @property
     def convention(self) -> str:
@@ -174,7 +303,9 @@ class LocalQwenVL:
 
         fields = dict(
             image_digest=image_digest(resized), prompt=prompt, system=system,
-            model=f"local:{self.resolved.path}", temperature=0.0, max_side=self.max_side,
+            model=f"local:{self.resolved.path}"
+            + (f"+adapter:{self._adapter_digest}" if self.adapter else ""),
+            temperature=0.0, max_side=self.max_side,
             frame=self.frame, extra=f"greedy:{self.max_new_tokens}",
         )
         return cached(self.cache, fields, compute)
@@ -185,43 +316,15 @@ class LocalQwenVL:
 
     def _processed(self, image: np.ndarray) -> tuple[Any, tuple[int, int]]:
         """The image processor's output for one image and the (H, W) the model sees."""
-        processor = self._weights.image_processor
-        vision = processor(images=[image], return_tensors="pt")
-        grid = vision["image_grid_thw"][0]
-        patch = int(getattr(processor, "patch_size", 14))
-        return vision, (int(grid[1]) * patch, int(grid[2]) * patch)
+        return self._weights.inputs.processed(image)
 
     def _generate(self, image: np.ndarray, prompt: str,
                   system: str | None) -> tuple[str, tuple[int, int]]:
         weights = self._weights
-        messages: list[dict] = []
-        if system:
-            messages.append({"role": "system", "content": system})
-        messages.append({"role": "user", "content": [
-            {"type": "image"}, {"type": "text", "text": prompt}]})
-        text = weights.tokenizer.apply_chat_template(
-            messages, chat_template=weights.chat_template, add_generation_prompt=True,
-            tokenize=False)
-        vision, shown = self._processed(image)
-        grid = vision["image_grid_thw"][0]
-        merge = int(getattr(weights.image_processor, "merge_size", 2))
-        if text.count(weights.image_token) != 1:
-            raise MLLMError(
-                f"The chat template of the local multimodal LLM '{self.name}' did not place "
-                f"exactly one image token ({weights.image_token}) in the prompt, so the image "
-                "cannot be shown. Use the model's own chat_template files."
-            )
-        text = text.replace(weights.image_token, weights.image_token * (int(grid.prod())
-                                                                         // merge**2))
-        encoded = weights.tokenizer([text], return_tensors="pt", add_special_tokens=False)
-        input_ids = encoded["input_ids"].to(weights.device)
-        inputs = {
-            "input_ids": input_ids,
-            "attention_mask": encoded["attention_mask"].to(weights.device),
-            "mm_token_type_ids": (input_ids == weights.image_token_id).long(),
-            "pixel_values": vision["pixel_values"].to(weights.device, self._dtype),
-            "image_grid_thw": vision["image_grid_thw"].to(weights.device),
-        }
+        encoded, shown = weights.inputs.encode(image, prompt, system=system)
+        inputs = {key: value.to(weights.device) for key, value in encoded.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
+        input_ids = inputs["input_ids"]
         with weights.lock, torch.inference_mode():
             output = weights.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                             do_sample=False)
@@ -241,9 +344,12 @@ def load_mllm(
     max_new_tokens: int = 256,
     coords: str | None = "auto",
     cache: ReplyCache | None = None,
+    adapter: str | Path | None = None,
 ) -> LocalQwenVL:
     """A local Qwen-VL `MLLM` from an alias (qwen2.5-vl-7b, qwen3-vl), hub id or folder;
-    `max_side` and `coords` as in `LocalQwenVL`."""
+    `max_side`, `coords` and `adapter` (a LoRA folder of `terramask train clicks`) as in
+    `LocalQwenVL`."""
     resolved = resolve_model(id_or_path, kind="mllm")
     return LocalQwenVL(resolved, device=device, dtype=dtype, max_side=max_side,
-                       max_new_tokens=max_new_tokens, coords=coords, cache=cache)
+                       max_new_tokens=max_new_tokens, coords=coords, cache=cache,
+                       adapter=adapter)
