@@ -357,3 +357,52 @@ def _check_prompts(points, labels, boxes):
         if array is not None and not np.isfinite(array).all():
             raise InputError(f"{name} contain NaN or infinite coordinates.")
     return points, labels, boxes
+
+
+# ---------------------------------------------------------------------- serve (issue #15) begin
+# What `terramask serve`'s on-disk embedding cache needs: an embedding as plain arrays and
+# back, on this segmenter's device and dtype (saved as float32, so bf16/fp16 round-trip
+# exactly).
+
+_LAYOUTS = ("tensor", "hq", "list")
+
+
+def embedding_arrays(embedding: ImageEmbedding) -> dict[str, np.ndarray]:
+    """A `SamSegmenter` embedding as named numpy arrays (see `embedding_from_arrays`)."""
+    features = embedding.data
+    if not isinstance(features, _Features):
+        raise TypeError("not an embedding made by a SamSegmenter")
+    value = features.embeddings
+    if isinstance(value, torch.Tensor):
+        layout, tensors = "tensor", [value]
+    elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], torch.Tensor):
+        layout, tensors = "hq", [value[0], *value[1]]
+    else:
+        layout, tensors = "list", list(value)
+    arrays = {f"t{i}": t.detach().float().cpu().numpy() for i, t in enumerate(tensors)}
+    arrays["layout"] = np.array(_LAYOUTS.index(layout))
+    arrays["sizes"] = np.array(
+        [*features.original_size, *features.input_size, *features.image_size], dtype=np.int64
+    )
+    return arrays
+
+
+def embedding_from_arrays(
+    segmenter: SamSegmenter, arrays: dict[str, np.ndarray], key: str = ""
+) -> ImageEmbedding:
+    """The embedding `embedding_arrays` saved, on `segmenter`'s device and dtype."""
+    layout = _LAYOUTS[int(arrays["layout"])]
+    count = sum(1 for name in arrays if name.startswith("t") and name[1:].isdigit())
+    tensors = [
+        torch.from_numpy(np.asarray(arrays[f"t{i}"])).to(segmenter.device, segmenter.dtype)
+        for i in range(count)
+    ]
+    value: Any = tensors[0] if layout == "tensor" else (
+        (tensors[0], tensors[1:]) if layout == "hq" else tensors
+    )
+    sizes = [int(v) for v in np.asarray(arrays["sizes"])]
+    features = _Features(value, (sizes[0], sizes[1]), (sizes[2], sizes[3]), (sizes[4], sizes[5]))
+    return ImageEmbedding(image_size=features.image_size, data=features, key=key)
+
+
+# ---------------------------------------------------------------------- serve (issue #15) end
