@@ -30,15 +30,21 @@ from terramask.options import (
     AskEngine,
     AskOptions,
     BenchmarkProtocol,
+    ClickSynthesis,  # tuned clicks (#13)
+    ClickTraining,  # tuned clicks (#13)
+    DataRecipe,  # instruction data (#14)
     GenerationSettings,
     MLLMOptions,
     ModelOptions,
     Outside,
     PolygonOptions,
+    PromptEngine,  # UniGeoSeg (#16)
     RasterOptions,
     RayOptions,
     SegmentEngine,
     Tiling,
+    UniGeoSegOptions,  # UniGeoSeg (#16)
+    UniGeoSegTraining,  # UniGeoSeg (#16)
     changed,
 )
 from terramask.protocols import MLLM, Progress
@@ -86,6 +92,8 @@ def prompt(
     overwrite: bool = False,
     outside: Outside = "error",
     progress: Progress | None = None,
+    engine: PromptEngine = "sam",  # UniGeoSeg (#16)
+    unigeoseg: UniGeoSegOptions | None = None,  # UniGeoSeg (#16)
 ) -> PromptResult:
     """Segment the objects under clicks and boxes; write mask, scores, polygons and preview.
 
@@ -111,6 +119,10 @@ def prompt(
         outside: "error": a prompt outside the scene is refused; "drop": it is left out
             (boxes clipped), and a scene left with no prompt raises `NothingToDo`.
         progress: Called with (stage, done, total).
+        engine: "sam" (`ModelOptions.segmenter`) or "unigeoseg" (`ModelOptions.unigeoseg`:
+            each object's 1-3 positive clicks or one box become UniGeoSeg's interactive
+            instruction; only `UniGeoSegOptions.dtype` applies).
+        unigeoseg: Engine unigeoseg: the weights' precision.
 
     Returns:
         The files written and one summary per object (score, area, box, prompts).
@@ -122,10 +134,8 @@ def prompt(
     """
     _one_scene(scene, "prompt_many", raster)
     has_coordinates = bool(points or negatives or boxes)
-    rules.refuse(
-        _given(models, polygons, crs=crs is not None),
-        rules.prompt_rules(has_coordinates=has_coordinates),
-    )
+    _check_prompt_engine(engine, models, polygons, unigeoseg, points=points,  # UniGeoSeg (#16)
+                         negatives=negatives, boxes=boxes, crs=crs)  # fmt: skip
     prompt_file = _prompt_file(has_coordinates, prompt_file, prompt_layer)
 
     from terramask.errors import NothingToDo
@@ -152,12 +162,15 @@ def prompt(
             raise NothingToDo(
                 f"No prompt falls inside this scene: {describe_extent(opened, prompt_crs)}."
             )
-        segmenter = load_segmenter(models.segmenter, device=models.device)
+        if engine == "unigeoseg":  # UniGeoSeg (#16)
+            segmenter = _unigeoseg_segmenter(object_prompts, models, unigeoseg)
+        else:
+            segmenter = load_segmenter(models.segmenter, device=models.device)
         settings = _settings(
             "prompt", points=points, negatives=negatives, boxes=boxes, crs=crs,
             prompt_file=_prompt_source(prompt_file, prompt_layer), outside=outside,
-            segmenter=models.describe()["segmenter"], raster=raster, tiling=tiling,
-            polygons=polygons,
+            segmenter=_prompt_model_name(engine, models), raster=raster, tiling=tiling,
+            polygons=polygons, **_prompt_engine_settings(engine, unigeoseg),  # (#16)
         )  # fmt: skip
         return run_prompts(
             opened, object_prompts, segmenter, outputs, tiling=tiling, polygons=polygons,
@@ -182,6 +195,8 @@ def prompt_many(
     overwrite: bool = False,
     index_crs: str = INDEX_CRS,
     progress: Progress | None = None,
+    engine: PromptEngine = "sam",  # UniGeoSeg (#16)
+    unigeoseg: UniGeoSegOptions | None = None,  # UniGeoSeg (#16)
 ) -> BatchSummary:
     """`prompt` over many scenes: a folder, a glob, a .txt list or a STAC item/collection.
 
@@ -212,18 +227,16 @@ def prompt_many(
     sources = expand_inputs(inputs, asset=raster.asset)
     check_index_crs(index_crs)
     has_coordinates = bool(points or negatives or boxes)
-    rules.refuse(
-        _given(models, polygons, crs=crs is not None),
-        rules.prompt_rules(has_coordinates=has_coordinates),
-    )
+    _check_prompt_engine(engine, models, polygons, unigeoseg, points=points,  # UniGeoSeg (#16)
+                         negatives=negatives, boxes=boxes, crs=crs)  # fmt: skip
     check_prompt_options(points=points, negatives=negatives, boxes=boxes, crs=crs)
     prompt_file = _prompt_file(has_coordinates, prompt_file, prompt_layer)
     one_raster = _without_asset(raster)
     settings = _settings(
         "prompt", points=points, negatives=negatives, boxes=boxes, crs=crs,
         prompt_file=_prompt_source(prompt_file, prompt_layer), outside="drop",
-        segmenter=models.describe()["segmenter"], raster=one_raster, tiling=tiling,
-        polygons=polygons,
+        segmenter=_prompt_model_name(engine, models), raster=one_raster, tiling=tiling,
+        polygons=polygons, **_prompt_engine_settings(engine, unigeoseg),  # (#16)
     )  # fmt: skip
 
     def run_one(source: str) -> dict:
@@ -231,7 +244,7 @@ def prompt_many(
             source, points=points, negatives=negatives, boxes=boxes, crs=crs,
             prompt_file=prompt_file, prompt_layer=prompt_layer, models=models,
             raster=one_raster, tiling=tiling, polygons=polygons, output=output,
-            overwrite=True, outside="drop",
+            overwrite=True, outside="drop", engine=engine, unigeoseg=unigeoseg,  # (#16)
         )  # fmt: skip
         return {**result.to_dict(), "found": any(not o["empty"] for o in result.objects)}
 
@@ -471,6 +484,7 @@ def ask(
     output: PathLike = "terramask-out",
     overwrite: bool = False,
     progress: Progress | None = None,
+    unigeoseg: UniGeoSegOptions | None = None,  # UniGeoSeg (#16)
 ) -> AskResult:
     """Answer a question about a scene with a mask, polygons and the model's words.
 
@@ -482,7 +496,9 @@ def ask(
         scene: A raster path or URL.
         question: What to find, in words.
         engine: "geoseg" (refined box, CLIP-Surgery clicks and SAM 3 or dense CLIP, fused),
-            "clicks" (the MLLM's clicks into SAM) or "box" (its box into SAM).
+            "clicks" (the MLLM's clicks into SAM) or "box" (its box into SAM); "unigeoseg"
+            (#16): UniGeoSeg (`ModelOptions.unigeoseg`) reads the question and segments by
+            itself, no MLLM (docs/unigeoseg.md).
         mllm: The multimodal LLM: an endpoint or local model to connect to, or a ready
             client (anything with the `MLLM` protocol).
         models: The segmenter, CLIP and SAM 3 (geoseg's semantic route), and the device.
@@ -494,6 +510,7 @@ def ask(
         output: The folder outputs go to, named after the scene.
         overwrite: Replace outputs of the same name.
         progress: Called with (stage, done, total).
+        unigeoseg: Engine unigeoseg: task, template, explanation, second look, precision.
 
     Returns:
         The answer, whether something was found, the files written, the raw reply and how
@@ -507,7 +524,10 @@ def ask(
     from terramask.pipeline.engines import box_refinement, build_ask_models
 
     _one_scene(scene, "ask_many", raster)
-    _check_ask(engine, question, mllm, models, ask_options, tile, polygons)
+    if engine == "unigeoseg":  # UniGeoSeg (#16)
+        return _ask_unigeoseg(scene, question, mllm, models, ask_options, raster, tile,
+                              polygons, output, overwrite, progress, unigeoseg)  # fmt: skip
+    _check_ask(engine, question, mllm, models, ask_options, tile, polygons, unigeoseg)
     refinement = box_refinement(ask_options)
 
     from terramask.pipeline.ask_run import ASK_OUTPUTS, run_ask
@@ -544,6 +564,7 @@ def ask_many(
     overwrite: bool = False,
     index_crs: str = INDEX_CRS,
     progress: Progress | None = None,
+    unigeoseg: UniGeoSegOptions | None = None,  # UniGeoSeg (#16)
 ) -> BatchSummary:
     """`ask` over many scenes: the same question about each scene of a folder, glob, list or STAC.
 
@@ -568,7 +589,11 @@ def ask_many(
 
     sources = expand_inputs(inputs, asset=raster.asset)
     check_index_crs(index_crs)
-    _check_ask(engine, question, mllm, models, ask_options, tile, polygons)
+    if engine == "unigeoseg":  # UniGeoSeg (#16)
+        return _ask_many_unigeoseg(sources, question, mllm, models, ask_options, raster, tile,
+                                   polygons, output, overwrite, index_crs, progress,
+                                   unigeoseg)  # fmt: skip
+    _check_ask(engine, question, mllm, models, ask_options, tile, polygons, unigeoseg)
     box_refinement(ask_options)
     client = _client(mllm, models.device)
     one_raster = _without_asset(raster)
@@ -622,6 +647,7 @@ def _check_ask(
     ask_options: AskOptions,
     tile: int,
     polygons: PolygonOptions,
+    unigeoseg: UniGeoSegOptions | None = None,  # UniGeoSeg (#16)
 ) -> None:
     from terramask.options import ASK_ENGINES, MIN_TILE, check_at_least, check_choice
 
@@ -630,7 +656,7 @@ def _check_ask(
     if not question or not question.strip():
         raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
     rules.refuse(
-        _given(models, ask_options, polygons, mllm),
+        _given(models, ask_options, polygons, mllm, unigeoseg),  # unigeoseg: #16
         rules.ask_rules(engine, local_mllm=_is_local(mllm)),
     )
 
@@ -733,6 +759,7 @@ def evaluate(
     output: PathLike = "terramask-out",
     overwrite: bool = False,
     progress: Progress | None = None,
+    unigeoseg: UniGeoSegOptions | None = None,  # UniGeoSeg (#16)
 ) -> dict:
     """Run a method on a benchmark and report its metrics beside the published numbers.
 
@@ -778,6 +805,16 @@ def evaluate(
 
     check_choice(protocol, PROTOCOLS, "protocol")
     name = dataset.strip().lower().replace("_", "-")
+    if engine == "unigeoseg" and name in referring_dataset_names():  # UniGeoSeg (#16)
+        return _evaluate_unigeoseg(
+            dataset, root, split=split, limit=limit, threshold=threshold,
+            generation=generation, models=models, mllm=mllm, ask_options=ask_options,
+            protocol=protocol, judge=judge, output=output, overwrite=overwrite,
+            progress=progress, unigeoseg=unigeoseg,
+        )  # fmt: skip
+    if unigeoseg is not None:  # UniGeoSeg (#16)
+        raise InputError("`unigeoseg` applies to engine 'unigeoseg' on a referring/reasoning "
+                         "data set only.")  # fmt: skip
     run = _evaluate_referring if name in referring_dataset_names() else _evaluate_ovss
     return run(
         dataset, root, split=split, limit=limit, engine=engine, threshold=threshold,
@@ -940,6 +977,7 @@ def score(
 _OBJECT_PARAMS = {
     ModelOptions: "models", GenerationSettings: "generation", AskOptions: "ask_options",
     MLLMOptions: "mllm", RayOptions: "ray", Tiling: "tiling", PolygonOptions: "polygons",
+    UniGeoSegOptions: "unigeoseg",  # UniGeoSeg (#16)
 }  # fmt: skip
 
 
@@ -1009,14 +1047,569 @@ def _checked_outputs(
     return outputs
 
 
+# ------------------------------------------------------------------------------ tuned clicks (#13)
+
+
+def synthesize_clicks(
+    masks: PathLike | Sequence[PathLike],
+    *,
+    images: PathLike | None = None,
+    mask_value: int | None = None,
+    settings: ClickSynthesis = ClickSynthesis(),
+    models: ModelOptions = ModelOptions(),
+    output: PathLike | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Synthesise clicks for ground-truth masks with the segmenter in the loop (docs/clicks.md).
+
+    The first click is the mask's interior-most pixel; each next one the deepest pixel of the
+    larger error region of the segmenter's current mask (positive in a miss, negative in a
+    false alarm), up to `ClickSynthesis.clicks`, stopping early when the mask is exact.
+
+    Args:
+        masks: One mask file or several (PNG/TIFF; the target is non-zero, or `mask_value`).
+        images: The image of each mask: a file (one mask), or a folder holding images of the
+            masks' names; None looks in the `images/` folder beside the masks' folder.
+        mask_value: The mask value that marks the target (None: any non-zero value).
+        settings: How many clicks, and the frame the clicks text is written in.
+        models: The segmenter (`ModelOptions.segmenter`) and device.
+        output: A JSONL file to write the results to (one line per mask), or None.
+        overwrite: Replace `output` when it exists.
+        progress: Called with ("clicks", done, total).
+
+    Returns:
+        Per mask: `mask`, `image`, `image_size` (H, W), `clicks` (the click engine's text),
+        `points`, `labels`, `ious` (IoU after each click) and `stopped_early`.
+
+    Raises:
+        InputError: A missing image or mask, a mask of another size than its image, an
+            empty mask (before the segmenter loads).
+        OutputExistsError: `output` exists and `overwrite` is false.
+    """
+    from terramask.train.synthesis import synthesize_mask_files
+
+    rules.refuse(_given(models), {"ModelOptions.clip": "click synthesis uses no clip model",
+                                  "ModelOptions.sam3": "click synthesis uses no sam3 model",
+                                  "ModelOptions.featup": "click synthesis uses no featup"})
+    return synthesize_mask_files(
+        [masks] if isinstance(masks, str | os.PathLike) else list(masks), images=images,
+        mask_value=mask_value, settings=settings, models=models, output=output,
+        overwrite=overwrite, progress=progress,
+    )  # fmt: skip
+
+
+def train_clicks(
+    data: PathLike,
+    *,
+    layout: str = "auto",
+    split: str | None = None,
+    training: ClickTraining = ClickTraining(),
+    models: ModelOptions = ModelOptions(),
+    output: PathLike = "terramask-adapter",
+    cache: PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    merge: bool = False,
+    progress: Progress | None = None,
+    on_step: Any = None,
+) -> dict:
+    """LoRA-tune a Qwen-VL to answer instructions with clicks for SAM (docs/clicks.md).
+
+    Clicks are synthesised once per mask with the segmenter (`ModelOptions.segmenter`, SAM
+    ViT-L by default) and cached next to the data; the segmenter is released before the
+    language model trains. With a segmenter named explicitly, held-out images are scored
+    (gIoU) before training and after every epoch.
+
+    Args:
+        data: A JSONL file of {"image", "mask", "instruction"}; a folder of images/, masks/,
+            instructions/; or an RRSIS-D, EarthReason, UniGeoSeg or GeoSeg-Bench folder.
+        layout: "auto" (recognised from the files) or one of `terramask.train.data.LAYOUTS`.
+        split: The benchmark split to train on (default "train").
+        training: The base model, LoRA and optimisation settings (`ClickTraining`).
+        models: The segmenter and the device (GPU in bf16 when present, else CPU).
+        output: The adapter folder (checkpoints and train_log.jsonl go there too).
+        cache: Where synthesised clicks are kept (default: .terramask-clicks/ beside the
+            data when writable, else $TERRAMASK_CACHE/clicks).
+        resume: Continue the stopped training in `output` from its newest checkpoint.
+        overwrite: Replace a finished adapter (or a stopped run) in `output`.
+        merge: Also write base + adapter as one model in `output/merged` (for vLLM/SGLang).
+        progress: Called with (stage, done, total): "clicks", "train", "validate".
+        on_step: Called with each step's log entry (loss, learning rate, samples/s) and
+            each validation's.
+
+    Returns:
+        The output folder, base, frame, steps, first and last loss, validation scores, the
+        data read and the click cache.
+
+    Raises:
+        InputError: Bad options, an unknown layout, a mask that does not match its image, an
+            empty mask, a stopped run in `output` without `resume` (before any training).
+        OutputExistsError: An adapter exists in `output` and `overwrite` is false.
+        ModelNotFoundError, ModelLoadError: The base model or segmenter cannot be loaded.
+    """
+    from pathlib import Path as _Path
+
+    from terramask.models.mllm.adapters import peft_module
+    from terramask.train.clicks import check_output, run_click_training
+    from terramask.train.synthesis import prepare_training_data
+
+    rules.refuse(_given(models), {"ModelOptions.clip": "click training uses no clip model",
+                                  "ModelOptions.sam3": "click training uses no sam3 model",
+                                  "ModelOptions.featup": "click training uses no featup"})
+    peft_module()  # says how to install it, before any work
+    output = _Path(output)
+    check_output(output, resume=resume, overwrite=overwrite)
+    prepared = prepare_training_data(
+        data, layout=layout, split=split, training=training, models=models, cache=cache,
+        progress=progress,
+    )  # fmt: skip
+    validation_segmenter = None
+    if models.segmenter is not None and prepared.validation:
+        validation_segmenter = prepared.segmenter
+    result = run_click_training(
+        prepared.train, prepared.validation, output, training=training, device=models.device,
+        segmenter=validation_segmenter, resume=resume, data=prepared.describe(),
+        progress=progress, on_step=on_step,
+    )  # fmt: skip
+    result.update(data=prepared.describe())
+    if merge:
+        from terramask.train.merge import merge_adapter
+
+        result["merged"] = merge_adapter(output, output / "merged", overwrite=True)["output"]
+    return result
+
+
+def merge_adapter(
+    adapter: PathLike,
+    output: PathLike,
+    *,
+    base: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Fold a click adapter into its base model: one folder for vLLM, SGLang or `ask`.
+
+    Args:
+        adapter: The folder `train_clicks` wrote.
+        output: The merged model's folder (weights, tokenizer, processor, chat template).
+        base: The base model (default: the one the adapter records).
+        overwrite: Replace `output` when it exists.
+
+    Raises:
+        InputError: `adapter` is not an adapter folder.
+        ModelLoadError: The base cannot be loaded, or the adapter is for another base.
+        OutputExistsError: `output` exists and `overwrite` is false.
+    """
+    from terramask.train.merge import merge_adapter as merge
+
+    return merge(adapter, output, base=base, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------------ end of tuned clicks
+
+
+# ------------------------------------------------------------------ instruction data (#14)
+
+
+def build_instruction_data(
+    images: PathLike,
+    labels: PathLike,
+    classes: Sequence[str],
+    *,
+    recipe: DataRecipe | None = None,
+    class_map: PathLike | dict | None = None,
+    generator: MLLMOptions | MLLM | None = None,
+    judges: Sequence[MLLMOptions | MLLM] = (),
+    raster: RasterOptions = RasterOptions(),
+    device: str = "auto",
+    output: PathLike = "terramask-data",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict:
+    """Make UniGeoSeg-format instruction data from labelled rasters (the GeoSeg-1M recipe).
+
+    Patches (`DataRecipe.patch`, `stride`) → 8-connected instances per class → the rule
+    filter (area, crowding, neighbours, a per-patch and a per-class limit) → an MLLM mask
+    check (the first judge) → interactive instructions from the mask, referring and
+    reasoning ones written by `generator` → cross-evaluation by every judge. See
+    docs/data-engine.md for each step, the prompts, rubric and thresholds.
+
+    Args:
+        images: The images: a folder, glob, .txt list or one raster.
+        labels: Their label rasters, matched by file name (a folder, glob, list or one file).
+        classes: The label's classes: "NAME" (value = position), "VALUE=NAME",
+            "#RRGGBB=NAME" or "R,G,B=NAME" (colours of RGB or paletted labels).
+        recipe: Every rule, threshold and choice of the recipe (`DataRecipe`).
+        class_map: A JSON file (or dict) renaming classes into merged categories
+            ({"low vegetation": "vegetation", "clutter": null}).
+        generator: The MLLM that writes referring and reasoning instructions.
+        judges: One or two MLLMs: the first checks each candidate mask (with
+            `DataRecipe.mask_check`); all cross-evaluate every written instruction.
+        raster: Bands and stretch of the images.
+        device: Where local MLLMs run.
+        output: The data set's folder (`interactive/`, `ref/`, `reason/`, `stats.json`,
+            `instances.gpkg`).
+        overwrite: Replace instruction data made with other settings in `output`.
+        progress: Called with (stage, done, total): "scan", "patches".
+
+    Returns:
+        The statistics written to `output/stats.json`: samples per task and kind, per class,
+        what each rule removed, MLLM calls, failures, time and samples per second.
+
+    Raises:
+        InputError: Bad options or classes, no image/label pair, prompt files that do not
+            load, referring or reasoning asked for without a generator (all before any work);
+            `output` made with other settings (without `overwrite`).
+        OutputExistsError: `output` holds instruction data this engine did not start.
+    """
+    from terramask.data.build import build, resolve_tasks
+
+    recipe = DataRecipe() if recipe is None else recipe
+    if not isinstance(recipe, DataRecipe):
+        raise InputError(f"`recipe` must be a DataRecipe, not {type(recipe).__name__}.")
+    ModelOptions(device=device)  # checks the device's name
+    clients = [c for c in (generator, *judges) if isinstance(c, MLLMOptions)]
+    rules.refuse(
+        changed(recipe) + [name for c in clients for name in changed(c)]
+        + (["device"] if device != "auto" else []),
+        rules.data_rules(generator=generator is not None, judges=bool(judges),
+                         local=any(_is_local(c) for c in (generator, *judges))),
+    )  # fmt: skip
+    tasks = resolve_tasks(recipe, generator is not None)
+    return build(
+        images, labels, classes, recipe=recipe, class_map=class_map,
+        generator=None if generator is None else _client(generator, device),
+        judges=[_client(judge, device) for judge in judges], raster=raster, output=output,
+        overwrite=overwrite, progress=progress, tasks=tasks,
+    )  # fmt: skip
+
+
+def run_instructions(
+    tasks: PathLike | Sequence[dict],
+    *,
+    engine: AskEngine = "geoseg",
+    segment_engine: SegmentEngine = "sam+clip",
+    mllm: MLLMOptions | MLLM | None = None,
+    models: ModelOptions = ModelOptions(),
+    ask_options: AskOptions = AskOptions(),
+    generation: GenerationSettings = GenerationSettings(),
+    raster: RasterOptions = RasterOptions(),
+    polygons: PolygonOptions = PolygonOptions(),
+    output: PathLike = "terramask-out",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict:
+    """One instruction interface for all tasks: each line of a JSONL file to its route.
+
+    Each line is `{"image", "task", "instruction"?, "points"?, "negatives"?, "boxes"?,
+    "classes"?, "mask"?, "id"?}`: interactive lines go to the segmenter (`prompt`; clicks and
+    boxes in image pixels, or UniGeoSeg's normalised `x0,y0=[a,b], x1,y1=[c,d]` / `[x,y]`
+    inside the instruction), referring and reasoning lines to the `ask` engines, classes
+    lines to `segment`. Each line's outputs go to `output/<id>/`; `output/results.jsonl`
+    holds one result per line. With a ground-truth `mask`, lines are scored (gIoU, cIoU per
+    task as UniGeoSeg's benchmark reports them, on its 512 letterbox). Re-running skips lines
+    already done; a line that fails is recorded and the others go on.
+
+    Args:
+        tasks: The JSONL file (paths in it relative to it), or the lines as dicts.
+        engine: The `ask` engine of referring and reasoning lines.
+        segment_engine: The `segment` engine of classes lines.
+        mllm: The multimodal LLM of referring and reasoning lines (when `engine` uses one).
+        models: The segmenter, CLIP and SAM 3, and the device.
+        ask_options, generation, raster, polygons: As for `ask` and `segment`.
+        output: The folder of per-line outputs, results.jsonl and report.json.
+        overwrite: Redo lines already done.
+        progress: Called with ("lines", done, total) (and the verbs' own stages).
+
+    Returns:
+        Lines done, failed and skipped, scores per task (with ground truth), and the files.
+
+    Raises:
+        InputError: A line that cannot be used (unknown task, missing image or fields),
+            referring/reasoning lines without the MLLM their engine needs, or options no
+            line's route uses — all before any line runs.
+    """
+    from terramask.pipeline.run_instructions import run_instruction_lines
+
+    given = _given(models, ask_options, generation, polygons, mllm,
+                   engine=engine != "geoseg", segment_engine=segment_engine != "sam+clip")
+    return run_instruction_lines(
+        tasks, engine=engine, segment_engine=segment_engine,
+        mllm=None if mllm is None else _client(mllm, models.device), models=models,
+        ask_options=ask_options, generation=generation, raster=raster, polygons=polygons,
+        output=output, overwrite=overwrite, progress=progress, given=given,
+        local_mllm=_is_local(mllm),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------ end of instruction data (#14)
+
+
 __all__ = [
     "ask",
     "ask_many",
+    "build_instruction_data",
     "calibrate",
     "evaluate",
+    "merge_adapter",
     "prompt",
     "prompt_many",
+    "run_instructions",
     "score",
     "segment",
     "segment_many",
+    "synthesize_clicks",
+    "train_clicks",
 ]
+
+
+# ------------------------------------------------------------------ UniGeoSeg (#16) begin
+
+
+def _check_prompt_engine(
+    engine: str,
+    models: ModelOptions,
+    polygons: PolygonOptions,
+    unigeoseg: UniGeoSegOptions | None,
+    *,
+    points: Sequence[Point],
+    negatives: Sequence[Point],
+    boxes: Sequence[Box],
+    crs: str | None,
+) -> None:
+    """`prompt`'s engine and the options that apply to it, before any work."""
+    from terramask.options import PROMPT_ENGINES, check_choice
+
+    check_choice(engine, PROMPT_ENGINES, "engine")
+    has_coordinates = bool(points or negatives or boxes)
+    given = _given(models, polygons, unigeoseg, crs=crs is not None,
+                   negatives=bool(negatives))  # fmt: skip
+    if engine == "sam":
+        given = [g for g in given if g != "negatives"]
+        rules.refuse(given + (["unigeoseg"] if unigeoseg is not None else []),
+                     {**rules.prompt_rules(has_coordinates=has_coordinates),
+                      "unigeoseg": "it applies to engine 'unigeoseg' only"})  # fmt: skip
+        return
+    rules.refuse(given, rules.prompt_rules(has_coordinates=has_coordinates, engine=engine))
+    if len(points) > 0 and len(boxes) == 1:
+        raise InputError(
+            "UniGeoSeg's interactive instruction names either clicks or a box: with one "
+            "`boxes` the `points` would join it into one object. Give the clicks or the box."
+        )
+    from terramask.methods.unigeoseg_prompts import MAX_POINTS
+
+    if len(points) > MAX_POINTS:
+        raise InputError(
+            f"UniGeoSeg takes 1 to {MAX_POINTS} clicks per object (`points`); {len(points)} "
+            "were given. Give fewer clicks, or a box."
+        )
+
+
+def _unigeoseg_segmenter(object_prompts: Sequence, models: ModelOptions,
+                         unigeoseg: UniGeoSegOptions | None):  # fmt: skip
+    """Check every object's prompts against UniGeoSeg's interactive instruction (before the
+    model loads), then load it."""
+    import numpy as np
+
+    from terramask.methods.unigeoseg_prompts import MAX_POINTS
+    from terramask.pipeline.engines import load_unigeoseg_model
+
+    for prompt in object_prompts:
+        labels = np.asarray(prompt.labels)
+        where = f"object '{prompt.name}'"
+        if (labels == 0).any():
+            raise InputError(f"UniGeoSeg takes positive clicks only; {where} of the prompt file "
+                             "has negative ones (`engine` sam takes them).")  # fmt: skip
+        if len(labels) and prompt.box is not None:
+            raise InputError(f"UniGeoSeg's instruction names clicks or a box; {where} has both.")
+        if len(labels) > MAX_POINTS:
+            raise InputError(f"UniGeoSeg takes 1 to {MAX_POINTS} clicks per object; {where} has "
+                             f"{len(labels)}.")  # fmt: skip
+    return load_unigeoseg_model(models, (unigeoseg or UniGeoSegOptions()).dtype)
+
+
+def _prompt_model_name(engine: str, models: ModelOptions) -> str | None:
+    if engine == "unigeoseg":
+        from terramask.pipeline.engines import model_names
+
+        return model_names(models, ("unigeoseg",))["unigeoseg"]
+    return models.describe()["segmenter"]
+
+
+def _prompt_engine_settings(engine: str, unigeoseg: UniGeoSegOptions | None) -> dict:
+    """What a unigeoseg `prompt` adds to its report's settings (nothing for SAM, so that
+    earlier SAM outputs still answer the same settings)."""
+    if engine != "unigeoseg":
+        return {}
+    return {"engine": engine, "dtype": (unigeoseg or UniGeoSegOptions()).dtype}
+
+
+def _check_ask_unigeoseg(
+    question: str,
+    mllm: MLLMOptions | MLLM,
+    models: ModelOptions,
+    ask_options: AskOptions,
+    tile: int,
+    polygons: PolygonOptions,
+) -> None:
+    """`ask --engine unigeoseg`: no MLLM, no box handling; only what was changed counts."""
+    from terramask.options import MIN_TILE, check_at_least
+
+    check_at_least(tile, MIN_TILE, "tile", " px")
+    if not question or not question.strip():
+        raise InputError("The question is empty: say what to find, e.g. 'the largest pond'.")
+    given = _given(models, polygons)
+    if mllm is not None:
+        given += changed(mllm) if isinstance(mllm, MLLMOptions) else ["mllm"]
+    given += changed(ask_options) if ask_options is not None else []
+    rules.refuse(given, rules.ask_rules("unigeoseg", local_mllm=False))
+
+
+def _unigeoseg_ask_settings(question: str, models: ModelOptions, options: UniGeoSegOptions,
+                            raster: RasterOptions, tile: int,
+                            polygons: PolygonOptions) -> dict:  # fmt: skip
+    from terramask.pipeline.engines import ask_models_used
+
+    return _settings(
+        "ask", question=question, engine="unigeoseg",
+        models=ask_models_used("unigeoseg", models), unigeoseg=options, raster=raster,
+        tile=tile, polygons=polygons,
+    )  # fmt: skip
+
+
+def _ask_unigeoseg(scene, question, mllm, models, ask_options, raster, tile, polygons, output,
+                   overwrite, progress, unigeoseg) -> AskResult:  # fmt: skip
+    """`ask` with engine unigeoseg: UniGeoSeg reads the question and segments by itself."""
+    from terramask.models.unigeoseg import UniGeoSegSettings
+    from terramask.pipeline.ask_run import ASK_OUTPUTS, run_ask
+    from terramask.pipeline.engines import load_unigeoseg_model
+    from terramask.pipeline.unigeoseg_ask import locate_unigeoseg
+    from terramask.scene import open_scene
+
+    options = unigeoseg or UniGeoSegOptions()
+    _check_ask_unigeoseg(question, mllm, models, ask_options, tile, polygons)
+    with open_scene(scene, raster) as opened:
+        outputs = _checked_outputs(opened, output, overwrite, ASK_OUTPUTS)
+        model = load_unigeoseg_model(models, options.dtype)
+        located = locate_unigeoseg(
+            opened, question, model, settings=UniGeoSegSettings.of(options), tile=tile,
+            second_look=options.second_look, progress=progress,
+        )  # fmt: skip
+        settings = _unigeoseg_ask_settings(question, models, options, raster, tile, polygons)
+        return run_ask(opened, question, None, None, outputs,  # type: ignore[arg-type]
+                       engine="unigeoseg", tile=tile, polygons=polygons, settings=settings,
+                       progress=progress, located=located)  # fmt: skip
+
+
+def _ask_many_unigeoseg(sources, question, mllm, models, ask_options, raster, tile, polygons,
+                        output, overwrite, index_crs, progress,
+                        unigeoseg) -> BatchSummary:  # fmt: skip
+    """`ask_many` with engine unigeoseg: the model loads once, scenes go one by one."""
+    from terramask.pipeline.batch import run_batch
+
+    options = unigeoseg or UniGeoSegOptions()
+    _check_ask_unigeoseg(question, mllm, models, ask_options, tile, polygons)
+    one_raster = _without_asset(raster)
+
+    def run_one(source: str) -> dict:
+        result = ask(source, question, engine="unigeoseg", models=models, raster=one_raster,
+                     tile=tile, polygons=polygons, output=output, overwrite=True,
+                     unigeoseg=options)  # fmt: skip
+        return result.to_dict()
+
+    settings = _unigeoseg_ask_settings(question, models, options, one_raster, tile, polygons)
+    return run_batch(sources, run_one, output, settings=settings, overwrite=overwrite,
+                     progress=progress, index_crs=index_crs)  # fmt: skip
+
+
+def _evaluate_unigeoseg(
+    dataset: str,
+    root: PathLike,
+    *,
+    split: str | None,
+    limit: int | None,
+    threshold: float | None,
+    generation: GenerationSettings | None,
+    models: ModelOptions,
+    mllm: MLLMOptions | MLLM | None,
+    ask_options: AskOptions | None,
+    protocol: BenchmarkProtocol,
+    judge: MLLMOptions | MLLM | None,
+    output: PathLike,
+    overwrite: bool,
+    progress: Progress | None,
+    unigeoseg: UniGeoSegOptions | None,
+) -> dict:
+    """`evaluate` with engine unigeoseg: the released evaluation's templates, tasks and fp32
+    unless `unigeoseg` says otherwise (its dtype "auto" means fp32 here)."""
+    from terramask.eval.unigeoseg_eval import evaluate_unigeoseg
+    from terramask.models.unigeoseg import UniGeoSegSettings
+
+    given = _given(models, generation, threshold=threshold is not None, judge=judge is not None)
+    given += [] if mllm is None else (changed(mllm) if isinstance(mllm, MLLMOptions)
+                                      else ["mllm"])  # fmt: skip
+    given += [] if ask_options is None else changed(ask_options)
+    table = rules.evaluate_rules("referring", "unigeoseg", local_mllm=False)
+    table["judge"] = "engine 'unigeoseg' is scored by gIoU/cIoU only here"
+    table["UniGeoSegOptions.second_look"] = "a benchmark sample is one image, looked at once"
+    given += changed(unigeoseg) if unigeoseg is not None else []
+    rules.refuse(given, table)
+    settings = None
+    dtype = "fp32"
+    if unigeoseg is not None:
+        from terramask.methods.unigeoseg_prompts import DATASET_STYLES
+
+        name = dataset.strip().lower().replace("_", "-")
+        style = DATASET_STYLES.get(name, ("benchmark", None))[0]
+        settings = UniGeoSegSettings.of(unigeoseg, explain=False, prompt=style)
+        dtype = "fp32" if unigeoseg.dtype == "auto" else unigeoseg.dtype
+    return evaluate_unigeoseg(
+        dataset, root, split=split, limit=limit, model=models.unigeoseg, device=models.device,
+        dtype=dtype, settings=settings, output=output, overwrite=overwrite, progress=progress,
+        protocol=protocol,
+    )  # fmt: skip
+
+
+def train_unigeoseg(
+    data: PathLike,
+    *,
+    output: PathLike = "terramask-unigeoseg",
+    training: UniGeoSegTraining | None = None,
+    val_data: PathLike | None = None,
+    split: str = "train",
+    val_split: str = "val",
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    on_step: Any = None,
+) -> dict:
+    """Fine-tune UniGeoSeg on UniGeoSeg-format instruction data (`terramask data build`'s, or
+    the released `{split}.json` layout); writes checkpoints loadable by engine unigeoseg.
+
+    Args:
+        data: The data folder (`{split}.json` list of {img, mask, json}, or a JSONL manifest).
+        output: The run folder: `checkpoint-<step>/`, `final/`, `log.jsonl`, `report.json`.
+        training: The recipe (`UniGeoSegTraining`; None: its defaults).
+        val_data: A separate validation folder (else `training.val_fraction` of `data`).
+        split, val_split: The splits read from `data` and `val_data`.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        resume: Continue from the last checkpoint in `output` (same recipe and data).
+        overwrite: Replace a finished or foreign run in `output`.
+        progress: Called with (stage, done, total).
+        on_step: Called with each logged step's record (loss, task mix, learning rate).
+
+    Raises:
+        InputError: Bad options or data (before any model loads).
+        OutputExistsError: `output` holds a run and neither `resume` nor `overwrite` is set.
+    """
+    from terramask.train.unigeoseg import train_unigeoseg as run
+
+    ModelOptions(device=device)  # the device name is checked before any work
+    return run(data, output=output, training=training or UniGeoSegTraining(),
+               val_data=val_data, split=split,
+               val_split=val_split, device=device, resume=resume, overwrite=overwrite,
+               progress=progress, on_step=on_step)  # fmt: skip
+
+
+# ------------------------------------------------------------------ UniGeoSeg (#16) end

@@ -42,10 +42,14 @@ from terramask.options import (
     COORDS,
     GENERATION_PRESETS,
     INDEX_CRS,
+    PROMPT_ENGINES,  # UniGeoSeg (#16)
     PROMPT_TILING,
     PROTOCOLS,
     REFINEMENTS,
     SEGMENT_ENGINES,
+    UNIGEOSEG_DTYPES,  # UniGeoSeg (#16)
+    UNIGEOSEG_PROMPTS,  # UniGeoSeg (#16)
+    UNIGEOSEG_TASKS,  # UniGeoSeg (#16)
     AskOptions,
     GenerationSettings,
     MLLMOptions,
@@ -54,6 +58,7 @@ from terramask.options import (
     RasterOptions,
     RayOptions,
     Tiling,
+    UniGeoSegOptions,  # UniGeoSeg (#16)
 )
 
 stderr = Console(stderr=True)
@@ -284,6 +289,8 @@ def model_options(*roles: str) -> Callable[[Callable[..., Any]], Any]:
         "sam3": "SAM 3 model (facebook/sam3, gated): hub id or local folder.",
         "featup": "SegEarth-OV's SimFeatUp upsampler for dense CLIP: checkpoint file, folder "
         "or hub id [default: bilinear].",
+        "unigeoseg": "UniGeoSeg checkpoint (--engine unigeoseg): alias, hub id or folder "
+        "[default: nishuo1999/UniGeoSeg].",  # UniGeoSeg (#16)
     }
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -297,7 +304,7 @@ def model_options(*roles: str) -> Callable[[Callable[..., Any]], Any]:
 
 
 def models_from(kw: dict[str, Any]) -> ModelOptions:
-    roles = ("segmenter", "clip", "sam3", "featup", "device")
+    roles = ("segmenter", "clip", "sam3", "featup", "device", "unigeoseg")  # unigeoseg: #16
     return built(ModelOptions, {k: kw.pop(k, None) for k in roles})
 
 
@@ -326,6 +333,10 @@ def mllm_options(func: Callable[..., Any]) -> Callable[..., Any]:
         option("MLLMOptions.cache", "--mllm-cache/--no-mllm-cache", default=None,
                help="Reuse earlier replies to the same image, prompt and model "
                "($TERRAMASK_CACHE) [default: on]."),
+        # tuned clicks (#13)
+        option("MLLMOptions.adapter", "--adapter", type=click.Path(file_okay=False),
+               help="A LoRA adapter folder of `terramask train clicks`, loaded into the local "
+               "--mllm-model (its base) for --engine clicks."),
     ]):  # fmt: skip
         func = decorator(func)
     return func
@@ -334,7 +345,8 @@ def mllm_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def mllm_from(kw: dict[str, Any]) -> MLLMOptions:
     names = ("url", "model", "key", "coords", "max_side", "timeout", "retries", "concurrency",
              "cache")  # fmt: skip
-    return built(MLLMOptions, {n: kw.pop(f"mllm_{n}") for n in names})
+    return built(MLLMOptions, {n: kw.pop(f"mllm_{n}") for n in names}
+                 | {"adapter": kw.pop("adapter", None)})  # tuned clicks (#13)
 
 
 def ask_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -361,6 +373,49 @@ def ask_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def ask_options_from(kw: dict[str, Any]) -> AskOptions:
     names = ("refine", "calibration", "overview_size", "max_objects", "boxes")
     return built(AskOptions, {n: kw.pop(n) for n in names})
+
+
+# ---------------------------------------------------------------- UniGeoSeg (#16) options
+_UNIGEOSEG_FLAGS = {  # field: (flag, click attributes, help)
+    "task": ("--unigeoseg-task", {"type": click.Choice(UNIGEOSEG_TASKS)},
+             "UniGeoSeg's task: interactive, referring or reasoning [default: from the "
+             "instruction: coordinates interactive, a question reasoning, else referring]."),
+    "prompt": ("--unigeoseg-prompt", {"type": click.Choice(UNIGEOSEG_PROMPTS)},
+               "UniGeoSeg's template: benchmark (the released GeoSeg-Bench/EarthReason one) or "
+               "referring (its RRSIS-D one) [default: benchmark; eval: the data set's]."),
+    "explain": ("--explain/--no-explain", {"default": None},
+                "Also generate UniGeoSeg's explanation [default: on; eval: off]."),
+    "max_new_tokens": ("--max-new-tokens", {"type": int},
+                       "Longest explanation, tokens [default: 64]."),
+    "second_look": ("--second-look/--no-second-look", {"default": None},
+                    "On scenes over two canvases wide, segment again at full resolution around "
+                    "the overview's answer [default: on]."),
+    "dtype": ("--unigeoseg-dtype", {"type": click.Choice(UNIGEOSEG_DTYPES)},
+              "Precision of UniGeoSeg's weights [default: auto (bf16 on GPUs, fp32 on CPU); "
+              "eval: fp32, as the released evaluation]."),
+}  # fmt: skip
+
+
+def unigeoseg_options(*names: str) -> Callable[[Callable[..., Any]], Any]:
+    """The UniGeoSegOptions flags `names` (all when none are named)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names or tuple(_UNIGEOSEG_FLAGS)):
+            flag, attrs, help_text = _UNIGEOSEG_FLAGS[name]
+            func = option(f"UniGeoSegOptions.{name}", flag, f"unigeoseg_{name}", help=help_text,
+                          **attrs)(func)  # fmt: skip
+        return func
+
+    return decorate
+
+
+def unigeoseg_from(kw: dict[str, Any]) -> UniGeoSegOptions | None:
+    """UniGeoSegOptions from the flags given; None when none was."""
+    values = {n: kw.pop(f"unigeoseg_{n}", None) for n in _UNIGEOSEG_FLAGS}
+    if all(v is None for v in values.values()):
+        return None
+    return built(UniGeoSegOptions, values)
+# ---------------------------------------------------------------- end of UniGeoSeg (#16) options
 
 
 def generation_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -509,7 +564,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     help="Vector file of prompts: points (field `positive`, `group`) and polygons (boxes).",
 )  # fmt: skip
 @option("prompt_layer", "--prompts-layer", "prompt_layer", help="Layer of the prompts file.")
-@model_options("segmenter")
+@option("engine", "--engine", type=click.Choice(PROMPT_ENGINES), default="sam",  # UniGeoSeg (#16)
+        show_default=True, help="sam: the SAM-family --segmenter; unigeoseg: 1-3 positive "
+        "clicks or one box per object as UniGeoSeg's interactive instruction.")  # fmt: skip
+@model_options("segmenter", "unigeoseg")  # unigeoseg: #16
+@unigeoseg_options("dtype")  # UniGeoSeg (#16)
 @simplify_option
 @raster_options
 @tiling_options(PROMPT_TILING)
@@ -532,9 +591,11 @@ def prompt(ctx: click.Context, scene: str, as_json: bool, debug: bool, **kw: Any
     from terramask import api, rules
 
     has_coordinates = bool(kw["points"] or kw["negatives"] or kw["boxes"])
-    _check_typed(ctx, rules.prompt_rules(has_coordinates=has_coordinates))
+    _check_typed(ctx, rules.prompt_rules(has_coordinates=has_coordinates,
+                                         engine=kw["engine"]))  # engine: #16
     raster = raster_from(kw)
     options = dict(
+        unigeoseg=unigeoseg_from(kw),  # UniGeoSeg (#16)
         models=models_from(kw),
         raster=raster,
         tiling=built(
@@ -719,11 +780,13 @@ def _batch_summary(summary: Any) -> None:
 @click.argument("question")
 @option(
     "engine", "--engine", type=click.Choice(ASK_ENGINES), default="geoseg", show_default=True,
-    help="geoseg: refined box + dual routes; clicks: MLLM clicks into SAM; box: MLLM box.",
+    help="geoseg: refined box + dual routes; clicks: MLLM clicks into SAM; box: MLLM box; "
+    "unigeoseg: UniGeoSeg reads the question and segments by itself (no MLLM).",  # (#16)
 )  # fmt: skip
 @mllm_options
-@model_options("segmenter", "clip", "sam3")
+@model_options("segmenter", "clip", "sam3", "unigeoseg")  # unigeoseg: #16
 @ask_options
+@unigeoseg_options()  # UniGeoSeg (#16)
 @simplify_option
 @raster_options
 @option(
@@ -758,6 +821,7 @@ def ask(
         ask_options=ask_options_from(kw),
         raster=raster,
         polygons=built(PolygonOptions, {"simplify": kw.pop("simplify")}),
+        unigeoseg=unigeoseg_from(kw),  # UniGeoSeg (#16)
     )
     index_crs = kw.pop("index_crs")
     result = _one_or_many(
@@ -806,11 +870,12 @@ class EvalCommand(click.Command):
 @option(
     "engine", "--engine", default=None,
     help="OVSS sets: clip, sam+clip or sam3 [sam+clip]; referring/reasoning sets: geoseg, "
-    "clicks or box [geoseg].",
+    "clicks, box or unigeoseg [geoseg].",  # unigeoseg: #16
 )  # fmt: skip
 @option("threshold", "--threshold", type=float,
         help="OVSS sets: override the preset's background threshold.")  # fmt: skip
-@model_options("segmenter", "clip", "sam3", "featup")
+@model_options("segmenter", "clip", "sam3", "featup", "unigeoseg")  # unigeoseg: #16
+@unigeoseg_options("task", "prompt", "explain", "max_new_tokens", "dtype")  # UniGeoSeg (#16)
 @generation_options
 @mllm_options
 @ask_options
@@ -865,6 +930,7 @@ def eval_command(
         ),
     )
     asking = ask_options_from(kw)
+    unigeoseg_options_given = unigeoseg_from(kw)  # UniGeoSeg (#16)
     judge_url, judge_model = kw.pop("judge"), kw.pop("judge_model")
     judge = None
     if judge_url or judge_model:
@@ -875,7 +941,8 @@ def eval_command(
         result = api.evaluate(
             dataset, root, engine=engine, models=models_from(kw),
             generation=generation_from(kw, "reference"), mllm=mllm if referring else None,
-            ask_options=asking if referring else None, judge=judge, progress=report, **kw,
+            ask_options=asking if referring else None, judge=judge, progress=report,
+            unigeoseg=unigeoseg_options_given, **kw,  # UniGeoSeg (#16)
         )  # fmt: skip
     if "giou" in result:
         emit(result, as_json, lambda: _referring_summary(result))
@@ -1127,12 +1194,21 @@ def models_pull(model: str, as_json: bool, debug: bool) -> None:
 
 @cli.command()
 @click.option("--no-self-test", is_flag=True, help="Skip the pipeline self-test.")
+@click.option("--model", "check_model", type=click.Choice(["unigeoseg"]),  # UniGeoSeg (#16)
+              help="Also load this model and check its answers on a fixed sample.")
+@click.option("--unigeoseg", "unigeoseg_id",  # UniGeoSeg (#16)
+              help="With --model unigeoseg: the checkpoint [default: nishuo1999/UniGeoSeg].")
 @common_options
-def doctor(no_self_test: bool, as_json: bool, debug: bool) -> None:
+def doctor(no_self_test: bool, as_json: bool, debug: bool, check_model: str | None = None,
+           unigeoseg_id: str | None = None) -> None:  # check_model, unigeoseg_id: #16
     """Check the environment, GDAL, device and local models; self-test the prompt pipeline."""
     from terramask.doctor import run_doctor
 
     report = run_doctor(with_self_test=not no_self_test)
+    if check_model == "unigeoseg":  # UniGeoSeg (#16)
+        from terramask.models.unigeoseg.doctor import add_unigeoseg_checks
+
+        add_unigeoseg_checks(report, unigeoseg_id)
 
     def human() -> None:
         checks = table("check", "status", "detail")
@@ -1144,6 +1220,35 @@ def doctor(no_self_test: bool, as_json: bool, debug: bool) -> None:
     emit(report, as_json, human)
     if not report["ok"]:
         sys.exit(EXIT_USER_ERROR)
+
+
+# ---------------------------------------------------------------- serve (issue #15)
+from terramask.commands import serve as _serve  # noqa: E402 (uses the helpers above)
+
+cli.add_command(_serve.command())
+# ---------------------------------------------------------------- end of serve
+
+
+# ---------------------------------------------------------------- data build, run (issue #14)
+from terramask.commands import data as _data  # noqa: E402 (uses the helpers above)
+
+for _command in _data.commands():
+    cli.add_command(_command)
+# ---------------------------------------------------------------- end of data build, run
+
+
+# ---------------------------------------------------------------- clicks, train (issue #13)
+from terramask.commands import clicks as _clicks  # noqa: E402 (uses the helpers above)
+
+for _command in _clicks.commands():
+    cli.add_command(_command)
+# ---------------------------------------------------------------- end of clicks, train
+
+# ---------------------------------------------------------------- UniGeoSeg (#16)
+from terramask.commands import unigeoseg as _unigeoseg  # noqa: E402 (uses the helpers above)
+
+_unigeoseg.attach(_clicks.train_group)
+# ---------------------------------------------------------------- end of UniGeoSeg (#16)
 
 
 def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:

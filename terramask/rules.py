@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from terramask.errors import InputError
 from terramask.pipeline.engines import ASK_ENGINE_MODELS, SEGMENT_ENGINE_MODELS
 
-_MODEL_FIELDS = ("segmenter", "clip", "sam3", "featup")
+_MODEL_FIELDS = ("segmenter", "clip", "sam3", "featup", "unigeoseg")  # unigeoseg: #16
 #: What only an endpoint uses; a local model ignores it.
 _ENDPOINT_ONLY = ("MLLMOptions.key", "MLLMOptions.timeout", "MLLMOptions.retries",
                   "MLLMOptions.concurrency")  # fmt: skip
@@ -40,9 +40,12 @@ def _unused_models(used: tuple[str, ...], what: str) -> dict[str, str]:
     }
 
 
-def prompt_rules(*, has_coordinates: bool) -> dict[str, str]:
+def prompt_rules(*, has_coordinates: bool, engine: str = "sam") -> dict[str, str]:
     """`prompt`: only the segmenter; `crs` describes `points`/`boxes` only."""
+    if engine == "unigeoseg":  # UniGeoSeg (#16)
+        return unigeoseg_prompt_rules(has_coordinates=has_coordinates)
     rules = _unused_models(("segmenter",), "prompt")
+    rules["UniGeoSegOptions.*"] = _NOT_UNIGEOSEG  # UniGeoSeg (#16)
     rules["PolygonOptions.min_area"] = "prompt keeps every part of each object it was asked for"
     if not has_coordinates:
         rules["crs"] = (
@@ -78,7 +81,10 @@ def segment_rules(
 def mllm_rules(*, local: bool) -> dict[str, str]:
     """A local model (no `MLLMOptions.url`) ignores what only an endpoint uses."""
     if not local:
-        return {}
+        # tuned clicks (#13): an adapter is loaded into a local model only
+        return {"MLLMOptions.adapter": "an adapter is loaded into a local model (no "
+                "`MLLMOptions.url`); an endpoint serves a merged model (`terramask train "
+                "merge`)"}
     return {name: "a local model (no `MLLMOptions.url`) is not an endpoint"
             for name in _ENDPOINT_ONLY}  # fmt: skip
 
@@ -91,7 +97,15 @@ def ask_rules(engine: str, *, local_mllm: bool) -> dict[str, str]:
             rules[name] = f"engine {engine!r} does not refine boxes (only geoseg does)"
     if engine == "clicks":
         rules["AskOptions.boxes"] = "engine 'clicks' segments clicks, not boxes"
+    else:  # tuned clicks (#13)
+        rules["MLLMOptions.adapter"] = (
+            f"an adapter of `terramask train clicks` answers with clicks; engine {engine!r} "
+            "asks for a box (use engine clicks)"
+        )
     rules["PolygonOptions.min_area"] = "ask keeps every part of the object it found"
+    if engine == "unigeoseg":  # UniGeoSeg (#16)
+        return unigeoseg_ask_rules(rules)
+    rules["UniGeoSegOptions.*"] = _NOT_UNIGEOSEG  # UniGeoSeg (#16)
     return {**rules, **mllm_rules(local=local_mllm)}
 
 
@@ -122,4 +136,113 @@ def evaluate_rules(
 
 def calibrate_rules(*, local_mllm: bool) -> dict[str, str]:
     """`calibrate`: only the MLLM."""
-    return mllm_rules(local=local_mllm)
+    return {
+        **mllm_rules(local=local_mllm),
+        # tuned clicks (#13)
+        "MLLMOptions.adapter": "calibrate fits boxes, and an adapter of `terramask train "
+        "clicks` answers with clicks",
+    }
+
+
+# ---------------------------------------------------------------- UniGeoSeg (#16) begin
+_NOT_UNIGEOSEG = "it applies to engine 'unigeoseg' only"
+_NO_MLLM = "engine 'unigeoseg' reads the instruction itself and asks no MLLM"
+
+
+def unigeoseg_ask_rules(rules: dict[str, str]) -> dict[str, str]:
+    """`ask`/referring evaluation with engine unigeoseg: no MLLM and no box handling."""
+    why = "engine 'unigeoseg' segments by itself: no MLLM box, overview or reply to read"
+    return {
+        **rules, "MLLMOptions.*": _NO_MLLM, "mllm": _NO_MLLM, "AskOptions.*": why,
+        "ask_options": why,
+    }  # fmt: skip
+
+
+def unigeoseg_prompt_rules(*, has_coordinates: bool) -> dict[str, str]:
+    """`prompt` with engine unigeoseg: its checkpoint; clicks and boxes only (its
+    interactive instruction names 1-3 positive clicks or one box)."""
+    rules = _unused_models(("unigeoseg",), "prompt --engine unigeoseg")
+    rules["PolygonOptions.min_area"] = "prompt keeps every part of each object it was asked for"
+    rules["negatives"] = (
+        "UniGeoSeg's interactive instruction names positive clicks only (use engine sam for "
+        "negative clicks)"
+    )
+    for name in ("UniGeoSegOptions.task", "UniGeoSegOptions.prompt",
+                 "UniGeoSegOptions.explain", "UniGeoSegOptions.max_new_tokens",
+                 "UniGeoSegOptions.second_look"):  # fmt: skip
+        rules[name] = "prompt asks UniGeoSeg its interactive task with the benchmark template"
+    if not has_coordinates:
+        rules["crs"] = (
+            "it is the CRS of `points` and `boxes`, and none was given; a prompt file "
+            "carries its own CRS"
+        )
+    return rules
+# ---------------------------------------------------------------- UniGeoSeg (#16) end
+
+
+# ---------------------------------------------------------------- instruction data (#14)
+
+
+def data_rules(*, generator: bool, judges: bool, local: bool = False) -> dict[str, str]:
+    """`data build`: MLLMs write and judge texts (no coordinates, no clicks); the mask check
+    is the first judge's; `device` is where a local MLLM (`local`) runs."""
+    rules = {
+        "MLLMOptions.coords": "the data engine reads no coordinates from MLLM replies",
+        "MLLMOptions.adapter": "an adapter of `terramask train clicks` answers with clicks, and "
+        "the data engine asks for instructions and judgements",
+    }
+    if not judges:
+        rules["DataRecipe.mask_check"] = (
+            "the mask check is asked of the first judge, and no judge was given"
+        )
+    if not generator and not judges:
+        rules["MLLMOptions.*"] = "no MLLM (generator or judge) was given"
+    if not local:
+        rules["device"] = "it is where a local MLLM runs, and no local MLLM was given"
+    return rules
+
+
+def run_rules(
+    engine: str, segment_engine: str, tasks: Iterable[str], *, local_mllm: bool
+) -> dict[str, str]:
+    """`run`: each option applies to the routes of the tasks its lines name (interactive:
+    the segmenter; referring/reasoning: the ask engine; classes: the segment engine)."""
+    tasks = set(tasks)
+    asked = bool(tasks & {"referring", "reasoning"})
+    used: set[str] = set()
+    if "interactive" in tasks:  # UniGeoSeg answers interactive lines with engine unigeoseg
+        used.add("unigeoseg" if engine == "unigeoseg" else "segmenter")
+    if asked:
+        used.update(ASK_ENGINE_MODELS.get(engine, ()))
+    if "classes" in tasks:
+        used.update(SEGMENT_ENGINE_MODELS.get(segment_engine, ()))
+    from dataclasses import fields
+
+    from terramask.options import ModelOptions
+
+    rules = {
+        f"ModelOptions.{f.name}": f"the tasks file (its lines' routes) uses no {f.name} model"
+        for f in fields(ModelOptions)
+        if f.name != "device" and f.name not in used
+    }
+    no_ask = "no line is a referring or reasoning instruction (the ask route)"
+    if asked:
+        rules.update({k: v for k, v in ask_rules(engine, local_mllm=local_mllm).items()
+                      if not k.startswith("ModelOptions.")
+                      and k not in ("PolygonOptions.min_area", "ask_options")})  # fmt: skip
+    else:
+        rules.update({"AskOptions.*": no_ask, "MLLMOptions.*": no_ask, "mllm": no_ask})
+        if not (engine == "unigeoseg" and "interactive" in tasks):
+            rules["engine"] = no_ask + " and engine unigeoseg is not asked for interactive lines"
+    no_classes = "no line is a classes line (the segment route)"
+    if "classes" not in tasks:
+        rules.update({"segment_engine": no_classes, "GenerationSettings.*": no_classes,
+                      "PolygonOptions.min_area": no_classes})  # fmt: skip
+    elif segment_engine != "sam+clip":
+        rules["GenerationSettings.*"] = (
+            f"segment engine {segment_engine!r} generates no SAM masks (only sam+clip does)"
+        )
+    return rules
+
+
+# ---------------------------------------------------------------- end of instruction data

@@ -18,7 +18,7 @@ from terramask.errors import ModelLoadError, ModelNotFoundError
 
 #: The roles a model plays (what it is asked for), and where a resolved one came from: a
 #: folder given by path, the Hugging Face cache, or just downloaded from the hub.
-ModelKind = Literal["segmenter", "image_text", "concept", "mllm"]
+ModelKind = Literal["segmenter", "image_text", "concept", "mllm", "unigeoseg"]
 ModelOrigin = Literal["local", "cache", "hub"]
 KINDS: tuple[str, ...] = get_args(ModelKind)
 
@@ -26,6 +26,7 @@ DEFAULT_MODELS = {
     "segmenter": "facebook/sam-vit-large",
     "image_text": "openai/clip-vit-base-patch16",
     "concept": "facebook/sam3",
+    "unigeoseg": "nishuo1999/UniGeoSeg",  # UniGeoSeg (#16)
 }
 
 # config.json `model_type` → family. Families are what the loader dispatches on.
@@ -41,6 +42,7 @@ _MODEL_TYPE_FAMILY = {
     "sam3_video": "sam3",
     "qwen2_5_vl": "qwen2_5_vl",
     "qwen3_vl": "qwen3_vl",
+    "llava_phi": "unigeoseg",  # UniGeoSeg (#16): PSALM-style checkpoints
 }
 
 FAMILY_KIND = {
@@ -54,6 +56,7 @@ FAMILY_KIND = {
     "sam3": "concept",
     "qwen2_5_vl": "mllm",
     "qwen3_vl": "mllm",
+    "unigeoseg": "unigeoseg",  # UniGeoSeg (#16)
 }
 
 _KIND_WORDS = {
@@ -61,6 +64,7 @@ _KIND_WORDS = {
     "image_text": "an image-text model (`ModelOptions.clip`)",
     "concept": "a concept segmenter (`ModelOptions.sam3`)",
     "mllm": "a multimodal LLM (`MLLMOptions.model`)",
+    "unigeoseg": "a UniGeoSeg checkpoint (`ModelOptions.unigeoseg`)",  # UniGeoSeg (#16)
 }
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -142,6 +146,10 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
               "Qwen2.5-VL 7B Instruct, local MLLM for referring/reasoning prompts."),
         _spec("qwen3-vl", "Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl", "mllm",
               "Qwen3-VL 8B Instruct, local MLLM."),
+        # UniGeoSeg (#16)
+        _spec("unigeoseg", "nishuo1999/UniGeoSeg", "unigeoseg", "unigeoseg",
+              "UniGeoSeg (Swin-B + Phi-1.5 + Mask2Former): interactive, referring and "
+              "reasoning segmentation in one model, no MLLM endpoint needed."),
     )
 }
 
@@ -223,8 +231,8 @@ def _check_family(path: Path, requested: str, kind: str) -> str:
         raise ModelLoadError(
             f"The model '{requested}' at {path} is not a model folder TerraMask can read: it has "
             "no config.json with a known model_type (sam, sam_hq, sam2, clip, siglip, sam3, "
-            "qwen2_5_vl, qwen3_vl) and no single open_clip checkpoint. Point to the folder "
-            "that holds config.json and the weights, e.g. one saved with save_pretrained or "
+            "qwen2_5_vl, qwen3_vl, llava_phi) and no single open_clip checkpoint. Point to the "
+            "folder that holds config.json and the weights, e.g. one saved with save_pretrained or "
             "downloaded with `hf download`."
         )
     wanted = FAMILY_KIND[family]

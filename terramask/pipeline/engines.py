@@ -38,6 +38,7 @@ ASK_ENGINE_MODELS: dict[str, tuple[str, ...]] = {
     "geoseg": ("segmenter", "clip", "sam3"),
     "clicks": ("segmenter",),
     "box": ("segmenter",),
+    "unigeoseg": ("unigeoseg",),
 }
 
 
@@ -130,6 +131,7 @@ def model_names(models: ModelOptions, roles: tuple[str, ...]) -> dict[str, str |
         "segmenter": DEFAULT_MODELS["segmenter"],
         "clip": DEFAULT_MODELS["image_text"],
         "sam3": DEFAULT_MODELS["concept"],
+        "unigeoseg": DEFAULT_MODELS["unigeoseg"],
     }
     named = models.describe()
     return {
@@ -205,3 +207,11 @@ def box_refinement(options: AskOptions) -> BoxRefinement:
             f"The calibration file {calibration} is not one `terramask calibrate` wrote "
             f"({exc}); run calibrate again."
         ) from exc
+
+
+def load_unigeoseg_model(models: ModelOptions, dtype: str = "auto"):
+    """The UniGeoSeg model of `ModelOptions.unigeoseg` (default nishuo1999/UniGeoSeg) on
+    `ModelOptions.device`; loaded once per process."""
+    from terramask.models.unigeoseg import load_unigeoseg
+
+    return load_unigeoseg(models.unigeoseg, device=models.device, dtype=dtype)
