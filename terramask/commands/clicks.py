@@ -3,20 +3,11 @@ tuning of a Qwen-VL click generator, and merging the adapter for serving): issue
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import click
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from terramask.cli import (
     built,
@@ -25,10 +16,10 @@ from terramask.cli import (
     models_from,
     option,
     progress_reporter,
-    stderr,
     stdout,
     table,
 )
+from terramask.commands.training_progress import training_bars
 from terramask.options import COORDINATE_FRAMES, ClickSynthesis, ClickTraining, ModelOptions
 
 
@@ -146,39 +137,18 @@ def _training_from(kw: dict[str, Any]) -> ClickTraining:
     return built(ClickTraining, values)
 
 
-@contextmanager
-def _training_progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
+def _training_progress(enabled: bool) -> Any:
     """A bar per stage (clicks, train, validate); the train bar shows the loss and the ETA."""
-    if not enabled:
-        yield None, None
-        return
-    with Progress(
-        TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TextColumn("eta"),
-        TimeRemainingColumn(), console=stderr, transient=True,
-    ) as bar:  # fmt: skip
-        tasks: dict[str, Any] = {}
-        notes = {"train": ""}
 
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total, completed=done, note="")
-            elif stage == "validate" and done == 1:
-                bar.reset(tasks[stage], total=total, completed=done)
-            bar.update(tasks[stage], completed=done, total=total,
-                       note=notes.get(stage, ""))  # fmt: skip
+    def validation_line(entry: dict) -> str | None:
+        if not entry.get("validation"):
+            return None
+        giou = "-" if entry["giou"] is None else f"{entry['giou']:.3f}"
+        return (f"validation after epoch {entry['epoch']} (step {entry['step']}): gIoU {giou} "
+                f"on {entry['samples']} samples")  # fmt: skip
 
-        def on_step(entry: dict) -> None:
-            if entry.get("validation"):
-                giou = "-" if entry["giou"] is None else f"{entry['giou']:.3f}"
-                stderr.print(f"validation after epoch {entry['epoch']} (step {entry['step']}): "
-                             f"gIoU {giou} on {entry['samples']} samples", highlight=False)
-                return
-            notes["train"] = f"loss {entry['loss']:.4f} lr {entry['lr']:.2e}"
-            if "train" in tasks:
-                bar.update(tasks["train"], note=notes["train"])
-
-        yield report, on_step
+    return training_bars(enabled, validation_line=validation_line,
+                         step_note=lambda e: f"loss {e['loss']:.4f} lr {e['lr']:.2e}")
 
 
 @train_group.command("clicks")

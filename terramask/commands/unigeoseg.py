@@ -10,7 +10,8 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from terramask.cli import built, common_options, emit, option, stderr, stdout
+from terramask.cli import built, common_options, emit, option, stdout
+from terramask.commands.training_progress import training_bars
 from terramask.options import PTS_CURVES, UniGeoSegTraining
 
 _FLAGS: list[tuple[str, str, Any, str]] = [
@@ -108,50 +109,18 @@ def attach(train_group: click.Group) -> None:
         emit(result, as_json, human)
 
 
-class _progress:
-    """A train bar with the loss, and validation lines, on stderr (nothing with --json)."""
+def _progress(enabled: bool) -> Any:
+    """A bar per stage with the task, loss and learning rate; a line per validation."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar: Any = None
+    def validation_line(entry: dict) -> str | None:
+        if "validation" not in entry:
+            return None
+        scores = ", ".join(f"{k} {s['giou']:.2f}" for k, s in entry["validation"].items())
+        return f"validation gIoU at step {entry['step']}: {scores}"
 
-    def __enter__(self) -> tuple[Any, Any]:
-        if not self.enabled:
-            return None, None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                            TimeRemainingColumn(), console=stderr, transient=True)  # fmt: skip
-        self.bar.__enter__()
-        tasks: dict[str, Any] = {}
-
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = self.bar.add_task(stage, total=total, completed=done, note="")
-            self.bar.update(tasks[stage], completed=done, total=total)
-
-        def on_step(entry: dict) -> None:
-            if "validation" in entry:
-                scores = ", ".join(f"{k} {s['giou']:.2f}" for k, s in entry["validation"].items())
-                stderr.print(f"validation gIoU at step {entry['step']}: {scores}",
-                             highlight=False)  # fmt: skip
-            elif "train" in tasks:
-                self.bar.update(tasks["train"], note=f"{entry['task']:<11} loss "
-                                f"{entry['loss']:.3f} lr {entry['lr']:.1e}")  # fmt: skip
-
-        return report, on_step
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+    return training_bars(enabled, validation_line=validation_line,
+                         step_note=lambda e: f"{e['task']:<11} loss {e['loss']:.3f} "
+                         f"lr {e['lr']:.1e}")  # fmt: skip
 
 
 __all__ = ["attach"]

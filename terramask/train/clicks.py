@@ -53,12 +53,16 @@ from terramask.models.mllm.adapters import (
 )
 from terramask.options import ClickTraining
 from terramask.protocols import Progress, Segmenter
+from terramask.train.checkpoints import (
+    checkpoint_folders,
+    load_trainer_state,
+    save_checkpoint,
+    setting_differences,
+)
 from terramask.train.data import PreparedSample
 
 #: Tokens a validation answer may take (six clicks need about 40).
 VALIDATION_TOKENS = 128
-#: Checkpoints kept (the newest ones).
-KEEP_CHECKPOINTS = 2
 #: The files of a finished adapter folder.
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_RECORD, "README.md", "train_log.jsonl")
 
@@ -208,39 +212,14 @@ def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_folders(output: Path) -> list[Path]:
-    folder = output / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"step-\d+", p.name)
-             and (p / "state.json").is_file()]  # fmt: skip
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
 def _save_checkpoint(output: Path, model: ClickModel, optimizer: Any, scheduler: Any,
                      step: int, state: dict) -> Path:
-    """The training state at `step`, written into a temporary folder and renamed."""
-    folder = output / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step-{step:07d}"
-    staging = temp_sibling(final, "work")
-    try:
-        model.model.save_pretrained(str(staging))
-        torch.save({
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }, staging / "trainer_state.pt")  # fmt: skip
-        (staging / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    for old in checkpoint_folders(output)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    """The adapter and training state at `step` (`train.checkpoints.save_checkpoint`)."""
+    return save_checkpoint(
+        output, step, state,
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+        lambda folder: model.model.save_pretrained(str(folder)),
+    )  # fmt: skip
 
 
 def _load_checkpoint(folder: Path, model: ClickModel, optimizer: Any, scheduler: Any,
@@ -264,12 +243,9 @@ def _load_checkpoint(folder: Path, model: ClickModel, optimizer: Any, scheduler:
     peft = peft_module()
     weights = load_file(str(folder / ADAPTER_WEIGHTS), device=str(model.device))
     peft.set_peft_model_state_dict(model.model, weights)
-    saved = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
+    saved = load_trainer_state(folder)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["torch_rng"])
-    if saved.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
     return state
 
 
@@ -439,20 +415,11 @@ def _plain(training: ClickTraining) -> dict:
     return json.loads(json.dumps(asdict(training), default=str))
 
 
-def _differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    """The setting names whose values differ (nested dicts compared key by key); the step
-    limit, the checkpoint interval and where the clicks are cached may change between runs."""
-    names = []
-    for key in sorted(set(saved) | set(now)):
-        name = f"{prefix}{key}"
-        if name in ("training.max_steps", "training.save_every", "data.click_cache"):
-            continue
-        a, b = saved.get(key), now.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            names += _differences(a, b, f"{name}.")
-        elif a != b:
-            names.append(name)
-    return names
+def _differences(saved: dict, now: dict) -> list[str]:
+    """The setting names whose values differ; the step limit, the checkpoint interval and
+    where the clicks are cached may change between runs."""
+    return setting_differences(saved, now, ignore=(
+        "training.max_steps", "training.save_every", "data.click_cache"))
 
 
 def _save_adapter(output: Path, model: ClickModel, training: ClickTraining, settings: dict,

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -36,13 +35,18 @@ from terramask.atomic import temp_sibling, write_atomic
 from terramask.errors import InputError, OutputExistsError
 from terramask.options import UniGeoSegTraining
 from terramask.protocols import Progress
+from terramask.train.checkpoints import (
+    checkpoint_folders,
+    load_trainer_state,
+    save_checkpoint,
+    setting_differences,
+)
 from terramask.train.unigeoseg_loss import UniGeoSegCriterion
 from terramask.train.unigeoseg_schedule import TASK_ORDER, TaskSampler, training_progress
 
 FINAL = "final"
 REPORT = "report.json"
 LOG = "log.jsonl"
-KEEP_CHECKPOINTS = 2
 #: The language model's projections LoRA goes on (Phi's attention and MLP).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
 
@@ -186,15 +190,6 @@ def _plain_model(model):
 # ---------------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_folders(output: Path) -> list[Path]:
-    folder = output / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"step-\d+", p.name)
-             and (p / "state.json").is_file()]  # fmt: skip
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
 def check_output(output: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to replace a finished run or restart a stopped one unasked; with `overwrite`,
     clear what a former run left (before any model loads)."""
@@ -228,33 +223,16 @@ def check_output(output: Path, *, resume: bool, overwrite: bool) -> None:
 
 def _save_checkpoint(output: Path, model, optimizer, scheduler, sampler: TaskSampler,
                      state: dict) -> Path:  # fmt: skip
-    folder = output / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step-{state['step']:07d}"
-    staging = temp_sibling(final, "work")
-    try:
-        staging.mkdir(parents=True)
-        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        torch.save({
-            "trainable": trainable, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "sampler": sampler.state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }, staging / "trainer_state.pt")  # fmt: skip
-        (staging / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    for old in checkpoint_folders(output)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    """The trainable weights and training state (`train.checkpoints.save_checkpoint`)."""
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    return save_checkpoint(output, state["step"], state, {
+        "trainable": trainable, "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "sampler": sampler.state(),
+    })  # fmt: skip
 
 
 def _load_checkpoint(folder: Path, model, optimizer, scheduler, sampler: TaskSampler) -> dict:
-    saved = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
+    saved = load_trainer_state(folder)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in saved["trainable"].items():
@@ -262,9 +240,6 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler, sampler: TaskSam
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     sampler.restore(saved["sampler"])
-    torch.set_rng_state(saved["torch_rng"])
-    if saved.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
     return json.loads((folder / "state.json").read_text(encoding="utf-8"))
 
 
@@ -319,14 +294,7 @@ def _fingerprint(training: UniGeoSegTraining, samples: Sequence, val: Sequence) 
 
 
 def _differences(saved: dict, now: dict) -> list[str]:
-    out = []
-    for key in sorted(set(saved) | set(now)):
-        a, b = saved.get(key), now.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{key}.{d}" for d in _differences(a, b)]
-        elif a != b:
-            out.append(f"{key} ({a!r} then, {b!r} now)")
-    return out
+    return setting_differences(saved, now, values=True)
 
 
 def train_unigeoseg(

@@ -1,0 +1,67 @@
+"""The progress bars of the `train` commands: a bar per stage, the loss beside the train bar,
+and one line per validation (nothing with --json)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from terramask.cli import stderr
+
+StageReport = Callable[[str, int, int], None]
+StepReport = Callable[[dict], None]
+
+
+@contextmanager
+def training_bars(
+    enabled: bool,
+    *,
+    step_note: Callable[[dict], str],
+    validation_line: Callable[[dict], str | None],
+) -> Iterator[tuple[StageReport | None, StepReport | None]]:
+    """Yield (report, on_step) for a training run: `report(stage, done, total)` drives a bar
+    per stage (the validate bar restarts with each validation); `on_step(entry)` prints
+    `validation_line(entry)` when it is not None, else shows `step_note(entry)` on the train
+    bar."""
+    if not enabled:
+        yield None, None
+        return
+    with Progress(
+        TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TextColumn("eta"),
+        TimeRemainingColumn(), console=stderr, transient=True,
+    ) as bar:  # fmt: skip
+        tasks: dict[str, Any] = {}
+        notes = {"train": ""}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, completed=done, note="")
+            elif stage == "validate" and done == 1:
+                bar.reset(tasks[stage], total=total, completed=done)
+            bar.update(tasks[stage], completed=done, total=total,
+                       note=notes.get(stage, ""))  # fmt: skip
+
+        def on_step(entry: dict) -> None:
+            line = validation_line(entry)
+            if line is not None:
+                stderr.print(line, highlight=False)
+                return
+            notes["train"] = step_note(entry)
+            if "train" in tasks:
+                bar.update(tasks["train"], note=notes["train"])
+
+        yield report, on_step
+
+
+__all__ = ["training_bars"]
