@@ -13,6 +13,8 @@ import numpy as np
 from terramask.errors import InputError, MLLMError
 from terramask.eval.judge import JudgeScores, try_judge
 from terramask.eval.referring_datasets import (
+    INTERACTIVE_TO_MODEL,
+    INTERACTIVE_TO_SEGMENTER,
     BenchmarkProtocol,
     ReferringDataset,
     ReferringSample,
@@ -234,6 +236,7 @@ def evaluate_referring(
         method=method,
         models=models,
         predictions_dir=predictions_dir,
+        segmented=segment is not None,
         judged=judged,
         configuration=configuration() if configuration is not None else None,
     )
@@ -367,8 +370,11 @@ def _finish(
     predictions_dir: Path,
     judged: JudgeScores | None = None,
     configuration: dict[str, Any] | None = None,
+    segmented: bool = True,
 ) -> dict[str, Any]:
-    """Assemble the result, write report.json and report.md, return the result."""
+    """Assemble the result, write report.json and report.md, return the result (the notes say
+    where interactive samples went: to the segmenter, or, when `segmented` is false, to the
+    model itself)."""
     metrics = scores.result()
     published = PUBLISHED.get(data.name, {"metric": "giou", "rows": []})
     result: dict[str, Any] = {
@@ -392,7 +398,8 @@ def _finish(
         "published_metric": published["metric"],
         "published": published_rows(data.name, data.split),
         "published_note": PUBLISHED_NOTE,
-        "notes": list(data.notes),
+        "notes": [INTERACTIVE_TO_MODEL if note == INTERACTIVE_TO_SEGMENTER and not segmented
+                  else note for note in data.notes],
         "failures": failures,
         "per_sample": records,
     }

@@ -96,6 +96,16 @@ INSTRUCTION_KEYS = (
 
 #: Side of the square canvas UniGeoSeg's evaluation scores every data set on.
 UNIGEOSEG_SIZE = 512
+#: How interactive samples are answered when the engine has a segmenter (the report's note;
+#: an engine without one, UniGeoSeg, reads their instruction itself).
+INTERACTIVE_TO_SEGMENTER = (
+    "Interactive instructions go to the segmenter (their box, or 1-3 positive points, "
+    "normalised 0-1 and scaled to the image), not to the MLLM."
+)
+INTERACTIVE_TO_MODEL = (
+    "Interactive instructions go to the model with their coordinates in the text (a box, or "
+    "1-3 positive points, normalised 0-1), as the released evaluation does."
+)
 #: The canvas of the reference protocol (UniGeoSeg's `eval.py` passes image_size=512 to the
 #: RRSIS-D, EarthReason and GeoSeg-Bench loaders alike).
 REFERENCE_SIZE = UNIGEOSEG_SIZE
@@ -901,8 +911,7 @@ def load_unigeoseg_bench(
     if reference:
         notes = [
             _canvas_note(UNIGEOSEG_SIZE),
-            "Interactive instructions go to the segmenter (their box, or 1-3 positive points, "
-            "normalised 0-1 and scaled to the image), not to the MLLM.",
+            INTERACTIVE_TO_SEGMENTER,
         ]
         if untasked:
             notes.append(

@@ -125,6 +125,9 @@ def test_eval_scores_the_benchmark_per_task_with_the_papers_numbers_beside(
     assert report["models"] == {"unigeoseg": str(tiny_unigeoseg_folder)}
     published = {row["method"] for row in report["published"]}
     assert any("UniGeoSeg" in m for m in published)
+    # interactive samples went to UniGeoSeg itself, and the report says so (not "the segmenter")
+    assert any("go to the model" in n for n in report["notes"])
+    assert not any("go to the segmenter" in n for n in report["notes"])
     config = report["published_configuration"]
     assert config["matches"] is False and any("not the released" in d
                                               for d in config["differences"])  # fmt: skip
