@@ -217,6 +217,7 @@ def object_features(
     The parts of one mask never overlap, so they make a valid MultiPolygon as they come from
     the raster: no union is needed, which keeps a click fast on ragged masks.
     """
+    from affine import Affine
     from rasterio.features import shapes
     from scipy import ndimage
 
@@ -228,12 +229,15 @@ def object_features(
     for obj in objects:
         if obj.is_empty:
             continue
-        mask, left_out = _largest_parts(obj.mask, max_parts, ndimage)
+        # outline only the mask's bounding window: tracing costs what the raster measures
+        ys, xs = np.flatnonzero(obj.mask.any(axis=1)), np.flatnonzero(obj.mask.any(axis=0))
+        top, left = int(ys[0]), int(xs[0])
+        window = obj.mask[top : int(ys[-1]) + 1, left : int(xs[-1]) + 1]
+        mask, left_out = _largest_parts(window, max_parts, ndimage)
+        to_map = scene.transform @ obj.to_scene @ Affine.translation(left, top)
         parts = [
             _polygon(geometry["coordinates"])
-            for geometry, _ in shapes(
-                mask, mask=mask > 0, connectivity=4, transform=scene.transform @ obj.to_scene
-            )
+            for geometry, _ in shapes(mask, mask=mask > 0, connectivity=4, transform=to_map)
         ]
         geometry = parts[0] if len(parts) == 1 else shapely.multipolygons(parts)
         if polygons.simplify:
