@@ -98,6 +98,11 @@ def command() -> click.Command:
         options = built(ServerOptions, {**values, "scenes": scenes})
         models = models_from(kw)
         mllm = mllm_from(kw)
+        if mllm.url and not mllm.model:  # else every ask job would fail on it
+            raise InputError(
+                f"`MLLMOptions.url` {mllm.url} needs `MLLMOptions.model`: the model name that "
+                "endpoint serves (e.g. gpt-5, or the name a vLLM/Ollama server was started with)."
+            )
         raster = raster_from(kw)
         from terramask.models import load_segmenter
         from terramask.server.scenes import SceneRegistry
@@ -106,6 +111,7 @@ def command() -> click.Command:
         # anything is written (the server's model hub reuses the loaded model)
         SceneRegistry(options.scenes, options.root, raster)
         load_segmenter(models.segmenter, device=models.device)
+        _check_address(options.host, options.port)
         app = create_app(
             options, models=models, mllm=mllm if (mllm.url or mllm.model) else None, raster=raster
         )
@@ -129,3 +135,30 @@ def command() -> click.Command:
                     server_header=False)  # fmt: skip
 
     return serve
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse an address that cannot be listened on (a port in use, a host that is not this
+    machine's) before anything is written or announced, naming the flag; uvicorn would
+    otherwise print its own error after "Serving ..." (the check binds as uvicorn does)."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise InputError(f"--host {host} cannot be listened on ({exc}).") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(
+                    f"--port {port} is in use on {host} (perhaps by another terramask serve): "
+                    "choose another --port, or stop the program that holds it."
+                ) from None
+            raise InputError(
+                f"Cannot listen on --host {host} --port {port} ({exc.strerror or exc})."
+            ) from None

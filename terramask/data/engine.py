@@ -177,7 +177,8 @@ def run_engine(
     records: dict[str, dict[str, Any]] = {}
     for job in jobs:
         record = _read_record(work, job.id)
-        if record is not None and record.get("digest") == digest and not record.get("failed"):
+        if (record is not None and record.get("digest") == digest and not record.get("failed")
+                and record.get("sources") == sources_of(job.pair)):  # fmt: skip
             records[job.id] = record
     already_done = len(records)
     cap = Counter(name for r in records.values() for name in r.get("targets", []))
@@ -219,14 +220,22 @@ def run_engine(
 
 def _prepare_output(output: Path, settings: dict[str, Any], overwrite: bool) -> Path:
     """The work folder, checked against `settings` (refused when they differ, unless
-    `overwrite`, which first removes this engine's earlier outputs)."""
+    `overwrite`, which first removes this engine's earlier outputs). Data this engine did not
+    make (no work folder beside it) is never replaced, `overwrite` or not."""
     work = output / WORK_NAME
     settings_path = work / "settings.json"
-    ours = [output / folder for folder in TASK_FOLDERS.values()]
-    ours += [output / STATS_NAME, output / INSTANCES_NAME, work]
-    ours += list(output.glob("instances_*.gpkg")) if output.is_dir() else []
+    outputs = [output / folder for folder in TASK_FOLDERS.values()]
+    outputs += [output / STATS_NAME, output / INSTANCES_NAME]
+    outputs += list(output.glob("instances_*.gpkg")) if output.is_dir() else []
+    if not work.is_dir() and any(path.exists() for path in outputs):
+        raise OutputExistsError(
+            f"{output} already holds instruction data that this run did not start (no "
+            f"{WORK_NAME} folder). Nothing was replaced, and `overwrite` does not replace "
+            "data the engine did not make: choose another output folder, or remove that "
+            "data yourself."
+        )
     if overwrite:
-        for path in ours:
+        for path in [*outputs, work]:
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
@@ -246,12 +255,6 @@ def _prepare_output(output: Path, settings: dict[str, Any], overwrite: bool) -> 
                 f"{', '.join(keys) or 'unreadable settings'}). Nothing was run; pass "
                 "`overwrite` to replace it, or choose another output folder."
             )
-    elif any(path.exists() for path in ours[:-1]):
-        raise OutputExistsError(
-            f"{output} already holds instruction data that this run did not start (no "
-            f"{WORK_NAME} folder). Nothing was replaced; pass `overwrite` to replace it, or "
-            "choose another output folder."
-        )
     (work / "patches").mkdir(parents=True, exist_ok=True)
     write_atomic(settings_path, json.dumps(_plain(settings), indent=2))
     return work
@@ -259,6 +262,20 @@ def _prepare_output(output: Path, settings: dict[str, Any], overwrite: bool) -> 
 
 def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def sources_of(pair: Pair) -> list[str]:
+    """What changes when the image or label file does (path, size, modification time): a
+    patch of an edited label is made again rather than served from its old record."""
+    found = []
+    for source in (pair.image, pair.label):
+        try:
+            stat = Path(source).stat()
+        except (OSError, ValueError):
+            found.append(source)  # a URL or GDAL path: its name
+            continue
+        found.append(f"{source}:{stat.st_size}:{stat.st_mtime_ns}")
+    return found
 
 
 def _record_path(work: Path, patch_id: str) -> Path:
@@ -304,11 +321,13 @@ def _scan(
                 pair.label, table, recipe.encoding
             ) as labels:
                 _check_sizes(scene, labels, pair)
+                found = []  # a pair that fails part-way gives no patch at all
                 for window in patch_windows(scene.width, scene.height, recipe.patch, recipe.stride):
                     ids = labels.read(window.col, window.row, window.width, window.height)
                     counts = np.bincount(ids[ids >= 0].ravel(), minlength=len(table.names))
                     present = int(np.count_nonzero(counts >= recipe.min_pixels))
-                    jobs.append(PatchJob(pair, window, window.name(pair.name), present))
+                    found.append(PatchJob(pair, window, window.name(pair.name), present))
+                jobs.extend(found)
                 pixels.update(labels.pixels)
         except TerraMaskError as exc:
             failures.append({"image": pair.image, "label": pair.label, "reason": str(exc)})
@@ -720,6 +739,7 @@ class _Run:
             "pair": job.pair.name,
             "image": job.pair.image,
             "label": job.pair.label,
+            "sources": sources_of(job.pair),
             "window": [job.window.col, job.window.row, job.window.width, job.window.height],
             "digest": self.digest,
             "reasoning": job.reasoning,
@@ -777,6 +797,7 @@ class _Run:
         record = {
             "patch": job.id, "pair": job.pair.name, "image": job.pair.image,
             "label": job.pair.label,
+            "sources": sources_of(job.pair),
             "window": [job.window.col, job.window.row, job.window.width, job.window.height],
             "digest": self.digest, "reasoning": job.reasoning, "crs": None, "visible": {},
             "kept": 0, "targets": [], "removed": {}, "instances": [], "samples": [], "rejected": [],

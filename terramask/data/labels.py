@@ -258,7 +258,23 @@ class LabelRaster:
         return None
 
     def read(self, col: int, row: int, width: int, height: int) -> np.ndarray:
-        """(height, width) int32 category ids of a window inside the raster."""
+        """(height, width) int32 category ids of a window inside the raster.
+
+        Raises:
+            InputError: The file cannot be read there (truncated or corrupt), or holds
+                colours where values were given.
+        """
+        from rasterio.errors import RasterioError
+
+        try:
+            return self._read(col, row, width, height)
+        except RasterioError as exc:
+            raise InputError(
+                f"The label raster {self.path} cannot be read ({exc}); it may be truncated or "
+                "corrupt."
+            ) from None
+
+    def _read(self, col: int, row: int, width: int, height: int) -> np.ndarray:
         from rasterio.windows import Window
 
         window = Window(col, row, width, height)
@@ -366,10 +382,10 @@ def find_pairs(images: str | os.PathLike, labels: str | os.PathLike, suffix: str
     Raises:
         InputError: Nothing found, no pair at all, or two images of one name.
     """
-    from terramask.scene import expand_inputs, scene_name
+    from terramask.scene import scene_name
 
-    image_list = expand_inputs(images)
-    label_list = expand_inputs(labels)
+    image_list = _expand(images, "images")
+    label_list = _expand(labels, "labels")
     by_name: dict[str, str] = {}
     for path in image_list:
         name = scene_name(path)
@@ -399,3 +415,19 @@ def find_pairs(images: str | os.PathLike, labels: str | os.PathLike, suffix: str
     lonely_images = sorted(n for n in by_name if n not in label_by_name)
     lonely_labels = sorted(n for n in label_by_name if n not in by_name)
     return pairs, lonely_images, lonely_labels
+
+
+def _expand(spec: str | os.PathLike, what: str) -> list[str]:
+    """`expand_inputs(spec)`, refusing a local path that does not exist (IMAGES or LABELS
+    given wrong), which would otherwise be one pair that fails and an empty data set."""
+    from terramask.scene import expand_inputs
+
+    found = expand_inputs(spec)
+    text = os.fspath(spec)
+    remote = "://" in text or text.lower().startswith("/vsi")
+    if found == [text] and not remote and not Path(text).expanduser().exists():
+        raise InputError(
+            f"The {what} path {text} does not exist: give a folder, a glob, a .txt list or a "
+            f"raster file (relative paths are read from {Path.cwd()})."
+        )
+    return found

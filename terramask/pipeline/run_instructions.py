@@ -68,6 +68,9 @@ RESULTS_NAME = "results.jsonl"
 REPORT_NAME = "report.json"
 LINE_RECORD = "line.json"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: The keys a line may hold (a misspelt one, e.g. "negative", would otherwise be ignored).
+LINE_KEYS = ("id", "image", "task", "instruction", "points", "negatives", "boxes", "classes",
+             "mask")
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,10 @@ def read_lines(tasks: str | os.PathLike | Sequence[Mapping], raster: RasterOptio
     if not entries:
         raise InputError(f"The tasks{where} hold no line.")
     lines, seen = [], {}
+    sizes: dict[str, tuple[int, int]] = {}
     for number, entry in entries:
         line = _line(number, entry, base, f"line {number}{where}", raster)
+        _check_inside(line, sizes, raster, f"Line {number}{where}")
         if line.id in seen:
             raise InputError(
                 f"Lines {seen[line.id]} and {number}{where} share the id {line.id!r}; each "
@@ -130,6 +135,12 @@ def _line(number: int, entry: Any, base: Path, where: str, raster: RasterOptions
 
     if not isinstance(entry, dict):
         raise fail("a JSON object is needed.")
+    unknown = sorted(str(key) for key in entry if key not in LINE_KEYS)
+    if unknown:
+        raise fail(
+            f"unknown key(s) {', '.join(repr(k) for k in unknown)}; a line holds "
+            f"{', '.join(LINE_KEYS)}."
+        )
     task = LINE_TASKS.get(str(entry.get("task", "")).strip().lower())
     if task is None:
         raise fail(
@@ -173,6 +184,30 @@ def _line(number: int, entry: Any, base: Path, where: str, raster: RasterOptions
     if task == "classes" and not line.classes:
         raise fail("a classes line needs \"classes\", e.g. [\"building\", \"road,street\"].")
     return line
+
+
+def _check_inside(
+    line: Line, sizes: dict[str, tuple[int, int]], raster: RasterOptions, where: str
+) -> None:
+    """An interactive line's points and boxes must fall inside its image (checked before any
+    line runs; `sizes` caches each image's size)."""
+    if line.task != "interactive":
+        return
+    if line.image not in sizes:
+        sizes[line.image] = _size(line.image, raster)
+    width, height = sizes[line.image]
+    given = "UniGeoSeg's coordinates in the instruction" if line.normalised else "pixels"
+    for name, values in (("points", line.points), ("negatives", line.negatives),
+                         ("boxes", line.boxes)):  # fmt: skip
+        for value in values:
+            xs, ys = value[0::2], value[1::2]
+            if min(xs) < 0 or max(xs) > width or min(ys) < 0 or max(ys) > height:
+                shown = ", ".join(f"{v:g}" for v in value)
+                raise InputError(
+                    f"{where}: {name} ({shown}) in {given} lies outside the image {line.image}, "
+                    f"which is {width} x {height} pixels (x 0-{width}, y 0-{height}, origin "
+                    "top-left)."
+                )
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -277,7 +312,8 @@ def run_instruction_lines(
         if record is None or overwrite:
             continue
         if record.get("line") == _plain(line.raw) and record.get("settings") == settings:
-            if record.get("status") == "done":
+            # an image or ground truth edited since is run (and scored) again, not reused
+            if record.get("status") == "done" and record.get("sources") == _sources(line):
                 done[line.id] = record
         else:
             stale.append(line.id)
@@ -303,7 +339,7 @@ def run_instruction_lines(
                            raster=raster, polygons=polygons, output=output)  # fmt: skip
         if result["status"] == "done":
             record = {"line": _plain(line.raw), "settings": settings, "status": "done",
-                      "result": result}  # fmt: skip
+                      "sources": _sources(line), "result": result}  # fmt: skip
             write_atomic(output / line.id / LINE_RECORD, json.dumps(record, indent=2))
         results.append(result)
     if progress:
@@ -344,6 +380,21 @@ def _settings(
         "generation": asdict(generation), "raster": asdict(raster),
         "polygons": asdict(polygons),
     })  # fmt: skip
+
+
+def _sources(line: Line) -> list[str]:
+    """What changes when the line's image or ground-truth file does (path, size, time)."""
+    found = []
+    for source in (line.image, line.mask):
+        if source is None:
+            continue
+        try:
+            stat = Path(source).stat()
+        except (OSError, ValueError):
+            found.append(source)  # a URL or GDAL path: its name
+            continue
+        found.append(f"{source}:{stat.st_size}:{stat.st_mtime_ns}")
+    return found
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:

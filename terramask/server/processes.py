@@ -210,6 +210,7 @@ def prepare(process: str, raw: dict[str, Any], scenes: Any, *, mllm: Any) -> Pre
     if process == "run":
         checked_run = RunInputs.model_validate(raw)
         tasks = [_served_task(i, task, scenes) for i, task in enumerate(checked_run.tasks)]
+        _check_lines(tasks, mllm, scenes.raster)
         return Prepared(process, None, None, {"tasks": tasks})
     model = PROCESSES[process].inputs
     checked = model.model_validate(raw)
@@ -259,6 +260,24 @@ def prepare(process: str, raw: dict[str, Any], scenes: Any, *, mllm: Any) -> Pre
         served.display(tuple(checked.bands) if checked.bands else None, checked.stretch)
     inputs = checked.model_dump(exclude_none=True)
     return Prepared(process, served.id, served.source, inputs)
+
+
+def _check_lines(tasks: list[dict[str, Any]], mllm: Any, raster: RasterOptions) -> None:
+    """Every `run` line checked as `terramask run` checks it before any line runs (task,
+    instruction, coordinates, classes, id, keys), and referring or reasoning lines refused
+    when the server has no MLLM: a bad submission gets a 4xx, not a job that fails."""
+    try:
+        from terramask.pipeline.run_instructions import read_lines
+    except ImportError:
+        return  # `run` is not offered then (`available`)
+    lines = read_lines(tasks, RasterOptions(bands=raster.bands, stretch=raster.stretch))
+    asked = [line for line in lines if line.task in ("referring", "reasoning")]
+    if asked and mllm is None:
+        raise InputError(
+            f"Line {asked[0].number} is a {asked[0].task} instruction, and this server has no "
+            "multimodal LLM to answer it: start it with `--mllm-url` and `--mllm-model` (or a "
+            "local `--mllm-model`), or send only interactive and classes lines."
+        )
 
 
 def _served_task(index: int, task: dict[str, Any], scenes: Any) -> dict[str, Any]:
@@ -332,9 +351,11 @@ def run(
                   if role in ("segmenter", "clip") or context.has(role)}  # fmt: skip
         if "featup" in roles and context.featup is not None:
             chosen["featup"] = context.featup
+        served_raster = context.scenes.raster  # the server's --bands/--stretch, as the map
         result = api.run_instructions(
             inputs["tasks"], mllm=context.mllm if asked else None,
             models=ModelOptions(device=context.device, **chosen), output=folder,
+            raster=RasterOptions(bands=served_raster.bands, stretch=served_raster.stretch),
             progress=progress,
         )  # fmt: skip
         return {"outputs": _run_outputs(folder), "summary": _plain(result)}

@@ -243,6 +243,11 @@ def test_a_folder_of_foreign_data_is_not_replaced(scene, tmp_path):
     with pytest.raises(OutputExistsError, match="did not start"):
         build(scene, out)
     assert (out / "ref" / "test.json").read_text() == "[]"
+    # nor with `overwrite` (e.g. -o pointed at a downloaded UniGeoSeg release by mistake)
+    with pytest.raises(OutputExistsError, match="does not replace data the engine did not"):
+        build(scene, out, overwrite=True)
+    assert (out / "ref" / "test.json").read_text() == "[]"
+    assert not (out / ".terramask-data").exists()
 
 
 @pytest.mark.parametrize(
@@ -334,3 +339,22 @@ def test_evaluation_reads_the_built_data_and_sends_coordinates_to_the_segmenter(
     # a box prompt filled by the double is the tight box of a rectangle: IoU 100 on the
     # rectangles (building, roads, water), each scored on the 512 letterbox
     assert result["groups"]["interactive"]["giou"] == 100.0
+
+
+def test_a_truncated_label_is_a_failed_pair_and_the_others_go_on(scene, tmp_path):
+    """A label that opens but cannot be read to its end (a cut download): listed in
+    `failed_images`, none of its patches kept, the other pair built (before: a crash, as
+    'unexpected error ... bug', and nothing written)."""
+    from PIL import Image
+
+    images, labels, _ = scene
+    write_synthetic_scene(images / "s2.tif", width=64, height=256, crs=CRS)
+    noise = np.random.default_rng(0).integers(0, 5, size=(256, 64), dtype=np.uint8)
+    Image.fromarray(noise).save(labels / "s2.png")
+    data = (labels / "s2.png").read_bytes()
+    (labels / "s2.png").write_bytes(data[: int(len(data) * 0.6)])  # rows at the end are lost
+    stats = build(scene, tmp_path / "out")
+    assert [f["label"] for f in stats["failed_images"]] == [str(labels / "s2.png")]
+    assert "cannot be read" in stats["failed_images"][0]["reason"]
+    assert stats["patches"]["total"] == 2  # s1's two patches, none of s2's
+    assert stats["samples"] == 4

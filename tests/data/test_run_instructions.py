@@ -106,6 +106,16 @@ def test_each_task_takes_its_route_and_is_scored_as_the_benchmark(tasks, models,
         ({"task": "classes", "classes": ["a"], "mask": "none.png"}, "does not exist"),
         ({"task": "classes", "classes": ["a"], "id": "../x"}, "names a folder"),
         ({"task": "classes", "classes": ["a"], "image": "missing.tif"}, "missing.tif"),
+        # a misspelt key would be ignored: no negatives, or no score, and exit status 0
+        ({"task": "interactive", "points": [[5, 5]], "negative": [[1, 1]]}, "'negative'"),
+        ({"task": "classes", "classes": ["a"], "truth": "t.png"}, "unknown key"),
+        # coordinates outside the image are refused before any line runs, naming the line
+        ({"task": "interactive", "points": [[900, 5]]},
+         r"points \(900, 5\) in pixels lies outside"),
+        ({"task": "interactive", "points": [[5, 5]], "negatives": [[5, -1]]}, "negatives"),
+        ({"task": "interactive", "boxes": [[1, 1, 10, 70]]}, "64 x 64 pixels"),
+        ({"task": "interactive", "instruction": "Please segment [1.5,0.2]."},
+         "in UniGeoSeg's coordinates in the instruction lies outside"),
     ],
 )
 def test_bad_lines_are_refused_before_any_line_runs(tmp_path, line, message):
@@ -191,3 +201,27 @@ def test_engine_unigeoseg_answers_interactive_lines_itself(tmp_path):
     with pytest.raises(InputError, match="segmenter"):
         api.run_instructions(lines, engine="unigeoseg", output=tmp_path / "o2",
                              models=ModelOptions(unigeoseg=str(checkpoint), segmenter="x"))
+
+
+def test_a_line_whose_ground_truth_was_edited_is_scored_again(tmp_path, models):
+    """The same line and settings, but a corrected ground truth: the line runs again and its
+    score follows the new mask (before, the old result and score were reused)."""
+    write_synthetic_scene(tmp_path / "scene.tif", width=96, height=80)
+    truth = np.zeros((80, 96), np.uint8)
+    truth[10:40, 20:60] = 255
+    Image.fromarray(truth).save(tmp_path / "truth.png")
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps({"id": "i1", "image": "scene.tif", "task": "interactive",
+                                "points": [[30, 20]], "mask": "truth.png"}) + "\n")  # fmt: skip
+    sam = ModelOptions(segmenter=models.segmenter, device="cpu")
+    first = api.run_instructions(path, models=sam, output=tmp_path / "out")
+    assert first["done"] == 1
+    Image.fromarray(np.zeros_like(truth)).save(tmp_path / "truth.png")  # nothing is target
+    again = api.run_instructions(path, models=sam, output=tmp_path / "out")
+    assert again["already_done"] == 0 and again["done"] == 1
+    result = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])
+    predicted = read_band(result["outputs"]["mask"]) > 0
+    union = np.count_nonzero(letterbox(predicted, 512))
+    assert result["scores"][0] == {"intersection": 0, "union": union,
+                                   "iou": 100.0 if union == 0 else 0.0}  # fmt: skip
+    assert api.run_instructions(path, models=sam, output=tmp_path / "out")["already_done"] == 1

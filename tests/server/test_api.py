@@ -355,6 +355,28 @@ def test_run_process_serves_only_scenes_under_the_root(served):
     assert "results" in {link["kind"] for link in results["links"]}
 
 
+def test_run_lines_are_checked_when_the_job_is_submitted(served):
+    """A line `terramask run` would refuse, or a referring line on a server without an MLLM,
+    gets a 4xx and no job (not a job that fails, or a referring line asking for `url`)."""
+    client, app, work = served
+    if "run" not in app.state.server.processes:
+        pytest.skip("terramask.api.run_instructions is not available in this checkout")
+    assert app.state.server.mllm is None
+    before, files = len(app.state.server.store.list()), snapshot(work / "out")
+    for line, needle in (
+        ({"task": "referring", "instruction": "the roof"}, "no multimodal LLM"),
+        ({"task": "bogus", "points": [[5, 5]]}, "\"task\" must be one of"),
+        ({"task": "interactive", "instruction": "the roof"}, "needs \"points\""),
+        ({"task": "interactive", "points": [[5, 5]], "negative": [[1, 1]]}, "'negative'"),
+        ({"task": "classes"}, "needs \"classes\""),
+    ):
+        response = client.post("/processes/run/execution", json={"inputs": {"tasks": [
+            {"image": "sub/small.tif", **line}]}})  # fmt: skip
+        assert_problem(response, 422, needle)
+    assert len(app.state.server.store.list()) == before
+    assert snapshot(work / "out") == files
+
+
 # ---------------------------------------------------------------------- page and docs
 
 
@@ -452,6 +474,30 @@ def test_ask_job_with_a_scripted_mllm_shows_the_answer_and_mask(tmp_path, tiny_s
     assert body["geojson"]["features"]  # the mask inside the MLLM's box, as polygons
     assert {"mask", "gpkg"} <= {link["kind"] for link in body["links"]}
     assert "sk-scripted-key-123" not in results.text
+
+
+def test_run_jobs_read_scenes_with_the_servers_bands_and_stretch(tmp_path, tiny_sam):
+    """As the map and the other jobs do: a `run` line sees the pixels the page shows."""
+    from fastapi.testclient import TestClient
+
+    from terramask.options import RasterOptions
+
+    root = make_root(tmp_path)
+    app = create_app(ServerOptions(root=root, output=tmp_path / "out", embedding_cache_mb=0),
+                     models=ModelOptions(segmenter=str(tiny_sam), device="cpu"),
+                     raster=RasterOptions(bands=(3, 2, 1), stretch="1,99"))  # fmt: skip
+    if "run" not in app.state.server.processes:
+        pytest.skip("terramask.api.run_instructions is not available in this checkout")
+    with TestClient(app) as client:
+        response = client.post("/processes/run/execution", json={"inputs": {"tasks": [
+            {"image": "sub/small.tif", "task": "interactive", "points": [[64, 64]]}]}})
+        assert response.status_code == 201, response.text
+        status = wait_for_job(client, response.json()["jobID"])
+        assert status["status"] == "successful", status["message"]
+        summary = client.get(f"/jobs/{status['jobID']}/results").json()["summary"]
+    assert summary["done"] == 1
+    assert summary["settings"]["raster"]["bands"] == [3, 2, 1]
+    assert summary["settings"]["raster"]["stretch"] == [1.0, 99.0]
 
 
 def test_stac_items_under_the_root_and_their_assets(served):

@@ -156,3 +156,39 @@ def test_click_and_segment_in_a_real_browser(tmp_path, tiny_clip):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_clicks_on_a_scene_without_georeferencing_are_not_sent(tmp_path, tiny_clip):
+    """The page cannot place such a scene on the map: a click says so, and sends nothing
+    (before, it went out as WGS84 and came back as a 422 about a map CRS)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright's Python "
+                                   "package (the `dev` extra)")  # fmt: skip
+    from terramask.testing.scenes import write_synthetic_scene
+
+    executable = chromium()
+    root = tmp_path / "root"
+    root.mkdir()
+    write_synthetic_scene(root / "plain.tif", width=96, height=96, crs=None)
+    options = ServerOptions(root=root, output=tmp_path / "out", embedding_cache_mb=0)
+    models = ModelOptions(segmenter=ShapeSegmenter(radius=RADIUS_PX), device="cpu")
+    app = create_app(options, models=models)
+    with serving(app) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=["--no-sandbox"])  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1024, "height": 700})
+            prompts: list[str] = []
+            page.on("request", lambda r: prompts.append(r.url) if "/prompt" in r.url else None)
+            page.goto(f"{url}/?scene=plain.tif")
+            page.wait_for_selector("body[data-ready='1']", state="attached", timeout=30_000)
+            page.wait_for_function("document.querySelector('#status').textContent"
+                                   ".includes('no georeferencing')", timeout=30_000)  # fmt: skip
+            box = page.locator("#map").bounding_box()
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.keyboard.press("c")  # the tool at the cross: the same
+            page.wait_for_timeout(500)
+            assert prompts == []
+            assert "cannot be placed" in page.inner_text("#status")
+            assert page.evaluate("terramask.state.current.points.length") == 0
+        finally:
+            browser.close()

@@ -48,22 +48,66 @@ def test_bad_flags_are_one_line_and_write_nothing(tmp_path, monkeypatch, args, n
     assert not out.exists()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_port_in_use_is_one_line_naming_the_flag_and_writes_nothing(
+    tmp_path, monkeypatch, tiny_sam
+):
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("must not serve"))
+    root = make_root(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run("--root", root, "--port", port, "--segmenter", tiny_sam, "--device", "cpu",
+                     "-o", tmp_path / "out")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert text.startswith("error:") and "\n" not in text and "Serving" not in text
+    assert f"--port {port} is in use" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_mllm_url_without_a_model_is_refused_at_start(tmp_path, monkeypatch, tiny_sam):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("must not serve"))
+    root = make_root(tmp_path)
+    result = run("--root", root, "--port", free_port(), "--segmenter", tiny_sam,
+                 "--mllm-url", "http://127.0.0.1:9/v1", "-o", tmp_path / "out")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert text.startswith("error:") and "--mllm-model" in text and "\n" not in text
+    assert not (tmp_path / "out").exists()
+
+
 def test_serve_builds_the_app_and_runs_uvicorn(tmp_path, monkeypatch, tiny_sam):
     import uvicorn
 
     calls = {}
+    port = free_port()
 
     def fake_run(app, **kwargs):
         calls["app"], calls["kwargs"] = app, kwargs
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
     root = make_root(tmp_path)
-    result = run(root / "scene.tif", "--root", root, "--port", 8765, "--segmenter", tiny_sam,
+    result = run(root / "scene.tif", "--root", root, "--port", port, "--segmenter", tiny_sam,
                  "--device", "cpu", "-o", tmp_path / "out", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["url"] == "http://127.0.0.1:8765/" and info["docs"].endswith("/docs")
+    assert info["url"] == f"http://127.0.0.1:{port}/" and info["docs"].endswith("/docs")
     assert info["scenes"][0] == "scene.tif" and "sub/small.tif" in info["scenes"]
-    assert calls["kwargs"]["host"] == "127.0.0.1" and calls["kwargs"]["port"] == 8765
+    assert calls["kwargs"]["host"] == "127.0.0.1" and calls["kwargs"]["port"] == port
     assert str(calls["app"].state.server.options.root) == str(root)
     assert (tmp_path / "out" / "jobs.sqlite").exists()

@@ -129,6 +129,12 @@
   function useTool(latlng) {
     const xy = [latlng.lng, latlng.lat];
     if (state.tool === "pan") return;
+    if (state.info && !state.info.georeferenced) {
+      // the map has no place for this scene: a click would be sent as WGS84 and refused
+      say("This scene has no georeferencing, so a click on the map cannot be placed on it; " +
+        "send clicks in pixel coordinates to POST /scenes/{id}/prompt instead.", true);
+      return;
+    }
     if (state.tool === "positive") state.current.points.push(xy);
     else if (state.tool === "negative") state.current.negatives.push(xy);
     else if (state.tool === "box") {
