@@ -172,6 +172,7 @@ def run_engine(
     output = Path(output)
     work = _prepare_output(output, settings, overwrite)
     jobs, pair_failures, label_pixels = _scan(pairs, table, recipe, raster, progress)
+    _warn_absent_classes(table, label_pixels, scanned=len(pairs) - len(pair_failures))
     _mark_reasoning(jobs, recipe.reasoning_share)
     digest = settings["digest"]
     records: dict[str, dict[str, Any]] = {}
@@ -299,6 +300,20 @@ def _open_scene(source: str, raster: RasterOptions) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GeoreferenceWarning)
         return open_scene(source, raster)
+
+
+def _warn_absent_classes(table: ClassTable, label_pixels: Counter, *, scanned: int) -> None:
+    """A class no label pixel holds is almost always a wrong value or colour in `-c`: say so
+    (the run goes on; its pixels show as unlisted values in the statistics)."""
+    absent = [name for i, name in enumerate(table.names) if not label_pixels.get(i)]
+    if scanned and absent:
+        given = {s["category"]: s["key"] for s in table.sources if s["category"]}
+        listed = ", ".join(f"{name!r} ({given.get(name, '?')})" for name in absent)
+        warnings.warn(
+            f"No label pixel holds {listed}: check the values or colours given with `classes` "
+            "(stats.json lists the label values found as unlisted values).",
+            stacklevel=2,
+        )
 
 
 def _scan(

@@ -128,6 +128,15 @@ class ClassTable:
             else:
                 colours[key] = class_id
             sources.append({"key": _key_text(key), "name": name, "category": category})
+        given = {name.lower() for _, _, name in keys}
+        unused = [k for k in mapping or {} if k not in given]
+        if unused:
+            warnings.warn(
+                f"The class mapping names {', '.join(repr(k) for k in sorted(unused))}, which no "
+                "class given is called, so nothing was merged under "
+                f"{'that name' if len(unused) == 1 else 'those names'} (a misspelling?).",
+                stacklevel=3,
+            )
         if not names:
             raise InputError(
                 f"Every class given ({', '.join(repr(n) for _, _, n in keys)}) is ignored "

@@ -62,7 +62,12 @@ class ObjectPrompt:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.6f}".rstrip("0").rstrip(".") if math.isfinite(value) else str(value)
+    """Up to 6 decimals; huge or tiny magnitudes in exponent form (never 300 digits)."""
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and not 1e-6 <= abs(value) < 1e15:
+        return f"{value:.6g}"
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def _pair(values: Iterable[float]) -> str:

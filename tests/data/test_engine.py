@@ -358,3 +358,13 @@ def test_a_truncated_label_is_a_failed_pair_and_the_others_go_on(scene, tmp_path
     assert "cannot be read" in stats["failed_images"][0]["reason"]
     assert stats["patches"]["total"] == 2  # s1's two patches, none of s2's
     assert stats["samples"] == 4
+
+
+def test_a_class_no_label_pixel_holds_is_named_in_a_warning(scene, tmp_path):
+    """`-c 9=x` with no 9 in any label: a warning naming the class and its value (before:
+    exit 0, no samples of it, nothing said)."""
+    images, labels, _ = scene
+    with pytest.warns(UserWarning, match=r"No label pixel holds 'ship' \(9\)"):
+        stats = api.build_instruction_data(images, labels, [*CLASSES, "9=ship"], recipe=RECIPE,
+                                           output=tmp_path / "out")  # fmt: skip
+    assert stats["samples"] > 0

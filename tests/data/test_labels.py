@@ -74,3 +74,11 @@ def test_names_by_position_and_wrong_encodings_are_refused(tmp_path):
     with pytest.raises(InputError, match="cannot be read as JSON"):
         (tmp_path / "bad.json").write_text("{")
         ClassTable.parse(["1=a"], class_map=tmp_path / "bad.json")
+
+
+def test_a_class_mapping_entry_no_class_is_called_is_warned_about():
+    """A misspelt key in the mapping merges nothing: say so (before: silently ignored)."""
+    with pytest.warns(UserWarning, match="'low vegitation'"):
+        table = ClassTable.parse(["1=low vegetation", "2=tree"],
+                                 class_map={"low vegitation": "vegetation", "tree": "vegetation"})
+    assert table.names == ("low vegetation", "vegetation")
