@@ -1197,7 +1197,8 @@ def models_pull(model: str, as_json: bool, debug: bool) -> None:
 @click.option("--model", "check_model", type=click.Choice(["unigeoseg"]),  # UniGeoSeg (#16)
               help="Also load this model and check its answers on a fixed sample.")
 @click.option("--unigeoseg", "unigeoseg_id",  # UniGeoSeg (#16)
-              help="With --model unigeoseg: the checkpoint [default: nishuo1999/UniGeoSeg].")
+              help="Check this UniGeoSeg checkpoint (implies --model unigeoseg) "
+              "[default: nishuo1999/UniGeoSeg].")
 @common_options
 def doctor(no_self_test: bool, as_json: bool, debug: bool, check_model: str | None = None,
            unigeoseg_id: str | None = None) -> None:  # check_model, unigeoseg_id: #16
@@ -1205,7 +1206,7 @@ def doctor(no_self_test: bool, as_json: bool, debug: bool, check_model: str | No
     from terramask.doctor import run_doctor
 
     report = run_doctor(with_self_test=not no_self_test)
-    if check_model == "unigeoseg":  # UniGeoSeg (#16)
+    if check_model == "unigeoseg" or unigeoseg_id is not None:  # UniGeoSeg (#16)
         from terramask.models.unigeoseg.doctor import add_unigeoseg_checks
 
         add_unigeoseg_checks(report, unigeoseg_id)

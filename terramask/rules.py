@@ -98,9 +98,10 @@ def ask_rules(engine: str, *, local_mllm: bool) -> dict[str, str]:
     if engine == "clicks":
         rules["AskOptions.boxes"] = "engine 'clicks' segments clicks, not boxes"
     else:  # tuned clicks (#13)
+        asks = "asks no MLLM" if engine == "unigeoseg" else "asks for a box"
         rules["MLLMOptions.adapter"] = (
             f"an adapter of `terramask train clicks` answers with clicks; engine {engine!r} "
-            "asks for a box (use engine clicks)"
+            f"{asks} (use engine clicks)"
         )
     rules["PolygonOptions.min_area"] = "ask keeps every part of the object it found"
     if engine == "unigeoseg":  # UniGeoSeg (#16)

@@ -19,7 +19,7 @@ from terramask.cli import (
     stdout,
     table,
 )
-from terramask.commands.training_progress import training_bars
+from terramask.commands.training_progress import resumable, training_bars
 from terramask.options import COORDINATE_FRAMES, ClickSynthesis, ClickTraining, ModelOptions
 
 
@@ -70,9 +70,15 @@ def clicks_command(masks: tuple[str, ...], as_json: bool, debug: bool, **kw: Any
 
     settings = built(ClickSynthesis, {"clicks": kw.pop("clicks"), "frame": kw.pop("frame")})
     models = built(ModelOptions, {"segmenter": kw.pop("segmenter"), "device": kw.pop("device")})
-    with progress_reporter(not as_json) as report:
-        results = api.synthesize_clicks(list(masks), settings=settings, models=models,
-                                        progress=report, **kw)  # fmt: skip
+    try:
+        with progress_reporter(not as_json) as report:
+            results = api.synthesize_clicks(list(masks), settings=settings, models=models,
+                                            progress=report, **kw)  # fmt: skip
+    except KeyboardInterrupt:  # the results are written at the end: nothing is kept
+        from terramask.cli import EXIT_INTERRUPTED, _fail
+
+        _fail("KeyboardInterrupt", "stopped before the end, so nothing was written: run the "
+              "same command again.", "interrupted", EXIT_INTERRUPTED, as_json)  # fmt: skip
 
     def human() -> None:
         rows = table("mask", "clicks", "IoU after each click")
@@ -187,7 +193,7 @@ def train_clicks_command(data: str, as_json: bool, debug: bool, **kw: Any) -> No
 
     training = _training_from(kw)
     models = models_from(kw)
-    with _training_progress(not as_json) as (report, on_step):
+    with resumable(kw["output"], as_json), _training_progress(not as_json) as (report, on_step):
         result = api.train_clicks(data, training=training, models=models, progress=report,
                                   on_step=on_step, **kw)  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.progress import (
@@ -64,4 +65,25 @@ def training_bars(
         yield report, on_step
 
 
-__all__ = ["training_bars"]
+@contextmanager
+def resumable(output: str | Path, as_json: bool) -> Iterator[None]:
+    """On Ctrl-C, say how to continue: a training that saved a checkpoint in OUTPUT is only
+    continued with --resume (the same command without it is refused); one stopped before its
+    first checkpoint (e.g. while synthesising clicks) restarts with the same command."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from terramask.train.checkpoints import checkpoint_folders
+
+        saved = checkpoint_folders(Path(output).expanduser())
+        if not saved:
+            raise
+        from terramask.cli import EXIT_INTERRUPTED, _fail
+
+        _fail("KeyboardInterrupt",
+              f"training stopped; its finished steps are in {saved[-1]}: run the same command "
+              "with --resume to continue (or --overwrite to start again).",
+              "interrupted", EXIT_INTERRUPTED, as_json)  # fmt: skip
+
+
+__all__ = ["resumable", "training_bars"]

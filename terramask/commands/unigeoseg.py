@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 
 from terramask.cli import built, common_options, emit, option, stdout
-from terramask.commands.training_progress import training_bars
+from terramask.commands.training_progress import resumable, training_bars
 from terramask.options import PTS_CURVES, UniGeoSegTraining
 
 _FLAGS: list[tuple[str, str, Any, str]] = [
@@ -91,14 +91,16 @@ def attach(train_group: click.Group) -> None:
         from terramask import api
 
         training = _training_from(kw)
-        with _progress(not as_json) as (report, on_step):
+        with resumable(kw["output"], as_json), _progress(not as_json) as (report, on_step):
             result = api.train_unigeoseg(data, training=training, progress=report,
                                          on_step=on_step, **kw)  # fmt: skip
 
         def human() -> None:
-            stdout.print(f"{result['steps']} steps on {result['task_samples']} samples; last "
-                         f"loss {result['last_loss'] and result['last_loss']['loss']}",
-                         highlight=False)  # fmt: skip
+            counts = result["task_samples"]
+            tasks = ", ".join(f"{task} {n}" for task, n in counts.items())
+            last = result["last_loss"] and result["last_loss"]["loss"]
+            stdout.print(f"{result['steps']} steps on {sum(counts.values())} samples ({tasks}); "
+                         f"last loss {last}", highlight=False)  # fmt: skip
             for v in result["validations"]:
                 scores = ", ".join(f"{k} {s['giou']:.2f}" for k, s in v.items()
                                    if isinstance(s, dict))  # fmt: skip

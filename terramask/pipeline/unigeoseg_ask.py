@@ -21,6 +21,7 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
+from terramask.errors import InputError
 from terramask.methods.interactive import ObjectMask
 from terramask.methods.unigeoseg_prompts import RoutedInstruction, interactive_instruction
 from terramask.options import Tiling
@@ -65,6 +66,7 @@ def locate_unigeoseg(
     settings = settings if settings is not None else UniGeoSegSettings(explain=True)
     started = time.perf_counter()
     routed = model.route(question, settings.task)
+    _check_fractions(routed)
     whole = job_for_bounds((0, 0, scene.width, scene.height), tile, scene.width, scene.height,
                            widen=False)  # fmt: skip
     if progress:
@@ -167,6 +169,24 @@ def _in_window(routed: RoutedInstruction, window: Window, scene: SceneReader) ->
     x0, y0 = local(rows[0, 0], rows[0, 1])
     x1, y1 = local(rows[0, 2], rows[0, 3])
     return interactive_instruction(box=[x0, y0, x1, y1])
+
+
+def _check_fractions(routed: RoutedInstruction) -> None:
+    """Refuse interactive coordinates outside 0-1: pixels written in the question (`[300,200]`)
+    would otherwise be read as fractions far outside the scene and answered with exit 0."""
+    rows = routed.coordinates
+    if routed.task != "interactive" or rows is None:
+        return
+    values = np.asarray(rows, dtype=np.float64)
+    if np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all():
+        return
+    shown = values[:, :2] if (values[:, 2:] == 0).all() else values
+    raise InputError(
+        "The coordinates in the instruction must be fractions (0 to 1) of the scene's width "
+        f"and height, e.g. [0.25,0.5]; got {np.round(shown, 4).tolist()}. For pixel "
+        "coordinates use `terramask prompt --engine unigeoseg --point X,Y` or "
+        "`--box X0,Y0,X1,Y1`."
+    )
 
 
 def _is_box(text: str) -> bool:

@@ -301,3 +301,19 @@ def write_tiny_instruction_data(root: str | Path, *, per_task: int = 2, size: in
                             "json": f"json/{stem}.json"})  # fmt: skip
         (base / f"{split}.json").write_text(json.dumps(entries))
     return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write a tiny UniGeoSeg checkpoint (FOLDER/unigeoseg) and tiny instruction data
+    (FOLDER/data) for trying `--engine unigeoseg` and `train unigeoseg` without weights."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path, help="writes FOLDER/unigeoseg and FOLDER/data")
+    args = parser.parse_args(argv)
+    print(save_tiny_unigeoseg(args.folder / "unigeoseg"))
+    print(write_tiny_instruction_data(args.folder / "data"))
+
+
+if __name__ == "__main__":
+    main()

@@ -65,7 +65,7 @@ def merge_adapter(
     with quiet_progress():
         model = qwen_model_class(resolved).from_pretrained(resolved.path, dtype="auto")
         dtype = next(model.parameters()).dtype
-        merged = attach_adapter(model.float(), folder, resolved).merge_and_unload()
+        merged = attach_adapter(model.float(), folder, resolved, "base").merge_and_unload()
         merged = merged.to(dtype)
     staging = temp_sibling(output, "work")
     try:

@@ -234,6 +234,15 @@ def test_adapters_are_refused_on_another_base(trained):
                   coords="norm1000")  # fmt: skip
     with pytest.raises(InputError, match=r"no adapter_config\.json"):
         load_mllm(str(trained["base"]), device="cpu", adapter=trained["root"])
+    # merging onto another base names the option of merging (`base`, --base)
+    with pytest.raises(ModelLoadError, match=r"trained on as `base`\."):
+        api.merge_adapter(trained["output"], trained["root"] / "m-other",
+                          base=str(trained["qwen3_vl"]))  # fmt: skip
+    other = CliRunner().invoke(cli, ["train", "merge", str(trained["output"]), "-o",
+                                     str(trained["root"] / "m-other"), "--base",
+                                     str(trained["qwen3_vl"])])  # fmt: skip
+    assert other.exit_code == 2 and "trained on as --base." in other.stderr
+    assert not (trained["root"] / "m-other").exists()
 
 
 def test_merged_model_answers_like_base_plus_adapter(trained):
@@ -248,6 +257,15 @@ def test_merged_model_answers_like_base_plus_adapter(trained):
     served = load_mllm(str(merged), device="cpu", max_new_tokens=48)
     prompt = prompt_for(tuned, INSTRUCTIONS[1], image.shape[:2], clicks=True)
     assert served.ask(image, prompt).text == tuned.ask(image, prompt).text
+    # `--mllm-model MERGED` shows images at the size the adapter was trained at, as
+    # `--adapter` does (a larger scene would otherwise be shown at 1024 and the clicks lost)
+    from terramask.models.mllm.factory import make_mllm
+
+    assert make_mllm(MLLMOptions(model=str(merged)), device="cpu").max_side == 128
+    assert make_mllm(MLLMOptions(model=str(merged), max_side=256), device="cpu").max_side == 256
+    assert make_mllm(MLLMOptions(model=str(trained["base"])), device="cpu").max_side == 1024
+    with pytest.raises(InputError, match="already holds the adapter"):  # not applied twice
+        make_mllm(MLLMOptions(model=str(merged), adapter=trained["output"]), device="cpu")
     with pytest.raises(OutputExistsError):
         api.merge_adapter(trained["output"], merged)
     again = CliRunner().invoke(cli, ["train", "merge", str(trained["output"]), "-o",

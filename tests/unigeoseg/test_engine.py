@@ -59,6 +59,13 @@ def test_ask_refuses_what_unigeoseg_does_not_use_before_any_work(scene, tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def test_an_adapter_is_refused_as_unused_not_as_a_box_engine(scene, tmp_path):
+    res = _run("ask", scene, "the roof", "--engine", "unigeoseg", "--adapter", tmp_path,
+               "-o", tmp_path / "o")  # fmt: skip
+    assert res.exit_code == 2 and "--adapter does not apply here" in res.output
+    assert "asks no MLLM" in res.output and "asks for a box" not in res.output
+
+
 def test_unigeoseg_flags_are_refused_with_other_engines_and_checked(scene, tmp_path):
     res = _run("ask", scene, "the roof", "--unigeoseg-task", "referring", "-o", tmp_path / "o")
     assert res.exit_code == 2 and "--unigeoseg-task" in res.output
@@ -173,6 +180,10 @@ def test_doctor_loads_the_checkpoint_and_checks_the_fixed_sample(
                    "/nowhere/unigeoseg", "--json")  # fmt: skip
     failed = {c["name"]: c for c in json.loads(missing.output)["checks"]}["unigeoseg load"]
     assert failed["status"] == "fail" and missing.exit_code == 2
+    # `--unigeoseg FOLDER` alone (as docs/unigeoseg.md shows it) checks that folder too
+    alone = _run("doctor", "--no-self-test", "--unigeoseg", "/nowhere/unigeoseg", "--json")
+    failed = {c["name"]: c for c in json.loads(alone.output)["checks"]}["unigeoseg load"]
+    assert failed["status"] == "fail" and alone.exit_code == 2
 
 
 def test_the_doctor_sample_is_what_its_roof_says():
@@ -234,3 +245,19 @@ def test_interactive_coordinates_follow_the_second_look_into_its_window():
     np.testing.assert_allclose(local.coordinates, [[0.5, 0.5, 0, 0], [1.0, 0.0, 0, 0]])
     text = route_instruction("the red roof")
     assert _in_window(text, window, Scene()) is text
+
+
+def test_ask_refuses_pixel_coordinates_written_in_the_instruction(
+    scene, tiny_unigeoseg_folder, tmp_path, offline_hub
+):
+    """[300,200] would be read as fractions far outside the scene and answered with exit 0."""
+    res = _run("ask", scene, "Please segment the target corresponding to the points [300,200].",
+               "--engine", "unigeoseg", "--unigeoseg", tiny_unigeoseg_folder, "--device", "cpu",
+               "-o", tmp_path / "out")  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert "fractions (0 to 1)" in res.output and "--point X,Y" in res.output
+    assert not list((tmp_path / "out").glob("scene*"))
+    ok = _run("ask", scene, "Please segment the target corresponding to the points [0.3,0.2].",
+              "--engine", "unigeoseg", "--unigeoseg", tiny_unigeoseg_folder, "--device", "cpu",
+              "--no-explain", "-o", tmp_path / "ok")  # fmt: skip
+    assert ok.exit_code == 0, ok.output

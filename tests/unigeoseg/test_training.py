@@ -107,6 +107,21 @@ def test_a_few_steps_lower_the_loss_and_the_result_loads_as_a_checkpoint(
 
 
 @pytest.mark.slow
+def test_the_command_trains_and_reports_its_samples_per_task(tiny_unigeoseg_folder, tiny_data,
+                                                              tmp_path):  # fmt: skip
+    from click.testing import CliRunner
+
+    from terramask.cli import cli
+
+    res = CliRunner().invoke(cli, ["train", "unigeoseg", str(tiny_data), "--init",
+                                   str(tiny_unigeoseg_folder), "--max-steps", "1", "--points",
+                                   "128", "--val-fraction", "0", "--device", "cpu", "-o",
+                                   str(tmp_path / "run")], obj={}, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "1 steps on 6 samples (interactive 2, referring 2, reasoning 2)" in res.stdout
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
 def test_an_interrupted_training_resumes_where_it_stopped(tiny_unigeoseg_folder, tiny_data,
                                                           tmp_path):  # fmt: skip
     from terramask import api
@@ -182,3 +197,15 @@ def test_bad_data_is_refused_before_any_model_loads(tmp_path):
         api.train_unigeoseg(tmp_path / "nowhere", output=tmp_path / "out", device="cpu",
                             training=recipe)  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_the_tiny_helper_writes_a_checkpoint_and_data_from_the_command_line(tmp_path, capsys):
+    """`python -m terramask.testing.tiny_unigeoseg FOLDER`, as docs/unigeoseg.md shows it."""
+    from terramask.testing.tiny_unigeoseg import main
+
+    main([str(tmp_path / "ug")])
+    assert capsys.readouterr().out.split() == [str(tmp_path / "ug" / "unigeoseg"),
+                                               str(tmp_path / "ug" / "data")]  # fmt: skip
+    assert (tmp_path / "ug" / "unigeoseg" / "model.safetensors").is_file()
+    assert all((tmp_path / "ug" / "data" / task / "train.json").is_file()
+               for task in ("interactive", "ref", "reason"))  # fmt: skip

@@ -140,8 +140,10 @@ def _describe(fingerprint: dict) -> str:
             f"{fingerprint.get('layers')} layers, vocabulary {fingerprint.get('vocab_size')}")
 
 
-def check_base(folder: Path, model: Any, requested: str) -> None:
-    """A ModelLoadError when the adapter's record names another base than `model`."""
+def check_base(folder: Path, model: Any, requested: str,
+               field: str = "MLLMOptions.model") -> None:
+    """A ModelLoadError when the adapter's record names another base than `model` (given as
+    the option `field`)."""
     record = read_record(folder)
     trained = record.get("base_fingerprint")
     if not isinstance(trained, dict):
@@ -157,7 +159,7 @@ def check_base(folder: Path, model: Any, requested: str) -> None:
            else "the same shape but other weights")
     raise ModelLoadError(
         f"The adapter {folder} was trained on the base model '{base}', but '{requested}' "
-        f"is another model ({why}). Pass the base it was trained on as `MLLMOptions.model`."
+        f"is another model ({why}). Pass the base it was trained on as `{field}`."
     )
 
 
@@ -171,11 +173,13 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-def attach_adapter(model: Any, adapter: str | os.PathLike, resolved: Any) -> Any:
-    """`model` with the adapter loaded (peft), after checking it was trained on this base."""
+def attach_adapter(model: Any, adapter: str | os.PathLike, resolved: Any,
+                   field: str = "MLLMOptions.model") -> Any:
+    """`model` with the adapter loaded (peft), after checking it was trained on this base
+    (given as the option `field`)."""
     folder = adapter_folder(adapter)
     peft = peft_module()
-    check_base(folder, model, getattr(resolved, "requested", str(resolved)))
+    check_base(folder, model, getattr(resolved, "requested", str(resolved)), field)
     try:
         with quiet_peft():
             return peft.PeftModel.from_pretrained(model, str(folder), is_trainable=False)
