@@ -13,11 +13,14 @@ it. Measured:
 
 SAM ViT-B's encoder and decoder are built from `transformers.SamConfig()` (ViT-B: 12 layers,
 768 wide, 1024 px input) with random weights; the masks are therefore ragged, which is a
-harder case for polygonizing than a trained model's. Torch threads are capped at `--threads`
+harder case for polygonizing than a trained model's. `--object-masks` keeps the decoder's
+whole computation but replaces each decoded mask by a real building's outline from the shared
+samples, centred on the click: the outline step then costs what it costs for a trained model's
+masks (the report says which masks were used). Torch threads are capped at `--threads`
 (default 2).
 
     .venv/bin/python benchmarks/serve_latency.py [--threads 2] [--cached 60] [--uncached 4]
-        [--jobs 6] [--json results.json]
+        [--jobs 6] [--object-masks] [--json results.json]
 """
 
 from __future__ import annotations
@@ -46,6 +49,56 @@ def save_vit_b(path: Path) -> Path:
     return path
 
 
+def real_object_masks(samples: Path, min_pixels: int = 200) -> list:
+    """Building outlines from the shared samples' labels (Potsdam, Vaihingen: 2; LoveDA: 2),
+    each cropped to its bounding box: the shapes a trained SAM outlines."""
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    shapes = []
+    for label in sorted(samples.glob("*/ann_dir/*.png")):
+        values = np.asarray(Image.open(label))
+        if values.ndim != 2:
+            continue
+        parts, _ = ndimage.label(values == 2)
+        for index, box in enumerate(ndimage.find_objects(parts), start=1):
+            crop = parts[box] == index
+            if crop.sum() >= min_pixels:
+                shapes.append(crop)
+    return shapes
+
+
+def substitute_object_masks(segmenter, shapes: list) -> None:
+    """Keep the decoder's whole computation, then replace each decoded mask by a real object's
+    outline centred on the click (random weights decode ragged masks: thousands of holes,
+    which no trained model gives, would otherwise dominate the outline step)."""
+    import dataclasses
+
+    import numpy as np
+
+    original = segmenter.predict
+    turn = iter(range(10**9))
+
+    def predict(embedding, *, points=None, point_labels=None, boxes=None, **kwargs):
+        pred = original(embedding, points=points, point_labels=point_labels, boxes=boxes,
+                        **kwargs)  # fmt: skip
+        if pred.logits is None or points is None:
+            return pred
+        logits = np.full_like(pred.logits, -10.0)
+        height, width = logits.shape[-2:]
+        for b in range(logits.shape[0]):
+            shape = shapes[next(turn) % len(shapes)]
+            x, y = (int(v) for v in points[b, 0])
+            top, left = max(0, y - shape.shape[0] // 2), max(0, x - shape.shape[1] // 2)
+            part = shape[: height - top, : width - left]
+            region = logits[b, :, top : top + part.shape[0], left : left + part.shape[1]]
+            region[:, part] = 10.0
+        return dataclasses.replace(pred, logits=logits, masks=logits > 0)
+
+    segmenter.predict = predict
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
@@ -67,6 +120,10 @@ def main() -> None:
     parser.add_argument("--uncached", type=int, default=4, help="tiles clicked first (encoder)")
     parser.add_argument("--jobs", type=int, default=6, help="prompt jobs for jobs per minute")
     parser.add_argument("--size", type=int, default=3000, help="scene side, pixels")
+    parser.add_argument("--object-masks", action="store_true",
+                        help="replace each decoded mask by a real building's outline from the "
+                        "shared samples (the decoder still runs in full): outlines as a trained "
+                        "SAM's, not random weights' ragged masks")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -97,7 +154,11 @@ def main() -> None:
     port = server.servers[0].sockets[0].getsockname()[1]
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
     state = app.state.server
-    state.models.get("segmenter")  # loading is not a click
+    segmenter = state.models.get("segmenter")  # loading is not a click
+    if args.object_masks:
+        from tests.helpers.paths import rs_samples_folder
+
+        substitute_object_masks(segmenter, real_object_masks(rs_samples_folder()))
 
     rng = np.random.default_rng(0)
     # the cores of the prompt tiling (1024 px tiles, 256 px overlap): a click in a core is
@@ -164,6 +225,8 @@ def main() -> None:
 
     results = {
         "model": "SAM ViT-B size (transformers SamConfig(), random weights)",
+        "masks": "real building outlines substituted after the decoder (--object-masks)"
+        if args.object_masks else "as decoded (random weights: ragged)",
         "torch_threads": args.threads,
         "scene_px": args.size,
         "load_average_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
