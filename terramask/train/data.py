@@ -148,11 +148,28 @@ def detect_layout(source: Path) -> str:
     )
 
 
-def _read_mask(path: Path, value: int | None) -> np.ndarray:
+def read_target(path: str | os.PathLike, value: int | None) -> np.ndarray:
+    """The target of a mask file: its pixels equal to `value`, or any non-zero one; a TIFF's
+    nodata pixels are never target (a 0/1 mask with nodata 255 marks 255 where unknown)."""
     from terramask.eval.datasets import read_label
 
     labels = read_label(path)
-    return labels != 0 if value is None else labels == value
+    target = labels != 0 if value is None else labels == value
+    nodata = _nodata(Path(path))
+    if nodata is not None:
+        target &= labels != nodata
+    return target
+
+
+def _nodata(path: Path) -> float | None:
+    from terramask.eval.datasets import TIFF_SUFFIXES
+
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.nodata
 
 
 def _jsonl_samples(path: Path) -> list[TrainingSample]:
@@ -184,7 +201,7 @@ def _jsonl_samples(path: Path) -> list[TrainingSample]:
             raise InputError(f"\"value\" on {where} must be a whole number, not {value!r}.")
         name = f"{mask}" + (f" (value {value})" if value is not None else "")
         samples.append(TrainingSample(
-            f"line-{number}", image, " ".join(text.split()), partial(_read_mask, mask, value),
+            f"line-{number}", image, " ".join(text.split()), partial(read_target, mask, value),
             name,
         ))  # fmt: skip
     return samples
@@ -209,7 +226,7 @@ def _folder_samples(root: Path) -> list[TrainingSample]:
             raise InputError(f"The instruction file {text_file} is empty.")
         for j, text in enumerate(lines):
             samples.append(TrainingSample(f"{stem}-{j}", image, text,
-                                          partial(_read_mask, masks[stem], None),
+                                          partial(read_target, masks[stem], None),
                                           str(masks[stem])))  # fmt: skip
     return samples
 
@@ -409,5 +426,6 @@ __all__ = [
     "load_training_data",
     "mask_key",
     "prepare_clicks",
+    "read_target",
     "split_held_out",
 ]

@@ -24,6 +24,7 @@ from terramask.train.data import (
     default_cache_folder,
     load_training_data,
     prepare_clicks,
+    read_target,
     split_held_out,
 )
 
@@ -116,7 +117,7 @@ def synthesize_mask_files(
     progress: Progress | None,
 ) -> list[dict]:
     """`api.synthesize_clicks` over files: every pair is checked before the segmenter loads."""
-    from terramask.eval.datasets import read_image, read_label
+    from terramask.eval.datasets import read_image
 
     if not masks:
         raise InputError("No mask was given: name at least one mask file.")
@@ -135,8 +136,7 @@ def synthesize_mask_files(
             raise InputError(f"The mask {mask} does not exist.")
         image_path = _image_for(mask, folder, len(masks) == 1)
         image = read_image(image_path)
-        labels = read_label(mask)
-        target = labels != 0 if mask_value is None else labels == mask_value
+        target = read_target(mask, mask_value)
         what = f"the mask {mask}" + ("" if mask_value is None else f" (value {mask_value})")
         pairs.append((mask, image_path, image, check_mask(target, image.shape, what)))
     segmenter = segmenter_loader(models)()
