@@ -154,9 +154,8 @@ def _first_click(target):
     return [x, y]
 
 
+@pytest.mark.parametrize("trained", ["qwen2_5_vl"], indirect=True)  # one family is enough
 def test_an_interrupted_training_resumes_without_losing_steps(trained):
-    if trained["family"] != "qwen2_5_vl":
-        pytest.skip("one family is enough for resuming")
     output = trained["root"] / "interrupted"
     models = ModelOptions(segmenter=trained["sam"], device="cpu")
 
@@ -220,9 +219,8 @@ def test_resuming_restores_the_dropout_random_state(world):
     assert losses[0] == losses[1]
 
 
+@pytest.mark.parametrize("trained", ["qwen2_5_vl"], indirect=True)  # one family is enough
 def test_adapters_are_refused_on_another_base(trained):
-    if trained["family"] != "qwen2_5_vl":
-        pytest.skip("one adapter is enough")
     with pytest.raises(ModelLoadError, match="was trained on the base model") as other:
         load_mllm(str(trained["qwen3_vl"]), device="cpu", adapter=trained["output"])
     assert "\n" not in str(other.value) and "qwen3_vl, hidden 32" in str(other.value)
@@ -245,9 +243,8 @@ def test_adapters_are_refused_on_another_base(trained):
     assert not (trained["root"] / "m-other").exists()
 
 
+@pytest.mark.parametrize("trained", ["qwen3_vl"], indirect=True)  # one family is enough
 def test_merged_model_answers_like_base_plus_adapter(trained):
-    if trained["family"] != "qwen3_vl":
-        pytest.skip("one family is enough for merging")
     merged = trained["root"] / "merged"
     api.merge_adapter(trained["output"], merged)
     assert (merged / "tokenizer.json").is_file() and (merged / "chat_template.jinja").is_file()
@@ -278,9 +275,8 @@ def test_merged_model_answers_like_base_plus_adapter(trained):
     assert refused.exit_code == 2 and "--overwrite" in refused.stderr
 
 
+@pytest.mark.parametrize("trained", ["qwen2_5_vl"], indirect=True)  # one family is enough
 def test_ask_and_eval_take_the_adapter_and_it_improves_ask(trained, tmp_path):
-    if trained["family"] != "qwen2_5_vl":
-        pytest.skip("one family is enough for the command line")
     image = trained["data"].parent / "img" / "0.png"
     runner = CliRunner()
     common = ["--engine", "clicks", "--mllm-model", str(trained["base"]), "--segmenter",
@@ -317,9 +313,8 @@ def test_ask_and_eval_take_the_adapter_and_it_improves_ask(trained, tmp_path):
     assert 0 <= report["giou"] <= 100  # per cent
 
 
+@pytest.mark.parametrize("trained", ["qwen3_vl"], indirect=True)  # one family is enough
 def test_validation_reports_giou_before_and_after_and_the_cli_trains(trained, tmp_path):
-    if trained["family"] != "qwen3_vl":
-        pytest.skip("one family is enough for validation")
     output = tmp_path / "validated"
     result = CliRunner().invoke(cli, [
         "train", "clicks", str(trained["data"]), "--base", str(trained["base"]),
