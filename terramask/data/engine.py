@@ -70,6 +70,7 @@ from terramask.data.writer import (
 from terramask.errors import InputError, MLLMError, OutputExistsError, TerraMaskError
 from terramask.options import DataRecipe, RasterOptions
 from terramask.protocols import MLLM, MLLMReply, Progress
+from terramask.stamps import file_stamp
 
 #: The work folder inside the output: settings and one record per finished patch.
 WORK_NAME = ".terramask-data"
@@ -268,15 +269,7 @@ def _plain(value: Any) -> Any:
 def sources_of(pair: Pair) -> list[str]:
     """What changes when the image or label file does (path, size, modification time): a
     patch of an edited label is made again rather than served from its old record."""
-    found = []
-    for source in (pair.image, pair.label):
-        try:
-            stat = Path(source).stat()
-        except (OSError, ValueError):
-            found.append(source)  # a URL or GDAL path: its name
-            continue
-        found.append(f"{source}:{stat.st_size}:{stat.st_mtime_ns}")
-    return found
+    return [file_stamp(source) for source in (pair.image, pair.label)]
 
 
 def _record_path(work: Path, patch_id: str) -> Path:

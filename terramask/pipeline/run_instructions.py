@@ -384,17 +384,9 @@ def _settings(
 
 def _sources(line: Line) -> list[str]:
     """What changes when the line's image or ground-truth file does (path, size, time)."""
-    found = []
-    for source in (line.image, line.mask):
-        if source is None:
-            continue
-        try:
-            stat = Path(source).stat()
-        except (OSError, ValueError):
-            found.append(source)  # a URL or GDAL path: its name
-            continue
-        found.append(f"{source}:{stat.st_size}:{stat.st_mtime_ns}")
-    return found
+    from terramask.stamps import file_stamp
+
+    return [file_stamp(source) for source in (line.image, line.mask) if source is not None]
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from terramask.protocols import ImageEmbedding
+from terramask.stamps import folder_stamps
 
 
 class Locked:
@@ -72,10 +73,7 @@ def model_key(model: Any) -> str:
         folder = Path(resolved.path)
         parts += [str(resolved.family), str(folder.resolve())]
         if folder.is_dir():
-            for path in sorted(folder.iterdir()):
-                if path.is_file():
-                    stat = path.stat()
-                    parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+            parts += folder_stamps(folder)
     else:
         parts.append(str(id(inner)))  # a model object without files: this process only
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]

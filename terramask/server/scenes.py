@@ -23,6 +23,7 @@ from typing import Any
 from terramask.errors import InputError
 from terramask.options import RasterOptions
 from terramask.server.problems import Problem, for_api
+from terramask.stamps import file_stamp
 
 #: Raster files a root folder is searched for (STAC item JSON is recognised by its content).
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf")
@@ -74,11 +75,9 @@ class ServedScene:
         """What changes when the file does: its real path, size and modification time."""
         if is_url(self.source):
             return self.source
-        try:
-            stat = os.stat(self.source)
-        except OSError:
+        if not os.path.exists(self.source):
             return self.source
-        return f"{os.path.realpath(self.source)}:{stat.st_size}:{stat.st_mtime_ns}"
+        return file_stamp(self.source, label=os.path.realpath(self.source))
 
     def display(self, bands: tuple[int, ...] | None, stretch: Any) -> tuple[tuple[int, ...], Any]:
         """The bands (as R, G, B) and `Stretch` a tile is drawn with: the scene's own, or

@@ -17,6 +17,7 @@ from terramask.errors import InputError, OutputExistsError
 from terramask.methods.click_synthesis import check_mask, format_clicks, synthesize_clicks
 from terramask.options import ClickSynthesis, ClickTraining, ModelOptions
 from terramask.protocols import Progress, Segmenter
+from terramask.stamps import folder_stamps
 from terramask.train.data import (
     ClickCache,
     PreparedSample,
@@ -76,10 +77,7 @@ def segmenter_name(models: ModelOptions) -> str:
     folder = Path(name)
     if not folder.is_dir():
         return name
-    digest = hashlib.sha256()
-    for file in sorted(p for p in folder.iterdir() if p.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    digest = hashlib.sha256("".join(f"{s};" for s in folder_stamps(folder)).encode())
     return f"{folder.resolve()}@{digest.hexdigest()[:12]}"
 
 
