@@ -110,8 +110,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         array = np.repeat(array[:, :, :1], 3, axis=2)
     if array.dtype != np.uint8:
         raise InputError(
-            f"The image {path} is {array.dtype}, not 8-bit. Benchmarks are scored on 8-bit RGB "
-            "images; convert it (e.g. gdal_translate -ot Byte -scale) before evaluating."
+            f"The image {path} is {array.dtype}, not 8-bit: benchmark and training images are "
+            "read as 8-bit RGB, as their data sets ship them; convert it first (e.g. "
+            "gdal_translate -ot Byte -scale), or use a verb that stretches scenes (prompt, ask)."
         )
     return np.ascontiguousarray(array[:, :, :3])
 
