@@ -1037,7 +1037,11 @@ def _referring_summary(result: dict) -> None:
         cells_ = [row.get(k) for k in ("split", "task", "giou", "ciou")]
         published.add_row(escape(row["method"]), *("-" if v is None else escape(str(v))
                           for v in cells_), escape(row.get("source", "")))  # fmt: skip
-    stdout.print(published)
+    if result.get("published"):
+        stdout.print(published)
+    else:
+        stdout.print(f"No published numbers are recorded for this data set on the "
+                     f"{escape(str(result.get('split')))} split.", highlight=False)
     configuration = result.get("published_configuration") or {}
     if configuration.get("matches") is False:
         stdout.print(

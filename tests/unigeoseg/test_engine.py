@@ -261,3 +261,19 @@ def test_ask_refuses_pixel_coordinates_written_in_the_instruction(
               "--engine", "unigeoseg", "--unigeoseg", tiny_unigeoseg_folder, "--device", "cpu",
               "--no-explain", "-o", tmp_path / "ok")  # fmt: skip
     assert ok.exit_code == 0, ok.output
+
+
+def test_eval_on_a_split_without_published_numbers_says_so(
+    tiny_unigeoseg_folder, tmp_path, offline_hub
+):
+    """No empty 'published' table: one line saying none is recorded for that split."""
+    from terramask.testing.tiny_unigeoseg import write_tiny_instruction_data
+
+    root = write_tiny_instruction_data(tmp_path / "bench", per_task=1, split="val")
+    res = _run("eval", "unigeoseg-bench", "--root", root, "--split", "val", "--engine",
+               "unigeoseg", "--unigeoseg", tiny_unigeoseg_folder, "--device", "cpu", "-o",
+               tmp_path / "e")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "No published numbers are recorded for this data set on the val split." in " ".join(
+        res.output.split())
+    assert "published (real weights)" not in res.output
