@@ -36,7 +36,7 @@ point; pruning is not part of the reference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,18 +229,8 @@ def _decode(
 ) -> list[MaskProposal]:
     """The candidates of `points` (P, 2) that pass the predicted-IoU and stability filters."""
     candidates: list[MaskProposal] = []
-    for start in range(0, len(points), settings.points_per_batch):
-        batch = points[start : start + settings.points_per_batch]
-        pred = segmenter.predict(
-            embedding,
-            points=batch[:, None, :],
-            point_labels=np.ones((len(batch), 1), dtype=np.int64),
-            multimask=True,
-            full_resolution=False,
-        )
+    for low, ious in _decoded_batches(segmenter, embedding, points, settings):
         # Filter on the decoder's low-res logits; upsample only what survives.
-        low = pred.low_res_logits.reshape(-1, *pred.low_res_logits.shape[-2:])
-        ious = pred.iou_scores.reshape(-1)
         keep = ious > settings.pred_iou_thresh
         stability = stability_scores(low[keep], settings.stability_offset)
         stable = stability > settings.stability_thresh
@@ -259,6 +249,27 @@ def _decode(
     return candidates
 
 
+def _decoded_batches(
+    segmenter: Segmenter,
+    embedding: ImageEmbedding,
+    points: np.ndarray,
+    settings: GenerationSettings,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each batch of single-click prompts decoded with three candidates each: the low-res
+    logits (B*3, h, w) and predicted IoUs (B*3,), in that order."""
+    for start in range(0, len(points), settings.points_per_batch):
+        batch = points[start : start + settings.points_per_batch]
+        pred = segmenter.predict(
+            embedding,
+            points=batch[:, None, :],
+            point_labels=np.ones((len(batch), 1), dtype=np.int64),
+            multimask=True,
+            full_resolution=False,
+        )
+        yield (pred.low_res_logits.reshape(-1, *pred.low_res_logits.shape[-2:]),
+               pred.iou_scores.reshape(-1))  # fmt: skip
+
+
 def _decode_reference(
     segmenter: Segmenter,
     embedding: ImageEmbedding,
@@ -274,17 +285,7 @@ def _decode_reference(
     logits, so the result is the same as upsampling all of them.
     """
     candidates: list[MaskProposal] = []
-    for start in range(0, len(points), settings.points_per_batch):
-        batch = points[start : start + settings.points_per_batch]
-        pred = segmenter.predict(
-            embedding,
-            points=batch[:, None, :],
-            point_labels=np.ones((len(batch), 1), dtype=np.int64),
-            multimask=True,
-            full_resolution=False,
-        )
-        low = pred.low_res_logits.reshape(-1, *pred.low_res_logits.shape[-2:])
-        ious = pred.iou_scores.reshape(-1)
+    for low, ious in _decoded_batches(segmenter, embedding, points, settings):
         keep = (
             ious > settings.pred_iou_thresh
             if settings.pred_iou_thresh > 0
