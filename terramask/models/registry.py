@@ -225,7 +225,7 @@ def detect_family(path: Path) -> str | None:
     return "open_clip" if len(checkpoints) == 1 else None
 
 
-def _check_family(path: Path, requested: str, kind: str) -> str:
+def _check_family(path: Path, requested: str, kind: str, option: str | None = None) -> str:
     family = detect_family(path)
     if family is None:
         raise ModelLoadError(
@@ -239,11 +239,18 @@ def _check_family(path: Path, requested: str, kind: str) -> str:
     if wanted != kind:
         raise ModelLoadError(
             f"The model '{requested}' at {path} is a '{family}' model, which is "
-            f"{_KIND_WORDS[wanted]}, but it was given as {_KIND_WORDS[kind]}. Pass it to the "
+            f"{_KIND_WORDS[wanted]}, but it was given as {_given_as(kind, option)}. Pass it to the "
             f"option that expects it, and give {_KIND_WORDS[kind].split(' (')[0]} here instead "
             f"(default: {DEFAULT_MODELS.get(kind, 'see `terramask models list`')})."
         )
     return family
+
+
+def _given_as(kind: str, option: str | None) -> str:
+    """The role in words, naming the option the model was given to (the usual one unless
+    `option` says which, e.g. `ClickTraining.base` for a base to tune)."""
+    words = _KIND_WORDS[kind]
+    return words if option is None else f"{words.split(' (')[0]} (`{option}`)"
 
 
 # ---------------------------------------------------------------- resolution
@@ -361,7 +368,9 @@ def _not_found(
     )
 
 
-def resolve_model(id_or_path: str, *, kind: str, allow_download: bool = True) -> ResolvedModel:
+def resolve_model(
+    id_or_path: str, *, kind: str, allow_download: bool = True, option: str | None = None
+) -> ResolvedModel:
     """Find a model by alias, hub id or local path, without loading it.
 
     Looks in a local folder of that name, then the Hugging Face cache, then (unless offline
@@ -371,6 +380,8 @@ def resolve_model(id_or_path: str, *, kind: str, allow_download: bool = True) ->
         id_or_path: An alias (`terramask models list`), a hub id or a folder.
         kind: The role it must play: "segmenter", "image_text", "concept" or "mllm".
         allow_download: Whether the hub may be contacted (`terramask models where` never).
+        option: The option the model was given to, named when its family cannot play `kind`
+            (default: the usual one of `kind`).
 
     Returns:
         Its folder, family, origin ("local", "cache" or "hub") and known spec.
@@ -393,7 +404,7 @@ def resolve_model(id_or_path: str, *, kind: str, allow_download: bool = True) ->
     local = Path(requested).expanduser()
     if local.exists() and (local.is_dir() or local.suffix in _CHECKPOINT_SUFFIXES):
         local = local.resolve()
-        return ResolvedModel(local, _check_family(local, requested, kind), "local", None,
+        return ResolvedModel(local, _check_family(local, requested, kind, option), "local", None,
                              requested)
 
     repo_id, spec = _lookup_spec(requested)
@@ -402,7 +413,7 @@ def resolve_model(id_or_path: str, *, kind: str, allow_download: bool = True) ->
 
     cached = _cached_snapshot(repo_id, spec)
     if cached is not None:
-        return ResolvedModel(cached, _check_family(cached, requested, kind), "cache", spec,
+        return ResolvedModel(cached, _check_family(cached, requested, kind, option), "cache", spec,
                              requested)
     if offline:
         raise _not_found(requested, repo_id, folder=None, offline=True, spec=spec)
@@ -418,7 +429,7 @@ def resolve_model(id_or_path: str, *, kind: str, allow_download: bool = True) ->
     except Exception as exc:  # every hub failure becomes the same actionable paragraph
         raise _not_found(requested, repo_id, folder=None, offline=False,
                          reason=_hub_failure_reason(exc), spec=spec) from None
-    return ResolvedModel(fetched, _check_family(fetched, requested, kind), "hub", spec,
+    return ResolvedModel(fetched, _check_family(fetched, requested, kind, option), "hub", spec,
                          requested)
 
 

@@ -83,7 +83,7 @@ class ClickModel:
         from terramask.models.registry import resolve_model
 
         peft = peft_module()
-        self.resolved = resolve_model(training.base, kind="mllm")
+        self.resolved = resolve_model(training.base, kind="mllm", option="ClickTraining.base")
         model_class = qwen_model_class(self.resolved)
         self.device = choose_device(device)
         self.dtype = torch.float32

@@ -61,7 +61,7 @@ def merge_adapter(
         raise InputError(
             f"The adapter {folder} does not record its base model; name it (`base`)."
         )
-    resolved = resolve_model(str(base_name), kind="mllm")
+    resolved = resolve_model(str(base_name), kind="mllm", option="base")
     with quiet_progress():
         model = qwen_model_class(resolved).from_pretrained(resolved.path, dtype="auto")
         dtype = next(model.parameters()).dtype

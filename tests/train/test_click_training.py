@@ -333,3 +333,16 @@ def test_validation_reports_giou_before_and_after_and_the_cli_trains(trained, tm
     again = CliRunner().invoke(cli, ["train", "clicks", str(trained["data"]), "--base",
                                      str(trained["base"]), "-o", str(output)])  # fmt: skip
     assert again.exit_code == 2 and "--overwrite" in again.stderr
+
+
+def test_a_segmenter_given_as_the_base_names_base_not_mllm_model(world, tmp_path):
+    """A SAM folder given to `--base` is refused naming --base (before: --mllm-model, a flag
+    `train clicks` does not have)."""
+    result = CliRunner().invoke(cli, [
+        "train", "clicks", str(world["data"]), "--base", world["sam"], "--segmenter",
+        world["sam"], "--device", "cpu", "-o", str(tmp_path / "adapter"),
+    ])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert "--base" in message and "--mllm-model" not in message
+    assert not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
