@@ -237,15 +237,7 @@ def _decode(
         if not stable.any():
             continue
         logits = segmenter.upsample(embedding, low[keep][stable])
-        for logit, iou, stable_score in zip(
-            logits, ious[keep][stable], stability[stable], strict=True
-        ):
-            mask = logit > 0
-            if valid is not None:
-                mask &= valid
-            proposal = _crop(mask, float(iou), float(stable_score))
-            if proposal is not None:
-                candidates.append(proposal)
+        candidates += _proposals(logits, ious[keep][stable], stability[stable], valid)
     return candidates
 
 
@@ -300,16 +292,24 @@ def _decode_reference(
             if settings.stability_thresh > 0
             else np.ones(len(stability), dtype=bool)
         )
-        for logit, iou, stable_score in zip(
-            logits[stable], ious[keep][stable], stability[stable], strict=True
-        ):
-            mask = logit > 0
-            if valid is not None:
-                mask &= valid
-            proposal = _crop(mask, float(iou), float(stable_score))
-            if proposal is not None:
-                candidates.append(proposal)
+        candidates += _proposals(logits[stable], ious[keep][stable], stability[stable], valid)
     return candidates
+
+
+def _proposals(
+    logits: np.ndarray, ious: np.ndarray, stability: np.ndarray, valid: np.ndarray | None
+) -> list[MaskProposal]:
+    """The kept candidates as proposals: mask = logits > 0 (within `valid`), cropped; an
+    empty mask is none."""
+    proposals = []
+    for logit, iou, stable_score in zip(logits, ious, stability, strict=True):
+        mask = logit > 0
+        if valid is not None:
+            mask &= valid
+        proposal = _crop(mask, float(iou), float(stable_score))
+        if proposal is not None:
+            proposals.append(proposal)
+    return proposals
 
 
 def sam_box(proposal: MaskProposal) -> tuple[int, int, int, int]:
