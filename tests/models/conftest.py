@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from terramask.models import clear_loaded
 from terramask.testing.tiny_models import save_tiny_clip, save_tiny_sam
+from tests.helpers.offline_hub import offline_hf_cache
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +31,7 @@ def tiny_clip(tiny_dir):
 @pytest.fixture(autouse=True)
 def isolated_hub(tmp_path, monkeypatch) -> Path:
     """An empty HF cache and offline mode for every test; loaded models are forgotten after."""
-    cache = tmp_path / "hf-home" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(cache.parent))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    yield cache
-    clear_loaded()
+    yield from offline_hf_cache(tmp_path, monkeypatch)
 
 
 def _lay_out_cache(cache: Path, repo_id: str, folder: Path, revision: str = "0" * 40) -> Path:

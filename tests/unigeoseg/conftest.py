@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from terramask.testing.tiny_unigeoseg import save_tiny_unigeoseg
+from tests.helpers.offline_hub import offline_hf_cache
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +30,4 @@ def tiny_unigeoseg(tiny_unigeoseg_folder):
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch) -> Path:
     """An empty HF cache in offline mode; models loaded in the test are forgotten after."""
-    from terramask.models import clear_loaded
-
-    cache = tmp_path / "hf-home" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(cache.parent))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    yield cache
-    clear_loaded()
+    yield from offline_hf_cache(tmp_path, monkeypatch)
